@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dmgr/dmgr/chserver"
+	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/httpapi"
+	"github.com/dmgr/dmgr/pkgstore"
+	"github.com/dmgr/dmgr/secrets"
+	"github.com/dmgr/dmgr/service"
+)
+
+// Main is the dmgr process: it builds every part in Run and takes them
+// down in Close, so that tests can run the real program in-process.
+type Main struct {
+	cfg    config
+	log    zerolog.Logger
+	stdout io.Writer
+
+	natsSrv *embedded.NATS
+	etcdSrv *embedded.Etcd
+	chSrv   *chserver.Server
+	nc      *nats.Conn
+	etcd    *clientv3.Client
+	http    *http.Server
+	httpLn  net.Listener
+	serveCh chan error
+
+	// URL is the base URL of the HTTP API once Run has returned.
+	URL string
+	// AdminToken is the bearer token of the API.
+	AdminToken string
+}
+
+// NewMain returns a Main for cfg.
+func NewMain(cfg config, log zerolog.Logger, stdout io.Writer) *Main {
+	return &Main{cfg: cfg, log: log, stdout: stdout}
+}
+
+// Run starts everything and returns once the API serves.
+func (m *Main) Run(ctx context.Context) error {
+	c := m.cfg
+	natsURL, etcdEndpoints, chAddr := c.natsURL, c.etcdEndpoints, c.clickhouseAddr
+	var masterKey []byte
+	if c.mode == "dev" {
+		if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		if err := m.startDevServers(ctx); err != nil {
+			return err
+		}
+		natsURL, etcdEndpoints = m.natsSrv.URL(), []string{m.etcdSrv.Endpoint()}
+		if chAddr == "" {
+			chAddr = m.chSrv.Addr()
+		}
+		token, err := loadOrCreateToken(filepath.Join(c.dataDir, "admin-token"))
+		if err != nil {
+			return err
+		}
+		m.AdminToken = token
+		if masterKey, err = secrets.LoadOrCreateMasterKeyFile(filepath.Join(c.dataDir, "master-key")); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if m.AdminToken, err = serverToken(c.adminTokenFile); err != nil {
+			return err
+		}
+		if masterKey, err = serverMasterKey(c.masterKeyFile); err != nil {
+			return err
+		}
+	}
+
+	var err error
+	m.nc, err = nats.Connect(natsURL, nats.Name("dmgr "+c.mode), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+	}
+	js, err := jetstream.New(m.nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	m.etcd, err = clientv3.New(clientv3.Config{Endpoints: etcdEndpoints, DialTimeout: 5 * time.Second, Context: ctx})
+	if err != nil {
+		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(etcdEndpoints, ","), err)
+	}
+	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: c.replicas})
+	if err != nil {
+		return err
+	}
+	vault, err := secrets.Open(ctx, js, masterKey, c.replicas)
+	if err != nil {
+		return err
+	}
+	pkgs, err := pkgstore.Open(ctx, js, c.replicas)
+	if err != nil {
+		return err
+	}
+	idem, err := httpapi.OpenIdempotency(ctx, js, c.replicas)
+	if err != nil {
+		return err
+	}
+	lim := pkgstore.DefaultLimits()
+	lim.MaxBytes = c.maxPackage
+	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log})
+	handler := httpapi.Handler(httpapi.Config{
+		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, Log: m.log,
+		Ready: func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
+	})
+
+	m.httpLn, err = net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.httpAddr, err)
+	}
+	m.URL = "http://" + m.httpLn.Addr().String()
+	m.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	m.serveCh = make(chan error, 1)
+	go func() { m.serveCh <- m.http.Serve(m.httpLn) }()
+
+	m.log.Info().Str("url", m.URL).Str("mode", c.mode).Str("nats", natsURL).
+		Strs("etcd", etcdEndpoints).Str("clickhouse", chAddr).Msg("dmgr serving")
+	if c.mode == "dev" {
+		tokenFile := filepath.Join(c.dataDir, "admin-token")
+		fmt.Fprintf(m.stdout, "dmgr dev is serving %s\n  admin token: %s (send it as Authorization: Bearer <token>)\n  try: curl -H \"Authorization: Bearer $(cat %s)\" %s/api/v1/machines\n",
+			m.URL, tokenFile, tokenFile, m.URL)
+	}
+	return nil
+}
+
+func (m *Main) startDevServers(ctx context.Context) error {
+	c := m.cfg
+	var err error
+	m.natsSrv, err = embedded.StartNATS(c.natsAddr, filepath.Join(c.dataDir, "nats"))
+	if err != nil {
+		return err
+	}
+	m.etcdSrv, err = embedded.StartEtcd(filepath.Join(c.dataDir, "etcd"), c.etcdClientAddr, c.etcdPeerAddr)
+	if err != nil {
+		return err
+	}
+	if c.clickhouseAddr == "" {
+		m.chSrv, err = chserver.Start(ctx, chserver.Options{Dir: filepath.Join(c.dataDir, "clickhouse"), Log: m.log})
+		if err != nil {
+			return fmt.Errorf("start local ClickHouse: %w", err)
+		}
+	}
+	return nil
+}
+
+// ready checks that NATS, the event stream, etcd and ClickHouse answer.
+func (m *Main) ready(ctx context.Context, store *eventstore.Store, chAddr string) error {
+	if !m.nc.IsConnected() {
+		return errors.New("NATS is not connected")
+	}
+	if _, err := store.LastSeq(ctx); err != nil {
+		return fmt.Errorf("event stream: %w", err)
+	}
+	if _, err := m.etcd.Get(ctx, "/dmgr/ready-probe"); err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	conn, err := chserver.Connect(ctx, chAddr)
+	if err != nil {
+		return fmt.Errorf("clickhouse: %w", err)
+	}
+	return conn.Close()
+}
+
+// Close lets in-flight requests finish, then closes the clients and the
+// embedded servers (which flush JetStream and etcd to disk).
+func (m *Main) Close() error {
+	var errs []error
+	if m.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.shutdownGrace)
+		if err := m.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		cancel()
+		if err := <-m.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if m.nc != nil {
+		if err := m.nc.Drain(); err != nil {
+			errs = append(errs, fmt.Errorf("nats drain: %w", err))
+		}
+		for i := 0; i < 100 && !m.nc.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if m.etcd != nil {
+		if err := m.etcd.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("etcd client: %w", err))
+		}
+	}
+	if m.etcdSrv != nil {
+		m.etcdSrv.Close()
+	}
+	if m.natsSrv != nil {
+		m.natsSrv.Shutdown()
+	}
+	if m.chSrv != nil {
+		if err := m.chSrv.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("clickhouse: %w", err))
+		}
+	}
+	m.log.Info().Msg("dmgr stopped")
+	return errors.Join(errs...)
+}
+
+// loadOrCreateToken reads the admin token, creating it (mode 0600) on
+// first start.
+func loadOrCreateToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	t := hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return t, nil
+}
+
+func serverToken(file string) (string, error) {
+	if t := os.Getenv("DMGR_ADMIN_TOKEN"); t != "" {
+		return t, nil
+	}
+	if file == "" {
+		return "", errors.New("no admin token: set DMGR_ADMIN_TOKEN or --admin-token-file")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return "", fmt.Errorf("admin token in %s is shorter than 16 characters", file)
+	}
+	return t, nil
+}
+
+func serverMasterKey(file string) ([]byte, error) {
+	if k := os.Getenv("DMGR_MASTER_KEY"); k != "" {
+		return secrets.LoadMasterKey(k)
+	}
+	if file == "" {
+		return nil, errors.New("no master key: set DMGR_MASTER_KEY or --master-key-file (generate one with `head -c 32 /dev/urandom | base64`)")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	return secrets.LoadMasterKey(strings.TrimSpace(string(b)))
+}

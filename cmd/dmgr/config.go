@@ -1,0 +1,94 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// config is what `dmgr dev` and `dmgr server` run with.
+type config struct {
+	mode string // "dev" or "server"
+
+	dataDir  string
+	httpAddr string
+
+	// dev: where the embedded servers listen.
+	natsAddr       string
+	etcdClientAddr string
+	etcdPeerAddr   string
+
+	// server: the external services; dev may point at an existing ClickHouse.
+	natsURL        string
+	etcdEndpoints  []string
+	clickhouseAddr string
+
+	adminTokenFile string
+	masterKeyFile  string
+	replicas       int
+	maxPackage     int64
+	shutdownGrace  time.Duration
+	logLevel       zerolog.Level
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
+	c := config{mode: mode}
+	fs := flag.NewFlagSet("dmgr "+mode, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var etcd, level string
+	fs.StringVar(&c.httpAddr, "http-addr", envOr("DMGR_HTTP_ADDR", "127.0.0.1:7700"), "address of the HTTP API (env DMGR_HTTP_ADDR)")
+	fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)"+
+		map[bool]string{true: "; empty: start a local clickhouse-server in the data dir", false: ""}[mode == "dev"])
+	fs.IntVar(&c.replicas, "replicas", 1, "replicas of the JetStream streams and buckets (3 in production)")
+	fs.Int64Var(&c.maxPackage, "max-package-bytes", 1<<30, "largest package upload accepted, in bytes")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+	fs.StringVar(&level, "log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
+	if mode == "dev" {
+		fs.StringVar(&c.dataDir, "data-dir", envOr("DMGR_DATA_DIR", "./.dmgr"), "directory for JetStream, etcd, ClickHouse, the admin token and the master key (env DMGR_DATA_DIR)")
+		fs.StringVar(&c.natsAddr, "nats-addr", envOr("DMGR_NATS_ADDR", "127.0.0.1:4222"), "listen address of the embedded NATS server; port 0 picks one (env DMGR_NATS_ADDR)")
+		fs.StringVar(&c.etcdClientAddr, "etcd-client-addr", envOr("DMGR_ETCD_CLIENT_ADDR", "127.0.0.1:2379"), "client address of the embedded etcd; port 0 picks one (env DMGR_ETCD_CLIENT_ADDR)")
+		fs.StringVar(&c.etcdPeerAddr, "etcd-peer-addr", envOr("DMGR_ETCD_PEER_ADDR", "127.0.0.1:2380"), "peer address of the embedded etcd; port 0 picks one (env DMGR_ETCD_PEER_ADDR)")
+	} else {
+		fs.StringVar(&c.natsURL, "nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
+		fs.StringVar(&etcd, "etcd-endpoints", envOr("DMGR_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env DMGR_ETCD_ENDPOINTS)")
+		fs.StringVar(&c.adminTokenFile, "admin-token-file", envOr("DMGR_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token; or set DMGR_ADMIN_TOKEN")
+		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key for credentials; or set DMGR_MASTER_KEY")
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("dmgr %s: unexpected argument %q", mode, fs.Arg(0))
+	}
+	lv, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return c, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	c.logLevel = lv
+	if etcd != "" {
+		for _, e := range strings.Split(etcd, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				c.etcdEndpoints = append(c.etcdEndpoints, e)
+			}
+		}
+	}
+	if mode == "server" && c.clickhouseAddr == "" {
+		return c, fmt.Errorf("dmgr server: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
+	}
+	if c.replicas < 1 {
+		return c, fmt.Errorf("--replicas must be at least 1")
+	}
+	return c, nil
+}

@@ -1,0 +1,75 @@
+// Command dmgr is the DM cluster management platform: `dmgr dev` runs
+// everything in one process, `dmgr server` runs the API against external
+// NATS JetStream, etcd and ClickHouse, and `dmgr version` prints the build.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `dmgr manages TiDB DM clusters: deploy, scale, upgrade, patch, start/stop and
+destroy them over SSH, with every change recorded as an event.
+
+Usage:
+  dmgr dev      [flags]   everything in one process: embedded NATS JetStream and
+                          etcd, a local ClickHouse, the HTTP API
+  dmgr server   [flags]   the HTTP API against external NATS, etcd and ClickHouse
+  dmgr version            print the version
+
+Run "dmgr <command> -h" for the flags of a command.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "dmgr:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "dmgr", version)
+		return nil
+	case "dev", "server":
+		cfg, err := parseConfig(args[0], args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		log := zerolog.New(stderr).With().Timestamp().Logger().Level(cfg.logLevel)
+		m := NewMain(cfg, log, stdout)
+		if err := m.Run(ctx); err != nil {
+			m.Close()
+			return err
+		}
+		<-ctx.Done()
+		log.Info().Msg("shutting down")
+		return m.Close()
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}

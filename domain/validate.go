@@ -1,0 +1,164 @@
+package domain
+
+import (
+	"net/netip"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Small validators shared by the domain. Each returns nil or an *Error with
+// code Invalid whose message names the value and says what is allowed.
+
+var (
+	clusterNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
+	userRE        = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	hostLabelRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	allDigitsRE   = regexp.MustCompile(`^[0-9]+$`)
+)
+
+// maxRemotePath bounds the length of a remote path (Linux PATH_MAX is 4096;
+// dmgr's paths are far shorter).
+const maxRemotePath = 1024
+
+// ValidateClusterName checks a cluster name: 1-64 letters, digits, '.', '_'
+// or '-', starting with a letter or digit.
+func ValidateClusterName(s string) error {
+	if !clusterNameRE.MatchString(s) {
+		return Errorf(Invalid, "cluster name %q is invalid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s)
+	}
+	return nil
+}
+
+// ValidateHost checks that s is an IPv4 or IPv6 address literal (without
+// brackets or zone) or an RFC 1123 host name: labels of letters, digits and
+// '-' (not at either end of a label), at most 63 characters each and 253 in
+// all, separated by '.'.
+func ValidateHost(s string) error {
+	const what = "use an IPv4 or IPv6 address or a host name of letters, digits, '-' and '.'"
+	if s == "" {
+		return Errorf(Invalid, "host is empty: %s", what)
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return Errorf(Invalid, "host %q is invalid: IPv6 zones are not supported; %s", s, what)
+		}
+		return nil
+	}
+	if len(s) > 253 {
+		return Errorf(Invalid, "host %q is invalid: it is longer than 253 characters", s)
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if !hostLabelRE.MatchString(l) {
+			return Errorf(Invalid, "host %q is invalid: %s", s, what)
+		}
+	}
+	// A top-level label is never all digits: "256.1.1.1" or "10.0.0" is a
+	// mistyped address, not a host name.
+	if allDigitsRE.MatchString(labels[len(labels)-1]) {
+		return Errorf(Invalid, "host %q is invalid: it is not a valid IP address; %s", s, what)
+	}
+	return nil
+}
+
+// ValidateUser checks a POSIX login name: a lower-case letter or '_', then up
+// to 31 lower-case letters, digits, '_' or '-'.
+func ValidateUser(s string) error {
+	if !userRE.MatchString(s) {
+		return Errorf(Invalid, "user %q is invalid: use a login name of up to 32 lower-case letters, digits, '_' or '-', starting with a letter or '_'", s)
+	}
+	return nil
+}
+
+// ValidatePort checks that p is a TCP port number, 1-65535.
+func ValidatePort(p int) error {
+	if p < 1 || p > 65535 {
+		return Errorf(Invalid, "port %d is out of range: use 1-65535", p)
+	}
+	return nil
+}
+
+// ValidateRemotePath checks a path on a target machine: absolute, clean, no
+// ".." segment, and only the characters A-Z a-z 0-9 . _ / + @ -. dmgr quotes
+// every remote argument as well; refusing shell metacharacters here is a
+// second line of defence.
+func ValidateRemotePath(s string) error {
+	if reason := remotePathProblem(s); reason != "" {
+		return Errorf(Invalid, "path %q is invalid: %s", s, reason)
+	}
+	return nil
+}
+
+// remotePathProblem says what is wrong with the absolute path s, or "".
+func remotePathProblem(s string) string {
+	if s == "" {
+		return "it is empty"
+	}
+	if len(s) > maxRemotePath {
+		return "it is longer than 1024 characters"
+	}
+	for _, r := range s {
+		if !remotePathChar(r) {
+			return "it contains " + describeRune(r) + "; use only letters, digits and . _ / + @ -"
+		}
+	}
+	if !strings.HasPrefix(s, "/") {
+		return "it must be absolute (start with /)"
+	}
+	for _, seg := range strings.Split(s, "/") {
+		if seg == ".." {
+			return `it contains a ".." segment`
+		}
+	}
+	if c := path.Clean(s); c != s {
+		return "it is not clean; write it as " + c
+	}
+	return ""
+}
+
+// relPathProblem says what is wrong with the relative path s (one that is
+// joined to a base directory), or "".
+func relPathProblem(s string) string {
+	if strings.HasPrefix(s, "/") {
+		return "it must be relative"
+	}
+	if s == "" {
+		return "it is empty"
+	}
+	if reason := remotePathProblem("/" + s); reason != "" {
+		if !strings.HasPrefix(reason, "it is not clean") {
+			return reason
+		}
+		if c := path.Clean("/" + s); c != "/" {
+			return "it is not clean; write it as " + strings.TrimPrefix(c, "/")
+		}
+		return "it must name a directory below the base directory"
+	}
+	return ""
+}
+
+// remotePathChar reports whether r may appear in a remote path.
+func remotePathChar(r rune) bool {
+	switch {
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return true
+	case r == '.', r == '_', r == '/', r == '+', r == '@', r == '-':
+		return true
+	}
+	return false
+}
+
+// describeRune names a refused character in a message.
+func describeRune(r rune) string {
+	switch r {
+	case ' ':
+		return "a space"
+	case '\n':
+		return "a newline"
+	case '\t':
+		return "a tab"
+	}
+	return strconv.QuoteRune(r)
+}

@@ -1,0 +1,79 @@
+package embedded
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Etcd is an in-process single-member etcd cluster.
+type Etcd struct {
+	e         *embed.Etcd
+	clientURL string
+}
+
+// StartEtcd starts a single etcd member with its data in dir. clientAddr and
+// peerAddr are "host:port"; port 0 picks a free one.
+func StartEtcd(dir, clientAddr, peerAddr string) (*Etcd, error) {
+	cu, err := listenURL(clientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client address: %w", err)
+	}
+	pu, err := listenURL(peerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("etcd peer address: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd dir: %w", err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "dmgr-dev"
+	cfg.Dir = dir
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "warn"
+	// etcd logs with zap; keep its lines out of dmgr's own log stream.
+	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("start embedded etcd in %s: not ready after 60s", dir)
+	}
+	return &Etcd{e: e, clientURL: cu.String()}, nil
+}
+
+// Endpoint is the client URL of the member.
+func (e *Etcd) Endpoint() string { return e.clientURL }
+
+// Close stops the member after it has synced its WAL.
+func (e *Etcd) Close() { e.e.Close() }
+
+// listenURL turns "host:port" into an http URL, choosing a free port for 0.
+func listenURL(addr string) (*url.URL, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", addr, err)
+	}
+	if port == "0" {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port on %s: %w", host, err)
+		}
+		addr = l.Addr().String()
+		l.Close()
+	}
+	return url.Parse("http://" + addr)
+}

@@ -1,0 +1,327 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config is how the event stream is created.
+type Config struct {
+	// Replicas is the stream's replication factor: 1 in dev, 3 in production.
+	Replicas int
+	// Duplicates is the window in which a commit id is deduplicated.
+	Duplicates time.Duration
+}
+
+// NewEvent is one event of a commit that is about to be appended.
+type NewEvent struct {
+	Type          string
+	SchemaVersion int
+	Payload       json.RawMessage
+}
+
+// Commit is everything one command produced for one aggregate.
+type Commit struct {
+	CommitID      string
+	AggregateType string
+	AggregateID   string
+	Time          time.Time
+	Actor         string
+	OperationID   string
+	CorrelationID string
+	CausationID   string
+	Events        []NewEvent
+}
+
+// Expect is the optimistic-concurrency condition of an append.
+type Expect struct {
+	// LastSeq is the stream sequence of the last commit the decision saw:
+	// on the aggregate's own subject, or on Filter when it is set. 0 means
+	// "no commit yet".
+	LastSeq uint64
+	// Filter widens the check to every subject it matches (for decisions that
+	// read several aggregates). Empty means the aggregate's own subject.
+	Filter string
+	// Version is the aggregate's version (number of events) the decision
+	// saw; the new events are numbered from Version+1.
+	Version uint64
+}
+
+// Event is a stored event with its envelope.
+type Event struct {
+	Seq              uint64          `json:"seq"` // stream sequence of its commit
+	CommitID         string          `json:"commit_id"`
+	EventID          string          `json:"event_id"`
+	Type             string          `json:"type"`
+	SchemaVersion    int             `json:"schema_version"`
+	AggregateType    string          `json:"aggregate_type"`
+	AggregateID      string          `json:"aggregate_id"`
+	AggregateVersion uint64          `json:"aggregate_version"`
+	Time             time.Time       `json:"time"`
+	Actor            string          `json:"actor"`
+	OperationID      string          `json:"operation_id,omitempty"`
+	CorrelationID    string          `json:"correlation_id,omitempty"`
+	CausationID      string          `json:"causation_id,omitempty"`
+	Payload          json.RawMessage `json:"payload"`
+}
+
+// Stream is the history of one aggregate, or of every aggregate matched by
+// a filter, in stream order.
+type Stream struct {
+	Events []Event
+	// LastSeq is the stream sequence of the last commit read (0: none).
+	LastSeq uint64
+}
+
+// Version is the number of events of the aggregate (only meaningful for a
+// single aggregate's stream).
+func (s Stream) Version() uint64 {
+	if len(s.Events) == 0 {
+		return 0
+	}
+	return s.Events[len(s.Events)-1].AggregateVersion
+}
+
+// wireCommit is the body of a commit message.
+type wireCommit struct {
+	CommitID      string      `json:"commit_id"`
+	AggregateType string      `json:"aggregate_type"`
+	AggregateID   string      `json:"aggregate_id"`
+	Time          time.Time   `json:"time"`
+	Actor         string      `json:"actor"`
+	OperationID   string      `json:"operation_id,omitempty"`
+	CorrelationID string      `json:"correlation_id,omitempty"`
+	CausationID   string      `json:"causation_id,omitempty"`
+	Events        []wireEvent `json:"events"`
+}
+
+type wireEvent struct {
+	EventID          string          `json:"event_id"`
+	Type             string          `json:"type"`
+	SchemaVersion    int             `json:"schema_version"`
+	AggregateVersion uint64          `json:"aggregate_version"`
+	Payload          json.RawMessage `json:"payload"`
+}
+
+// Headers set on every commit message, so that consumers can route without
+// decoding the body.
+const (
+	HeaderAggregateType = "Dmgr-Aggregate-Type"
+	HeaderAggregateID   = "Dmgr-Aggregate-Id"
+	HeaderOperationID   = "Dmgr-Operation-Id"
+)
+
+// Store appends commits to and loads aggregates from the event stream.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// Open creates or updates the event stream (idempotently) and returns a store on it.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = 10 * time.Minute
+	}
+	sc := jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "dmgr event store: one message per commit",
+		Subjects:    []string{AllSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.Duplicates,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+		Discard:     jetstream.DiscardNew,
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
+	}
+	return &Store{js: js, stream: stream}, nil
+}
+
+// Append appends c as one message if the condition in exp holds, and returns
+// the commit's stream sequence. A retried append of the same commit id
+// within the duplicate window returns the original sequence.
+func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error) {
+	if len(c.Events) == 0 {
+		return 0, errors.New("append: a commit needs at least one event")
+	}
+	if c.CommitID == "" || c.AggregateType == "" || c.AggregateID == "" {
+		return 0, errors.New("append: commit id, aggregate type and id are required")
+	}
+	w := wireCommit{
+		CommitID: c.CommitID, AggregateType: c.AggregateType, AggregateID: c.AggregateID,
+		Time: c.Time.UTC(), Actor: c.Actor, OperationID: c.OperationID,
+		CorrelationID: c.CorrelationID, CausationID: c.CausationID,
+		Events: make([]wireEvent, len(c.Events)),
+	}
+	for i, e := range c.Events {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return 0, fmt.Errorf("append: event id: %w", err)
+		}
+		sv := e.SchemaVersion
+		if sv == 0 {
+			sv = 1
+		}
+		w.Events[i] = wireEvent{EventID: id.String(), Type: e.Type, SchemaVersion: sv,
+			AggregateVersion: exp.Version + uint64(i) + 1, Payload: e.Payload}
+	}
+	body, err := json.Marshal(w)
+	if err != nil {
+		return 0, fmt.Errorf("append: encode commit: %w", err)
+	}
+	msg := &nats.Msg{Subject: Subject(c.AggregateType, c.AggregateID), Data: body, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, c.CommitID)
+	msg.Header.Set(HeaderAggregateType, c.AggregateType)
+	msg.Header.Set(HeaderAggregateID, c.AggregateID)
+	if c.OperationID != "" {
+		msg.Header.Set(HeaderOperationID, c.OperationID)
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(StreamName)}
+	if exp.Filter != "" {
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(exp.LastSeq, exp.Filter))
+	} else {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(exp.LastSeq))
+	}
+	ack, err := s.js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		err = classify(fmt.Errorf("append commit %s to %s: %w", c.CommitID, msg.Subject, err))
+		// JetStream checks the expected sequence before the duplicate window,
+		// so a retry of an append whose answer was lost looks like a
+		// conflict. It is not one when the last commit is this very commit.
+		if errors.Is(err, ErrConflict) {
+			if seq, ok := s.lastCommitIs(ctx, msg.Subject, c.CommitID); ok {
+				return seq, nil
+			}
+		}
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// lastCommitIs reports whether the last message on subject has commitID.
+func (s *Store) lastCommitIs(ctx context.Context, subject, commitID string) (uint64, bool) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != commitID {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+// Load reads every commit of one aggregate.
+func (s *Store) Load(ctx context.Context, aggregateType, id string) (Stream, error) {
+	return s.LoadFilter(ctx, Subject(aggregateType, id))
+}
+
+// LoadFilter reads every commit on the subjects that filter matches, in
+// stream order. Its LastSeq is the value to pass as Expect.LastSeq with the
+// same filter.
+func (s *Store) LoadFilter(ctx context.Context, filter string) (Stream, error) {
+	last, err := s.lastSeq(ctx, filter)
+	if err != nil || last == 0 {
+		return Stream{}, err
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
+	}
+	out := Stream{LastSeq: last}
+	for {
+		batch, err := cons.Fetch(512, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				return Stream{}, fmt.Errorf("load %s: %w", filter, err)
+			}
+			seq := meta.Sequence.Stream
+			if seq > last {
+				continue // appended after we started; not part of this read
+			}
+			evs, err := decodeCommit(seq, m.Data())
+			if err != nil {
+				return Stream{}, fmt.Errorf("load %s: %w", filter, err)
+			}
+			out.Events = append(out.Events, evs...)
+			if seq == last {
+				return out, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
+		}
+		if got == 0 && ctx.Err() != nil {
+			return Stream{}, fmt.Errorf("load %s: %w", filter, ctx.Err())
+		}
+	}
+}
+
+// lastSeq is the stream sequence of the last message on filter (0: none).
+func (s *Store) lastSeq(ctx context.Context, filter string) (uint64, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last commit on %s: %w", filter, classify(err))
+	}
+	return m.Sequence, nil
+}
+
+// LastSeq is the stream sequence of the last commit on any subject.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", classify(err))
+	}
+	return info.State.LastSeq, nil
+}
+
+// Subjects lists the aggregate subjects that match filter (for example
+// TypeSubjects("cluster")) with their number of commits.
+func (s *Store) Subjects(ctx context.Context, filter string) (map[string]uint64, error) {
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, fmt.Errorf("list subjects %s: %w", filter, classify(err))
+	}
+	return info.State.Subjects, nil
+}
+
+func decodeCommit(seq uint64, data []byte) ([]Event, error) {
+	var w wireCommit
+	if err := json.Unmarshal(data, &w); err != nil {
+		return nil, fmt.Errorf("decode commit at seq %d: %w", seq, err)
+	}
+	out := make([]Event, len(w.Events))
+	for i, e := range w.Events {
+		out[i] = Event{
+			Seq: seq, CommitID: w.CommitID, EventID: e.EventID, Type: e.Type,
+			SchemaVersion: e.SchemaVersion, AggregateType: w.AggregateType,
+			AggregateID: w.AggregateID, AggregateVersion: e.AggregateVersion,
+			Time: w.Time, Actor: w.Actor, OperationID: w.OperationID,
+			CorrelationID: w.CorrelationID, CausationID: w.CausationID, Payload: e.Payload,
+		}
+	}
+	return out, nil
+}

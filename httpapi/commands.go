@@ -1,0 +1,29 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/dmgr/dmgr/service"
+)
+
+// meta is who sends the command and, for a keyed command, the ids that
+// make a re-run append the same commit.
+func meta(r *http.Request) service.Meta {
+	m := service.Meta{Actor: actorOf(r.Context()), CorrelationID: r.Header.Get("X-Request-Id")}
+	if ids, ok := idempotentIDs(r.Context()); ok {
+		m.CommitID, m.OperationID = ids.commitID, ids.operationID
+	}
+	return m
+}
+
+// accepted answers a command: 202, the operation's Location, and
+// {operation_id, commit_seq}.
+func accepted(w http.ResponseWriter, acc service.Accepted) {
+	w.Header().Set("Location", "/api/v1/operations/"+acc.OperationID)
+	writeJSON(w, http.StatusAccepted, acc)
+}
+
+func dryRun(r *http.Request) bool {
+	v := r.URL.Query().Get("dry_run")
+	return v == "true" || v == "1"
+}

@@ -1,0 +1,65 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/service"
+)
+
+type registerMachineBody struct {
+	Host       string        `json:"host"`
+	SSHPort    int           `json:"ssh_port"`
+	User       string        `json:"user"`
+	Password   string        `json:"password"`
+	PrivateKey string        `json:"private_key"`
+	Labels     domain.Labels `json:"labels"`
+}
+
+func (a *api) registerMachine(w http.ResponseWriter, r *http.Request) {
+	var b registerMachineBody
+	if err := decodeJSON(r, a.maxJSON, &b); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := required([2]string{"host", b.Host}, [2]string{"user", b.User}); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	acc, err := a.svc.RegisterMachine(r.Context(), meta(r), service.RegisterMachineRequest{
+		Host: b.Host, SSHPort: b.SSHPort, User: b.User, Password: b.Password, PrivateKey: b.PrivateKey, Labels: b.Labels})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	accepted(w, acc)
+}
+
+func (a *api) removeMachine(w http.ResponseWriter, r *http.Request) {
+	acc, err := a.svc.RemoveMachine(r.Context(), meta(r), chi.URLParam(r, "host"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	accepted(w, acc)
+}
+
+func (a *api) listMachines(w http.ResponseWriter, r *http.Request) {
+	ms, err := a.svc.Machines(r.Context())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"machines": ms})
+}
+
+func (a *api) getMachine(w http.ResponseWriter, r *http.Request) {
+	m, err := a.svc.Machine(r.Context(), chi.URLParam(r, "host"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}

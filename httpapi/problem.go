@@ -1,0 +1,67 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/domain"
+)
+
+// statusOf is the one table from error code to HTTP status.
+var statusOf = map[string]int{
+	domain.Invalid:      http.StatusBadRequest,
+	domain.NotFound:     http.StatusNotFound,
+	domain.Conflict:     http.StatusConflict,
+	domain.Unauthorized: http.StatusUnauthorized,
+	domain.Forbidden:    http.StatusForbidden,
+	domain.TooLarge:     http.StatusRequestEntityTooLarge,
+	domain.Unavailable:  http.StatusServiceUnavailable,
+	domain.Internal:     http.StatusInternalServerError,
+}
+
+// Problem is an RFC 9457 problem document with dmgr's error code.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail"`
+	Code     string `json:"code"`
+	Instance string `json:"instance,omitempty"`
+}
+
+// writeError answers err as a problem; only internal errors are logged as
+// errors (with their details, which the client does not see).
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := domain.ErrorCode(err)
+	status, ok := statusOf[code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		code, status = domain.TooLarge, http.StatusRequestEntityTooLarge
+		err = domain.Errorf(domain.TooLarge, "request body is larger than the limit of %d bytes", mbe.Limit)
+	}
+	if code == domain.Internal {
+		zerolog.Ctx(r.Context()).Error().Err(err).Msg("internal error")
+	}
+	writeProblem(w, r, status, code, domain.ErrorMessage(err))
+}
+
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, code, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(Problem{
+		Type: "https://dmgr.dev/problems/" + code, Title: http.StatusText(status), Status: status,
+		Detail: detail, Code: code, Instance: r.URL.Path,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,117 @@
+package httpapi
+
+import (
+	"context"
+	_ "embed"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/service"
+)
+
+//go:embed openapi.yaml
+var openAPI []byte
+
+// OpenAPI is the API description served at /api/v1/openapi.yaml.
+func OpenAPI() []byte { return openAPI }
+
+// Config wires the API.
+type Config struct {
+	Service     *service.Service
+	Idempotency *Idempotency
+	AdminToken  string
+	// MaxJSONBody bounds JSON request bodies (default 1 MiB); package
+	// uploads are bounded by the service's package limits.
+	MaxJSONBody int64
+	// Ready reports whether the dependencies answer; nil means ready.
+	Ready func(ctx context.Context) error
+	Log   zerolog.Logger
+}
+
+type api struct {
+	svc     *service.Service
+	maxJSON int64
+	ready   func(ctx context.Context) error
+}
+
+// Handler returns the HTTP handler of the API.
+func Handler(c Config) http.Handler {
+	if c.MaxJSONBody <= 0 {
+		c.MaxJSONBody = 1 << 20
+	}
+	if c.Ready == nil {
+		c.Ready = func(context.Context) error { return nil }
+	}
+	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: c.Ready}
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, requestLog(c.Log), middleware.Recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; see /api/v1/openapi.yaml")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, http.StatusMethodNotAllowed, "invalid", "method "+r.Method+" is not allowed on "+r.URL.Path)
+	})
+	r.Get("/healthz", a.healthz)
+	r.Get("/readyz", a.readyz)
+	r.Group(func(r chi.Router) {
+		r.Use(bearerAuth(c.AdminToken))
+		r.Get("/api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/yaml")
+			_, _ = w.Write(openAPI)
+		})
+		r.Get("/api/v1/machines", a.listMachines)
+		r.Get("/api/v1/machines/{host}", a.getMachine)
+		r.Get("/api/v1/packages", a.listPackages)
+		r.Get("/api/v1/clusters", a.listClusters)
+		r.Get("/api/v1/clusters/{name}", a.getCluster)
+		r.Get("/api/v1/operations", a.listOperations)
+		r.Get("/api/v1/operations/{id}", a.getOperation)
+		r.Group(func(r chi.Router) {
+			if c.Idempotency != nil {
+				r.Use(c.Idempotency.Middleware)
+			}
+			r.Post("/api/v1/machines", a.registerMachine)
+			r.Delete("/api/v1/machines/{host}", a.removeMachine)
+			r.Post("/api/v1/packages", a.uploadPackage)
+			r.Post("/api/v1/clusters", a.deployCluster)
+		})
+	})
+	return r
+}
+
+func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if err := a.ready(ctx); err != nil {
+		writeProblem(w, r, http.StatusServiceUnavailable, "unavailable", "not ready: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// requestLog logs one line per request with zerolog and puts the logger,
+// with the request id, into the request's context.
+func requestLog(log zerolog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			l := log.With().Str("request_id", middleware.GetReqID(r.Context())).Logger()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			next.ServeHTTP(ww, r.WithContext(l.WithContext(r.Context())))
+			ev := l.Info()
+			if ww.Status() >= 500 {
+				ev = l.Error()
+			}
+			ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", ww.Status()).
+				Int("bytes", ww.BytesWritten()).Dur("duration", time.Since(start)).Msg("http request")
+		})
+	}
+}

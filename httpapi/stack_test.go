@@ -1,0 +1,234 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/httpapi"
+	"github.com/dmgr/dmgr/pkgstore"
+	"github.com/dmgr/dmgr/secrets"
+	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/testenv"
+)
+
+const token = "test-admin-token-0123456789"
+
+// stack is the API on a real embedded NATS JetStream server.
+type stack struct {
+	t      *testing.T
+	url    string
+	js     jetstream.JetStream
+	store  *eventstore.Store
+	logs   *syncBuffer
+	client *http.Client
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newStack(t *testing.T, lim pkgstore.Limits) *stack {
+	t.Helper()
+	n := testenv.NATS(t)
+	_, js := testenv.JetStream(t, n.URL())
+	ctx := testenv.Context(t, time.Minute)
+	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := bytes.Repeat([]byte{7}, secrets.KeySize)
+	vault, err := secrets.Open(ctx, js, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgs, err := pkgstore.Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idem, err := httpapi.OpenIdempotency(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := zerolog.New(logs).Level(zerolog.DebugLevel)
+	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: log})
+	h := httpapi.Handler(httpapi.Config{Service: svc, Idempotency: idem, AdminToken: token, MaxJSONBody: 64 << 10, Log: log})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &stack{t: t, url: srv.URL, js: js, store: store, logs: logs, client: srv.Client()}
+}
+
+// response is an answer with its body read.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
+
+func (r response) problem(t *testing.T) httpapi.Problem {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("content type %q, want application/problem+json (status %d, body %s)", ct, r.status, r.body)
+	}
+	var p httpapi.Problem
+	r.json(t, &p)
+	return p
+}
+
+type reqOpt func(*http.Request)
+
+func withHeader(k, v string) reqOpt { return func(r *http.Request) { r.Header.Set(k, v) } }
+
+func noToken() reqOpt { return func(r *http.Request) { r.Header.Del("Authorization") } }
+
+func (s *stack) do(method, path string, body any, opts ...reqOpt) response {
+	s.t.Helper()
+	var rd io.Reader
+	ct := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd, ct = bytes.NewReader(b), "application/gzip"
+	case string:
+		rd, ct = strings.NewReader(b), "application/json"
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		rd, ct = bytes.NewReader(j), "application/json"
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, s.url+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	for _, o := range opts {
+		o(req)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// mustAccept sends a command and fails unless it is accepted.
+func (s *stack) mustAccept(method, path string, body any, opts ...reqOpt) service.Accepted {
+	s.t.Helper()
+	r := s.do(method, path, body, opts...)
+	if r.status != http.StatusAccepted {
+		s.t.Fatalf("%s %s: status %d, body %s", method, path, r.status, r.body)
+	}
+	var acc service.Accepted
+	r.json(s.t, &acc)
+	if acc.OperationID == "" || acc.CommitSeq == 0 {
+		s.t.Fatalf("%s %s: incomplete answer %s", method, path, r.body)
+	}
+	if loc := r.header.Get("Location"); loc != "/api/v1/operations/"+acc.OperationID {
+		s.t.Fatalf("%s %s: Location %q", method, path, loc)
+	}
+	return acc
+}
+
+// lastSeq is the stream's last sequence.
+func (s *stack) lastSeq() uint64 {
+	s.t.Helper()
+	seq, err := s.store.LastSeq(context.Background())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return seq
+}
+
+// rawStream returns every commit message body and header in the stream.
+func (s *stack) rawStream() []string {
+	s.t.Helper()
+	ctx := context.Background()
+	st, err := s.js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.LastSeq > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		out = append(out, string(m.Data)+"\n"+formatHeader(m.Header))
+	}
+	return out
+}
+
+func formatHeader(h map[string][]string) string {
+	var b strings.Builder
+	for k, vs := range h {
+		b.WriteString(k + ": " + strings.Join(vs, ",") + "\n")
+	}
+	return b.String()
+}
+
+// fixtures registers three machines and uploads dm v8.1.0.
+func (s *stack) fixtures() {
+	s.t.Helper()
+	for _, h := range []string{"198.18.0.11", "198.18.0.12", "198.18.0.13"} {
+		s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": h, "user": "tidb", "password": "pw-" + h})
+	}
+	s.mustAccept("POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", testenv.DMPackage(s.t, "v8.1.0"))
+}
+
+const topology = `global:
+  user: tidb
+  deploy_dir: /dm/deploy
+  data_dir: /dm/data
+master_servers:
+  - host: 198.18.0.11
+  - host: 198.18.0.12
+  - host: 198.18.0.13
+worker_servers:
+  - host: 198.18.0.11
+  - host: 198.18.0.12
+monitoring_servers:
+  - host: 198.18.0.13
+`

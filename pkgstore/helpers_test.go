@@ -1,0 +1,202 @@
+package pkgstore
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dmgr/dmgr/domain"
+)
+
+// runJetStream starts an in-process NATS server with JetStream on a random
+// port and a t.TempDir() store, and returns a JetStream client for it.
+func runJetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	if err != nil {
+		t.Fatalf("new nats server: %v", err)
+	}
+	s.Start()
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready within 10s")
+	}
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatalf("connect to nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream client: %v", err)
+	}
+	return js
+}
+
+// ent is one entry of a test archive. The zero typ is a regular file.
+type ent struct {
+	name string
+	typ  byte
+	body string
+	link string
+	mode int64
+}
+
+func file(name, body string) ent      { return ent{name: name, typ: tar.TypeReg, body: body} }
+func dir(name string) ent             { return ent{name: name, typ: tar.TypeDir} }
+func symlink(name, target string) ent { return ent{name: name, typ: tar.TypeSymlink, link: target} }
+func hardlink(name, target string) ent {
+	return ent{name: name, typ: tar.TypeLink, link: target}
+}
+
+// tarBytes writes the entries as an uncompressed tar archive.
+func tarBytes(t testing.TB, entries []ent) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		typ := e.typ
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		mode := e.mode
+		if mode == 0 {
+			mode = 0o644
+			if typ == tar.TypeDir || strings.Contains(e.name, "bin/") {
+				mode = 0o755
+			}
+		}
+		hdr := &tar.Header{
+			Name:     e.name,
+			Typeflag: typ,
+			Linkname: e.link,
+			Mode:     mode,
+			ModTime:  time.Unix(1700000000, 0),
+			Format:   tar.FormatPAX,
+		}
+		if typ == tar.TypeReg {
+			hdr.Size = int64(len(e.body))
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("tar header %q: %v", e.name, err)
+		}
+		if typ == tar.TypeReg {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatalf("tar body %q: %v", e.name, err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatalf("tar close: %v", err)
+	}
+	return buf.Bytes()
+}
+
+func gz(t testing.TB, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// tgz builds a .tar.gz holding the entries.
+func tgz(t testing.TB, entries ...ent) []byte {
+	t.Helper()
+	return gz(t, tarBytes(t, entries))
+}
+
+// layout is a complete package as seed 000 describes it, under prefix ("" for
+// the archive root, "dm-v2.0.1/" for a top directory).
+func layout(prefix string) []ent {
+	es := []ent{
+		dir("bin/"),
+		file("bin/dm-master", "#!/bin/sh\necho dm-master\n"),
+		file("bin/dm-worker", "#!/bin/sh\necho dm-worker\n"),
+		file("bin/prometheus", "prometheus"),
+		file("bin/alertmanager", "alertmanager"),
+		dir("conf/"),
+		file("conf/dm-master.toml", "name = \"master\"\n"),
+		file("conf/dm-worker.toml", "name = \"worker\"\n"),
+		file("conf/dm_worker.rules.yml", "groups: []\n"),
+		file("conf/alertmanager.yml", "route: {}\n"),
+		dir("template/"),
+		file("template/systemd.service.tmpl", "[Unit]\n"),
+		file("template/run_dm-master.sh.tmpl", "#!/bin/sh\n"),
+		file("grafana.tar.gz", "not really a grafana tarball"),
+		dir("others/"),
+		file("others/dmctl", "dmctl"),
+		file("others/task_basic.yml", "name: basic\n"),
+	}
+	if prefix != "" {
+		es = append([]ent{dir(prefix)}, es...)
+		for i := 1; i < len(es); i++ {
+			es[i].name = prefix + es[i].name
+		}
+	}
+	return es
+}
+
+func with(base []ent, more ...ent) []ent {
+	return append(append([]ent{}, base...), more...)
+}
+
+func without(base []ent, name string) []ent {
+	var out []ent
+	for _, e := range base {
+		if e.name != name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func requireNoError(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+// requireCode checks err's domain code and that its message contains want.
+func requireCode(t testing.TB, err error, code, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want %s error containing %q", code, want)
+	}
+	if got := domain.ErrorCode(err); got != code {
+		t.Fatalf("error code = %q, want %q (error: %v)", got, code, err)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not contain %q", err, want)
+	}
+}

@@ -1,0 +1,224 @@
+package secrets
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dmgr/dmgr/domain"
+)
+
+// Bucket is the JetStream key-value bucket that holds the sealed secrets,
+// one key per credential id.
+const Bucket = "dmgr-secrets"
+
+// MaxSecretSize bounds one secret; SSH private keys are a few KiB.
+const MaxSecretSize = 64 << 10
+
+// Kind says what a credential is.
+type Kind string
+
+// The kinds of credential.
+const (
+	KindPassword   Kind = "password"
+	KindPrivateKey Kind = "private_key"
+)
+
+// kindCodes is the on-disk code of each kind; codes are never reused.
+var kindCodes = map[Kind]byte{KindPassword: 1, KindPrivateKey: 2}
+
+func kindOf(code byte) (Kind, bool) {
+	for k, c := range kindCodes {
+		if c == code {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// Valid reports whether k is a known kind.
+func (k Kind) Valid() bool { _, ok := kindCodes[k]; return ok }
+
+// ErrDecrypt is returned, wrapped, by Get when a stored value does not open:
+// the vault's master key is not the one it was sealed with, or the value was
+// altered or moved to another id or kind. It has code Internal: it is a
+// server fault, logged, and not shown to API clients.
+var ErrDecrypt = errors.New("cannot decrypt: the master key differs from the one the credential was stored with, or the stored value was altered")
+
+// Layout of a stored value, format version 1:
+//
+//	version (1 byte) | kind code (1 byte) | nonce (12 bytes) | AES-256-GCM ciphertext and 16-byte tag
+//
+// The kind is kept in clear so that Get can rebuild the additional data
+// before it decrypts; the additional data, version | id | 0x00 | kind,
+// binds the ciphertext to its id and kind.
+const (
+	formatV1   = 1
+	nonceSize  = 12
+	headerSize = 2 + nonceSize
+)
+
+// Vault stores and retrieves encrypted credentials.
+type Vault struct {
+	kv   jetstream.KeyValue
+	aead cipher.AEAD
+}
+
+// String keeps the cipher state (the expanded key) out of fmt output.
+func (v Vault) String() string { return "secrets.Vault{bucket: " + Bucket + "}" }
+
+// GoString is String, for %#v.
+func (v Vault) GoString() string { return v.String() }
+
+// Open returns a vault on the KV bucket "dmgr-secrets" (file storage,
+// history 1, the given number of replicas), creating the bucket when it does
+// not exist. key is the 32-byte master key.
+func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int) (*Vault, error) {
+	if len(key) != KeySize {
+		return nil, domain.Errorf(domain.Invalid, "master key is %d bytes; it must be exactly %d (AES-256)", len(key), KeySize)
+	}
+	if replicas < 1 {
+		replicas = 1
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("secrets: aes: %w", err)
+	}
+	aead, err := cipher.NewGCMWithNonceSize(block, nonceSize)
+	if err != nil {
+		return nil, fmt.Errorf("secrets: gcm: %w", err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "dmgr credentials, AES-256-GCM sealed; see package secrets",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Created before with another config (e.g. other replicas): use it
+		// as it is rather than change it behind the operator's back.
+		kv, err = js.KeyValue(ctx, Bucket)
+	}
+	if err != nil {
+		return nil, domain.Errorf(domain.Unavailable, "secrets: open key-value bucket %s: %v", Bucket, err)
+	}
+	return &Vault{kv: kv, aead: aead}, nil
+}
+
+// Put seals secret and stores it under a new id, "cred-" followed by a
+// UUID v7, which it returns.
+func (v *Vault) Put(ctx context.Context, kind Kind, secret []byte) (string, error) {
+	if !kind.Valid() {
+		return "", domain.Errorf(domain.Invalid, "credential kind %q is not one of %q, %q", kind, KindPassword, KindPrivateKey)
+	}
+	if len(secret) == 0 {
+		return "", domain.Errorf(domain.Invalid, "the %s is empty", kindLabel(kind))
+	}
+	if len(secret) > MaxSecretSize {
+		return "", domain.Errorf(domain.Invalid, "the %s is %d bytes; at most %d are accepted", kindLabel(kind), len(secret), MaxSecretSize)
+	}
+	u, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("secrets: new credential id: %w", err)
+	}
+	id := idPrefix + u.String()
+	value, err := v.seal(id, kind, secret)
+	if err != nil {
+		return "", err
+	}
+	if _, err := v.kv.Create(ctx, id, value); err != nil {
+		return "", domain.Errorf(domain.Unavailable, "store credential %s: %v", id, err)
+	}
+	return id, nil
+}
+
+// Get returns the kind and plaintext of credential id. An unknown id gives
+// a NotFound error; a value that does not decrypt gives ErrDecrypt.
+func (v *Vault) Get(ctx context.Context, id string) (Kind, []byte, error) {
+	if err := checkID(id); err != nil {
+		return "", nil, err
+	}
+	e, err := v.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil, domain.Errorf(domain.NotFound, "credential %s does not exist", id)
+	}
+	if err != nil {
+		return "", nil, domain.Errorf(domain.Unavailable, "read credential %s: %v", id, err)
+	}
+	return v.open(id, e.Value())
+}
+
+// Delete removes credential id, keeping no earlier revision. Deleting an id
+// that does not exist is not an error, so handlers may repeat it.
+func (v *Vault) Delete(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := v.kv.Purge(ctx, id); err != nil {
+		return domain.Errorf(domain.Unavailable, "delete credential %s: %v", id, err)
+	}
+	return nil
+}
+
+func (v *Vault) seal(id string, kind Kind, secret []byte) ([]byte, error) {
+	out := make([]byte, headerSize, headerSize+len(secret)+v.aead.Overhead())
+	out[0] = formatV1
+	out[1] = kindCodes[kind]
+	nonce := out[2:headerSize]
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("secrets: nonce: %w", err)
+	}
+	return v.aead.Seal(out, nonce, secret, additionalData(formatV1, id, kind)), nil
+}
+
+func (v *Vault) open(id string, value []byte) (Kind, []byte, error) {
+	if len(value) < headerSize+v.aead.Overhead() {
+		return "", nil, fmt.Errorf("credential %s: stored value is %d bytes, too short: %w", id, len(value), ErrDecrypt)
+	}
+	if value[0] != formatV1 {
+		return "", nil, fmt.Errorf("credential %s is stored in format version %d, which this dmgr cannot read; upgrade dmgr", id, value[0])
+	}
+	kind, ok := kindOf(value[1])
+	if !ok {
+		return "", nil, fmt.Errorf("credential %s: unknown kind code %d: %w", id, value[1], ErrDecrypt)
+	}
+	plain, err := v.aead.Open(nil, value[2:headerSize], value[headerSize:], additionalData(value[0], id, kind))
+	if err != nil {
+		return "", nil, fmt.Errorf("credential %s: %w", id, ErrDecrypt)
+	}
+	return kind, plain, nil
+}
+
+func additionalData(version byte, id string, kind Kind) []byte {
+	ad := make([]byte, 0, 1+len(id)+1+len(kind))
+	ad = append(ad, version)
+	ad = append(ad, id...)
+	ad = append(ad, 0)
+	return append(ad, kind...)
+}
+
+const idPrefix = "cred-"
+
+// checkID accepts only "cred-" and a UUID in canonical form.
+func checkID(id string) error {
+	rest, ok := strings.CutPrefix(id, idPrefix)
+	if u, err := uuid.Parse(rest); !ok || err != nil || u.String() != rest {
+		return domain.Errorf(domain.Invalid, "credential id %q is not of the form cred-<uuid>", id)
+	}
+	return nil
+}
+
+func kindLabel(k Kind) string {
+	if k == KindPrivateKey {
+		return "private key"
+	}
+	return string(k)
+}

@@ -1,0 +1,124 @@
+package service
+
+import (
+	"context"
+	"sort"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/secrets"
+)
+
+// RegisterMachineRequest is RegisterMachine with the plaintext credential,
+// which goes to the vault and never into an event.
+type RegisterMachineRequest struct {
+	Host       string
+	SSHPort    int
+	User       string
+	Password   string
+	PrivateKey string
+	Labels     domain.Labels
+}
+
+// RegisterMachine stores the credential encrypted and records the machine.
+func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMachineRequest) (Accepted, error) {
+	kind, secret := secrets.Kind(""), ""
+	switch {
+	case r.Password != "" && r.PrivateKey != "":
+		return Accepted{}, domain.Errorf(domain.Invalid, "give either password or private_key, not both")
+	case r.Password != "":
+		kind, secret = secrets.Kind(domain.CredentialPassword), r.Password
+	case r.PrivateKey != "":
+		kind, secret = secrets.Kind(domain.CredentialPrivateKey), r.PrivateKey
+	default:
+		return Accepted{}, domain.Errorf(domain.Invalid, "a credential is required: give password or private_key")
+	}
+	cmd := domain.RegisterMachine{Host: r.Host, SSHPort: r.SSHPort, User: r.User, Labels: r.Labels,
+		Credential: domain.CredentialRef{ID: "pending", Kind: string(kind)}}
+	// Validate before the secret is stored, so bad input writes nothing.
+	m, err := s.loadMachine(ctx, r.Host)
+	if err != nil {
+		return Accepted{}, err
+	}
+	if _, err := domain.DecideRegisterMachine(m.state, cmd); err != nil {
+		return Accepted{}, err
+	}
+	credID, err := s.vault.Put(ctx, kind, []byte(secret))
+	if err != nil {
+		return Accepted{}, err
+	}
+	cmd.Credential.ID = credID
+	acc, err := s.run(ctx, meta, func(ctx context.Context) (decision, error) {
+		m, err := s.loadMachine(ctx, r.Host)
+		if err != nil {
+			return decision{}, err
+		}
+		evs, err := domain.DecideRegisterMachine(m.state, cmd)
+		return decision{domain.AggregateMachine, r.Host, evs, eventstore.Expect{LastSeq: m.lastSeq, Version: m.version}}, err
+	})
+	if err != nil {
+		if derr := s.vault.Delete(context.WithoutCancel(ctx), credID); derr != nil {
+			s.log.Error().Err(derr).Str("credential", credID).Msg("remove credential of a refused machine registration")
+		}
+		return Accepted{}, err
+	}
+	return acc, nil
+}
+
+// RemoveMachine takes an unused machine out of the inventory.
+func (s *Service) RemoveMachine(ctx context.Context, meta Meta, host string) (Accepted, error) {
+	return s.run(ctx, meta, func(ctx context.Context) (decision, error) {
+		w, err := s.loadWorld(ctx, eventstore.AllSubjects)
+		if err != nil {
+			return decision{}, err
+		}
+		evs, err := domain.DecideRemoveMachine(w.World, domain.RemoveMachine{Host: host})
+		return decision{domain.AggregateMachine, host, evs, w.expect(domain.AggregateMachine, host)}, err
+	})
+}
+
+type loadedMachine struct {
+	state   *domain.Machine
+	lastSeq uint64
+	version uint64
+}
+
+func (s *Service) loadMachine(ctx context.Context, host string) (loadedMachine, error) {
+	a, err := s.loadAggregate(ctx, domain.AggregateMachine, host)
+	if err != nil || len(a.events) == 0 {
+		return loadedMachine{lastSeq: a.lastSeq}, err
+	}
+	var m domain.Machine
+	for _, e := range a.events {
+		m = domain.EvolveMachine(m, e)
+	}
+	return loadedMachine{state: &m, lastSeq: a.lastSeq, version: a.version}, nil
+}
+
+// Machine returns one registered machine.
+func (s *Service) Machine(ctx context.Context, host string) (domain.Machine, error) {
+	m, err := s.loadMachine(ctx, host)
+	if err != nil {
+		return domain.Machine{}, err
+	}
+	if !m.state.Active() {
+		return domain.Machine{}, domain.Errorf(domain.NotFound, "machine %s is not registered", host)
+	}
+	return *m.state, nil
+}
+
+// Machines lists the registered machines, sorted by host.
+func (s *Service) Machines(ctx context.Context) ([]domain.Machine, error) {
+	w, err := s.loadWorld(ctx, eventstore.TypeSubjects(domain.AggregateMachine))
+	if err != nil {
+		return nil, err
+	}
+	out := []domain.Machine{}
+	for _, m := range w.Machines {
+		if m.Active() {
+			out = append(out, *m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
+	return out, nil
+}

@@ -1,0 +1,112 @@
+package service
+
+import (
+	"context"
+	"io"
+	"sort"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/eventstore"
+)
+
+// UploadPackageRequest names the package whose archive is in Body.
+type UploadPackageRequest struct {
+	Name    string // e.g. "dm"
+	Version string // e.g. "v8.1.0"
+	Arch    string // amd64 (default) or arm64
+	Body    io.Reader
+}
+
+// UploadPackage streams the archive into the object store while checking
+// it, then records the package. A refused upload leaves no object behind.
+func (s *Service) UploadPackage(ctx context.Context, meta Meta, r UploadPackageRequest) (Accepted, error) {
+	if r.Arch == "" {
+		r.Arch = "amd64"
+	}
+	cmd := domain.UploadPackage{Name: r.Name, Version: r.Version, OS: "linux", Arch: r.Arch,
+		SHA256: zeroSHA, Size: 1, Object: "pending"}
+	id := domain.PackageID(r.Name, r.Version, cmd.OS, cmd.Arch)
+	// Refuse a bad name or a duplicate before reading the body.
+	p, err := s.loadPackage(ctx, id)
+	if err != nil {
+		return Accepted{}, err
+	}
+	if _, err := domain.DecideUploadPackage(p.state, cmd); err != nil {
+		return Accepted{}, err
+	}
+	man, object, err := s.packages.Put(ctx, r.Body, s.limits)
+	if err != nil {
+		return Accepted{}, err
+	}
+	cmd.SHA256, cmd.Size, cmd.Object, cmd.Components = man.SHA256, man.Size, object, man.Components
+	for _, f := range man.Files {
+		cmd.Files = append(cmd.Files, domain.PackageFile{Path: f.Path, Size: f.Size, Mode: f.Mode, SHA256: f.SHA256})
+	}
+	acc, err := s.run(ctx, meta, func(ctx context.Context) (decision, error) {
+		p, err := s.loadPackage(ctx, id)
+		if err != nil {
+			return decision{}, err
+		}
+		evs, err := domain.DecideUploadPackage(p.state, cmd)
+		return decision{domain.AggregatePackage, id, evs, eventstore.Expect{LastSeq: p.lastSeq, Version: p.version}}, err
+	})
+	if err != nil {
+		if !s.objectInUse(ctx, object) {
+			if derr := s.packages.Delete(context.WithoutCancel(ctx), object); derr != nil {
+				s.log.Error().Err(derr).Str("object", object).Msg("remove object of a refused package upload")
+			}
+		}
+		return Accepted{}, err
+	}
+	return acc, nil
+}
+
+const zeroSHA = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// objectInUse reports whether a recorded package refers to object (the
+// same bytes uploaded under another name share the object).
+func (s *Service) objectInUse(ctx context.Context, object string) bool {
+	pkgs, err := s.Packages(ctx)
+	if err != nil {
+		return true // when in doubt, keep the bytes
+	}
+	for _, p := range pkgs {
+		if p.Object == object {
+			return true
+		}
+	}
+	return false
+}
+
+type loadedPackage struct {
+	state   *domain.Package
+	lastSeq uint64
+	version uint64
+}
+
+func (s *Service) loadPackage(ctx context.Context, id string) (loadedPackage, error) {
+	a, err := s.loadAggregate(ctx, domain.AggregatePackage, id)
+	if err != nil || len(a.events) == 0 {
+		return loadedPackage{lastSeq: a.lastSeq}, err
+	}
+	var p domain.Package
+	for _, e := range a.events {
+		p = domain.EvolvePackage(p, e)
+	}
+	return loadedPackage{state: &p, lastSeq: a.lastSeq, version: a.version}, nil
+}
+
+// Packages lists the uploaded packages, sorted by id.
+func (s *Service) Packages(ctx context.Context) ([]domain.Package, error) {
+	w, err := s.loadWorld(ctx, eventstore.TypeSubjects(domain.AggregatePackage))
+	if err != nil {
+		return nil, err
+	}
+	out := []domain.Package{}
+	for _, p := range w.Packages {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+

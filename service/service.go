@@ -1,0 +1,189 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/pkgstore"
+	"github.com/dmgr/dmgr/secrets"
+)
+
+// Service is the command and query side of dmgr on the event store.
+type Service struct {
+	store    *eventstore.Store
+	vault    *secrets.Vault
+	packages *pkgstore.Store
+	limits   pkgstore.Limits
+	now      func() time.Time
+	log      zerolog.Logger
+}
+
+// Config wires a Service.
+type Config struct {
+	Store         *eventstore.Store
+	Vault         *secrets.Vault
+	Packages      *pkgstore.Store
+	PackageLimits pkgstore.Limits
+	Now           func() time.Time // default time.Now
+	Log           zerolog.Logger
+}
+
+// New returns a Service.
+func New(c Config) *Service {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return &Service{store: c.Store, vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log}
+}
+
+// Meta is who sent a command and how to identify it.
+type Meta struct {
+	Actor string
+	// CommitID deduplicates a retried command; empty means a fresh one.
+	CommitID string
+	// OperationID names the operation the command starts; empty means a
+	// fresh one.
+	OperationID   string
+	CorrelationID string
+}
+
+// Accepted is what a command answers: the operation it started and the
+// stream sequence of its commit (a consistency token for reads).
+type Accepted struct {
+	OperationID string `json:"operation_id"`
+	CommitSeq   uint64 `json:"commit_seq"`
+}
+
+const maxDecideAttempts = 10
+
+// decision is one attempt at a command: the events and where they go.
+type decision struct {
+	aggregateType, aggregateID string
+	events                     []domain.Event
+	expect                     eventstore.Expect
+}
+
+// run loads, decides and appends, deciding again on conflicts.
+func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Context) (decision, error)) (Accepted, error) {
+	meta = s.complete(meta)
+	for attempt := 1; ; attempt++ {
+		d, err := decide(ctx)
+		if err != nil {
+			return Accepted{}, err
+		}
+		commit := eventstore.Commit{
+			CommitID: meta.CommitID, AggregateType: d.aggregateType, AggregateID: d.aggregateID,
+			Time: s.now().UTC(), Actor: meta.Actor, OperationID: meta.OperationID,
+			CorrelationID: meta.CorrelationID, CausationID: meta.CommitID,
+		}
+		for _, e := range d.events {
+			payload, err := json.Marshal(e)
+			if err != nil {
+				return Accepted{}, fmt.Errorf("encode %s: %w", e.EventType(), err)
+			}
+			commit.Events = append(commit.Events, eventstore.NewEvent{Type: e.EventType(), SchemaVersion: 1, Payload: payload})
+		}
+		seq, err := s.store.Append(ctx, commit, d.expect)
+		switch {
+		case err == nil:
+			s.log.Info().Str("operation", meta.OperationID).Str("aggregate", d.aggregateType+"/"+d.aggregateID).
+				Uint64("commit_seq", seq).Str("actor", meta.Actor).Msg("command committed")
+			return Accepted{OperationID: meta.OperationID, CommitSeq: seq}, nil
+		case errors.Is(err, eventstore.ErrConflict) && attempt < maxDecideAttempts:
+			// Someone else committed after our read: decide again on fresh state.
+			continue
+		case errors.Is(err, eventstore.ErrConflict):
+			return Accepted{}, domain.Errorf(domain.Conflict, "%s %s changed %d times while this command was decided; retry it", d.aggregateType, d.aggregateID, attempt)
+		case errors.Is(err, eventstore.ErrRetryable):
+			return Accepted{}, domain.Errorf(domain.Unavailable, "event store is busy: %v; retry the request", err)
+		default:
+			return Accepted{}, err
+		}
+	}
+}
+
+func (s *Service) complete(m Meta) Meta {
+	if m.Actor == "" {
+		m.Actor = "anonymous"
+	}
+	if m.CommitID == "" {
+		m.CommitID = uuid.NewString()
+	}
+	if m.OperationID == "" {
+		m.OperationID = newID()
+	}
+	if m.CorrelationID == "" {
+		m.CorrelationID = m.OperationID
+	}
+	return m
+}
+
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// aggregate is the history of one aggregate folded into domain events.
+type aggregate struct {
+	events  []domain.Event
+	lastSeq uint64
+	version uint64
+}
+
+func (s *Service) loadAggregate(ctx context.Context, aggregateType, id string) (aggregate, error) {
+	st, err := s.store.Load(ctx, aggregateType, id)
+	if err != nil {
+		return aggregate{}, fmt.Errorf("load %s %s: %w", aggregateType, id, err)
+	}
+	a := aggregate{lastSeq: st.LastSeq, version: st.Version()}
+	for _, e := range st.Events {
+		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		if err != nil {
+			return aggregate{}, fmt.Errorf("load %s %s: seq %d: %w", aggregateType, id, e.Seq, err)
+		}
+		a.events = append(a.events, de)
+	}
+	return a, nil
+}
+
+// world is every aggregate matched by filter, folded, with the versions of
+// each aggregate and the last sequence on filter.
+type world struct {
+	*domain.World
+	lastSeq  uint64
+	versions map[string]uint64 // "type/id" → aggregate version
+	events   []eventstore.Event
+}
+
+func (s *Service) loadWorld(ctx context.Context, filter string) (world, error) {
+	st, err := s.store.LoadFilter(ctx, filter)
+	if err != nil {
+		return world{}, fmt.Errorf("load %s: %w", filter, err)
+	}
+	w := world{World: domain.NewWorld(), lastSeq: st.LastSeq, versions: map[string]uint64{}, events: st.Events}
+	for _, e := range st.Events {
+		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		if err != nil {
+			return world{}, fmt.Errorf("load %s: seq %d: %w", filter, e.Seq, err)
+		}
+		w.Apply(e.AggregateType, e.AggregateID, de)
+		w.versions[e.AggregateType+"/"+e.AggregateID] = e.AggregateVersion
+	}
+	return w, nil
+}
+
+// expectWorld is the condition for a decision that read the whole world.
+func (w world) expect(aggregateType, id string) eventstore.Expect {
+	return eventstore.Expect{LastSeq: w.lastSeq, Filter: eventstore.AllSubjects, Version: w.versions[aggregateType+"/"+id]}
+}

@@ -1,0 +1,66 @@
+// Package testenv starts the real servers that dmgr's tests run against:
+// an embedded NATS JetStream server and an embedded etcd member, each in a
+// test's temporary directory and stopped when the test ends.
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dmgr/dmgr/embedded"
+)
+
+// NATS starts a JetStream-enabled NATS server on a free loopback port.
+func NATS(t testing.TB) *embedded.NATS {
+	t.Helper()
+	n, err := embedded.StartNATS("127.0.0.1:0", t.TempDir())
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(n.Shutdown)
+	return n
+}
+
+// JetStream connects to the server at url and returns a JetStream context.
+func JetStream(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("connect nats %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}
+
+// Etcd starts a single-member etcd on free loopback ports and returns a client.
+func Etcd(t testing.TB) (*embedded.Etcd, *clientv3.Client) {
+	t.Helper()
+	e, err := embedded.StartEtcd(t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return e, c
+}
+
+// Context is a context cancelled when the test ends or after d.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
