@@ -1,5 +1,10 @@
 package domain
 
+import (
+	"cmp"
+	"fmt"
+)
+
 // DeployCluster asks for a new DM cluster from a tiup-dm topology.
 type DeployCluster struct {
 	Name        string
@@ -39,10 +44,20 @@ func DecideDeployCluster(w *World, c DeployCluster) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every platform in the topology needs its package: the global one
+	// first, then any an instance overrides.
 	pkgID := PackageID(DMPackageName, c.Version, topo.Global.OS, topo.Global.Arch)
-	if _, ok := w.Packages[pkgID]; !ok {
-		return nil, Errorf(Invalid, "version %s has no uploaded package %s: upload %s-%s.tar.gz with POST /api/v1/packages first",
-			c.Version, pkgID, DMPackageName, c.Version)
+	if err := needPackage(w, c.Version, pkgID, 0); err != nil {
+		return nil, err
+	}
+	for _, in := range topo.Instances {
+		if in.OS == "" && in.Arch == "" {
+			continue
+		}
+		os, arch := cmp.Or(in.OS, topo.Global.OS), cmp.Or(in.Arch, topo.Global.Arch)
+		if err := needPackage(w, c.Version, PackageID(DMPackageName, c.Version, os, arch), in.Line); err != nil {
+			return nil, err
+		}
 	}
 	for _, in := range topo.Instances {
 		if m := w.Machines[in.Host]; !m.Active() {
@@ -57,4 +72,17 @@ func DecideDeployCluster(w *World, c DeployCluster) ([]Event, error) {
 			Global: topo.Global, Instances: topo.Instances},
 		OperationRequested{ID: c.OperationID, Kind: OperationDeploy, Cluster: c.Name},
 	}, nil
+}
+
+// needPackage refuses a deploy whose package for one platform is missing.
+func needPackage(w *World, version, id string, line int) error {
+	if _, ok := w.Packages[id]; ok {
+		return nil
+	}
+	where := ""
+	if line > 0 {
+		where = fmt.Sprintf("topology line %d: ", line)
+	}
+	return Errorf(Invalid, "%sversion %s has no uploaded package %s: upload %s-%s.tar.gz (for that platform) with POST /api/v1/packages first",
+		where, version, id, DMPackageName, version)
 }

@@ -100,7 +100,7 @@ type then struct {
 	msgs   []string
 }
 
-func thenEvents(evs ...Event) then              { return then{events: evs} }
+func thenEvents(evs ...Event) then               { return then{events: evs} }
 func thenError(code string, msgs ...string) then { return then{code: code, msgs: msgs} }
 
 func (want then) check(t *testing.T, got []Event, err error) {

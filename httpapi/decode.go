@@ -33,9 +33,9 @@ func decodeJSON(r *http.Request, limit int64, dst any) error {
 
 func jsonError(err error) error {
 	var (
-		syn  *json.SyntaxError
-		typ  *json.UnmarshalTypeError
-		mbe  *http.MaxBytesError
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+		mbe *http.MaxBytesError
 	)
 	switch {
 	case errors.As(err, &mbe):
@@ -74,4 +74,3 @@ func plural(n int) string {
 	}
 	return "s"
 }
-

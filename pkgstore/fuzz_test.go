@@ -39,37 +39,61 @@ func fuzzSeeds(t testing.TB) map[string][]byte {
 	}
 }
 
+var fuzzLimits = Limits{MaxBytes: 1 << 20, MaxUnpackedBytes: 4 << 20, MaxEntries: 1000}
+
 func FuzzInspect(f *testing.F) {
 	for _, b := range fuzzSeeds(f) {
 		f.Add(b)
 	}
-	lim := Limits{MaxBytes: 1 << 20, MaxUnpackedBytes: 4 << 20, MaxEntries: 1000}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := Inspect(bytes.NewReader(data), lim)
-		if err != nil {
-			// Reading from memory cannot fail: every refusal is the package's.
-			if c := domain.ErrorCode(err); c != domain.Invalid && c != domain.TooLarge {
-				t.Fatalf("error with code %q: %v", c, err)
-			}
-			return
-		}
-		if m.SHA256 != sha(data) || m.Size != int64(len(data)) {
-			t.Fatalf("manifest sha256/size %s/%d, body %s/%d", m.SHA256, m.Size, sha(data), len(data))
-		}
-		if !slices.IsSortedFunc(m.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) }) {
-			t.Fatal("files not sorted")
-		}
-		have := map[string]bool{}
-		for _, f := range m.Files {
-			if f.Path == "" || path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == ".." || strings.HasPrefix(f.Path, "../") {
-				t.Fatalf("accepted file path %q", f.Path)
-			}
-			have[f.Path] = true
-		}
-		if !have["bin/dm-master"] || !have["bin/dm-worker"] {
-			t.Fatalf("accepted a package without bin/dm-master and bin/dm-worker: %+v", m.Files)
-		}
+		m, err := Inspect(bytes.NewReader(data), fuzzLimits)
+		checkInspect(t, data, m, err)
 	})
+}
+
+// FuzzInspectTar mutates the tar stream under the gzip layer, where
+// FuzzInspect's mutations of compressed bytes rarely reach.
+func FuzzInspectTar(f *testing.F) {
+	small := []ent{file("bin/dm-master", "m"), file("bin/dm-worker", "w")}
+	f.Add(tarBytes(f, small))
+	f.Add(tarBytes(f, with(small, symlink("conf/x", "../bin"), hardlink("bin/y", "bin/dm-master"), dir("conf/"))))
+	f.Add(tarBytes(f, []ent{dir("dm/"), file("dm/bin/dm-master", "m"), file("dm/bin/dm-worker", "w"), symlink("dm/a", "b/..")}))
+	f.Fuzz(func(t *testing.T, tb []byte) {
+		data := gz(t, tb)
+		m, err := Inspect(bytes.NewReader(data), fuzzLimits)
+		checkInspect(t, data, m, err)
+	})
+}
+
+// checkInspect checks what must hold for any input.
+func checkInspect(t *testing.T, data []byte, m Manifest, err error) {
+	t.Helper()
+	if err != nil {
+		// Reading from memory cannot fail: every refusal is the package's.
+		if c := domain.ErrorCode(err); c != domain.Invalid && c != domain.TooLarge {
+			t.Fatalf("error with code %q: %v", c, err)
+		}
+		return
+	}
+	if m.SHA256 != sha(data) || m.Size != int64(len(data)) {
+		t.Fatalf("manifest sha256/size %s/%d, body %s/%d", m.SHA256, m.Size, sha(data), len(data))
+	}
+	if !slices.IsSortedFunc(m.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) }) {
+		t.Fatal("files not sorted")
+	}
+	have := map[string]bool{}
+	for _, f := range m.Files {
+		if f.Path == "" || path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == ".." || strings.HasPrefix(f.Path, "../") {
+			t.Fatalf("accepted file path %q", f.Path)
+		}
+		if have[f.Path] {
+			t.Fatalf("file %q listed twice", f.Path)
+		}
+		have[f.Path] = true
+	}
+	if !have["bin/dm-master"] || !have["bin/dm-worker"] {
+		t.Fatalf("accepted a package without bin/dm-master and bin/dm-worker: %+v", m.Files)
+	}
 }
 
 // TestWriteFuzzCorpus rewrites the committed seed corpus when run with

@@ -66,8 +66,12 @@ func (s *Store) Put(ctx context.Context, body io.Reader, lim Limits) (Manifest, 
 		return Manifest{}, "", fmt.Errorf("store package: %w", err)
 	}
 
+	// The rename runs to its end even if ctx is cancelled now: stopping
+	// half way could leave both names on the same chunks.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
 	name := objectPrefix + m.SHA256
-	err := s.obs.UpdateMeta(ctx, tmp, jetstream.ObjectMeta{Name: name})
+	err := s.obs.UpdateMeta(rctx, tmp, jetstream.ObjectMeta{Name: name})
 	switch {
 	case err == nil:
 		return m, name, nil
@@ -76,13 +80,16 @@ func (s *Store) Put(ctx context.Context, body io.Reader, lim Limits) (Manifest, 
 		s.discard(ctx, tmp)
 		return m, name, nil
 	}
-	// UpdateMeta writes the new name before it removes the old one; if it
+	// UpdateMeta writes the new name before it removes the old one. If it
 	// got that far the package is stored, and deleting tmp would purge the
-	// chunks both names share.
-	if got, gerr := s.obs.GetInfo(ctx, name); gerr == nil && got.NUID == info.NUID {
+	// chunks both names share; if we cannot tell, tmp is left alone.
+	got, gerr := s.obs.GetInfo(rctx, name)
+	switch {
+	case gerr == nil && got.NUID == info.NUID:
 		return m, name, nil
+	case gerr == nil || errors.Is(gerr, jetstream.ErrObjectNotFound):
+		s.discard(ctx, tmp)
 	}
-	s.discard(ctx, tmp)
 	return Manifest{}, "", storeError("store package: rename "+tmp+" to "+name, err)
 }
 

@@ -109,4 +109,3 @@ func (s *Service) Packages(ctx context.Context) ([]domain.Package, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
-
