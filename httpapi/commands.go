@@ -3,13 +3,15 @@ package httpapi
 import (
 	"net/http"
 
+	"github.com/go-chi/chi/v5/middleware"
+
 	"github.com/dmgr/dmgr/service"
 )
 
 // meta is who sends the command and, for a keyed command, the ids that
 // make a re-run append the same commit.
 func meta(r *http.Request) service.Meta {
-	m := service.Meta{Actor: actorOf(r.Context()), CorrelationID: r.Header.Get("X-Request-Id")}
+	m := service.Meta{Actor: actorOf(r.Context()), CorrelationID: middleware.GetReqID(r.Context())}
 	if ids, ok := idempotentIDs(r.Context()); ok {
 		m.CommitID, m.OperationID = ids.commitID, ids.operationID
 	}

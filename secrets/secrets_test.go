@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/testenv"
 )
 
 func requireNoError(t *testing.T, err error, what string) {
@@ -38,28 +37,8 @@ func requireCode(t *testing.T, err error, code, what string) {
 // a JetStream client; both are shut down when the test ends.
 func runJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	requireNoError(t, err, "new nats server")
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready after 10s")
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	requireNoError(t, err, "connect to nats")
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	requireNoError(t, err, "jetstream")
+	n := testenv.NATS(t)
+	_, js := testenv.JetStream(t, n.URL())
 	return js
 }
 

@@ -47,18 +47,14 @@ func (s *Service) PlanDeployCluster(ctx context.Context, r DeployClusterRequest)
 
 // Cluster returns one existing cluster.
 func (s *Service) Cluster(ctx context.Context, name string) (domain.Cluster, error) {
-	a, err := s.loadAggregate(ctx, domain.AggregateCluster, name)
+	c, err := load(ctx, s, domain.AggregateCluster, name, domain.EvolveCluster)
 	if err != nil {
 		return domain.Cluster{}, err
 	}
-	var c domain.Cluster
-	for _, e := range a.events {
-		c = domain.EvolveCluster(c, e)
-	}
-	if !c.Exists() {
+	if !c.state.Exists() {
 		return domain.Cluster{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", name)
 	}
-	return c, nil
+	return *c.state, nil
 }
 
 // Clusters lists the existing clusters, sorted by name.

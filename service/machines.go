@@ -77,22 +77,8 @@ func (s *Service) RemoveMachine(ctx context.Context, meta Meta, host string) (Ac
 	})
 }
 
-type loadedMachine struct {
-	state   *domain.Machine
-	lastSeq uint64
-	version uint64
-}
-
-func (s *Service) loadMachine(ctx context.Context, host string) (loadedMachine, error) {
-	a, err := s.loadAggregate(ctx, domain.AggregateMachine, host)
-	if err != nil || len(a.events) == 0 {
-		return loadedMachine{lastSeq: a.lastSeq}, err
-	}
-	var m domain.Machine
-	for _, e := range a.events {
-		m = domain.EvolveMachine(m, e)
-	}
-	return loadedMachine{state: &m, lastSeq: a.lastSeq, version: a.version}, nil
+func (s *Service) loadMachine(ctx context.Context, host string) (loaded[domain.Machine], error) {
+	return load(ctx, s, domain.AggregateMachine, host, domain.EvolveMachine)
 }
 
 // Machine returns one registered machine.

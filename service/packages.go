@@ -78,22 +78,8 @@ func (s *Service) objectInUse(ctx context.Context, object string) bool {
 	return false
 }
 
-type loadedPackage struct {
-	state   *domain.Package
-	lastSeq uint64
-	version uint64
-}
-
-func (s *Service) loadPackage(ctx context.Context, id string) (loadedPackage, error) {
-	a, err := s.loadAggregate(ctx, domain.AggregatePackage, id)
-	if err != nil || len(a.events) == 0 {
-		return loadedPackage{lastSeq: a.lastSeq}, err
-	}
-	var p domain.Package
-	for _, e := range a.events {
-		p = domain.EvolvePackage(p, e)
-	}
-	return loadedPackage{state: &p, lastSeq: a.lastSeq, version: a.version}, nil
+func (s *Service) loadPackage(ctx context.Context, id string) (loaded[domain.Package], error) {
+	return load(ctx, s, domain.AggregatePackage, id, domain.EvolvePackage)
 }
 
 // Packages lists the uploaded packages, sorted by id.

@@ -157,6 +157,27 @@ func (s *Service) loadAggregate(ctx context.Context, aggregateType, id string) (
 	return a, nil
 }
 
+// loaded is one aggregate's state (nil when it has no events) with what an
+// append after deciding on it must expect.
+type loaded[T any] struct {
+	state   *T
+	lastSeq uint64
+	version uint64
+}
+
+// load reads one aggregate and folds its events with evolve.
+func load[T any](ctx context.Context, s *Service, aggregateType, id string, evolve func(T, domain.Event) T) (loaded[T], error) {
+	a, err := s.loadAggregate(ctx, aggregateType, id)
+	if err != nil || len(a.events) == 0 {
+		return loaded[T]{lastSeq: a.lastSeq}, err
+	}
+	var state T
+	for _, e := range a.events {
+		state = evolve(state, e)
+	}
+	return loaded[T]{state: &state, lastSeq: a.lastSeq, version: a.version}, nil
+}
+
 // world is every aggregate matched by filter, folded, with the versions of
 // each aggregate and the last sequence on filter.
 type world struct {
