@@ -27,6 +27,15 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 	if err := m.Run(testenv.Context(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
+	// Open the connection first so that the upload below runs on a
+	// connection the server has already accepted.
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	warm, err := client.Get(m.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, warm.Body)
+	warm.Body.Close()
 	pkg := testenv.DMPackage(t, "v8.1.0")
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest("POST", m.URL+"/api/v1/packages?version=v8.1.0", pr)
@@ -38,7 +47,7 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 	}
 	answered := make(chan answer, 1)
 	go func() {
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			answered <- answer{err: err}
 			return
@@ -46,9 +55,12 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 		resp.Body.Close()
 		answered <- answer{status: resp.StatusCode}
 	}()
-	if _, err := pw.Write(pkg[:len(pkg)/2]); err != nil { // the request is now in flight
+	if _, err := pw.Write(pkg[:len(pkg)/2]); err != nil {
 		t.Fatal(err)
 	}
+	// Give the server a moment to read the headers: the request is then
+	// in its handler, waiting for the rest of the body.
+	time.Sleep(500 * time.Millisecond)
 	closed := make(chan error, 1)
 	go func() { closed <- m.Close() }()
 	time.Sleep(300 * time.Millisecond)
