@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -20,6 +21,18 @@ type Etcd struct {
 // StartEtcd starts a single etcd member with its data in dir. clientAddr and
 // peerAddr are "host:port"; port 0 picks a free one.
 func StartEtcd(dir, clientAddr, peerAddr string) (*Etcd, error) {
+	// A picked port is free when picked but may be taken by another process
+	// before etcd binds it; pick again then.
+	picked := strings.HasSuffix(clientAddr, ":0") || strings.HasSuffix(peerAddr, ":0")
+	for attempt := 1; ; attempt++ {
+		e, err := startEtcd(dir, clientAddr, peerAddr)
+		if err == nil || !picked || attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			return e, err
+		}
+	}
+}
+
+func startEtcd(dir, clientAddr, peerAddr string) (*Etcd, error) {
 	cu, err := listenURL(clientAddr)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client address: %w", err)
