@@ -123,7 +123,7 @@ func TestBinaries(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "dm-master /status", func() error {
+	waitFor(t, 20*time.Second, "dm-master /status", func() error {
 		_, body, err := httpDo("GET", "http://"+addr+"/status")
 		if err == nil && !strings.HasPrefix(string(body), "Release Version: v9.9.9") {
 			t.Fatalf("status %q", body)

@@ -39,7 +39,7 @@ func startProc(t *testing.T, f func(ctx context.Context) error) (stop func()) {
 			if err != nil {
 				t.Errorf("process returned: %v", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(20 * time.Second):
 			t.Errorf("process did not stop")
 		}
 	}
@@ -127,7 +127,7 @@ func summary(r listMemberResponse) string {
 
 func wantSummary(t *testing.T, addrs []string, want string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, "members "+want, func() error {
+	waitFor(t, 20*time.Second, "members "+want, func() error {
 		for _, a := range addrs {
 			r, err := getMembers(a)
 			if err != nil {
