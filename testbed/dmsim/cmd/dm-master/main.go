@@ -3,29 +3,11 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/dmgr/dmgr/testbed/dmsim"
 )
 
 func main() {
-	cfg, err := dmsim.ParseMasterFlags(os.Args[1:])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "dm-master:", err)
-		os.Exit(2)
-	}
-	if cfg.PrintVersion {
-		fmt.Print(dmsim.StatusText(dmsim.CurrentVersion()))
-		return
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := dmsim.RunMaster(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	os.Exit(dmsim.Main("dm-master", os.Args[1:], os.Stdout, os.Stderr))
 }
