@@ -52,33 +52,46 @@ var workerValueFlags = map[string]bool{"config": true, "name": true, "worker-add
 // read first and flags override them. Unknown flags are collected in Ignored.
 func ParseMasterFlags(args []string) (MasterConfig, error) {
 	var c MasterConfig
-	vals, order, ignored, err := parseArgs(args, masterValueFlags)
-	if err != nil {
+	p, err := applyArgs(args, masterValueFlags, c.set)
+	c.Ignored, c.PrintVersion, c.ConfigFile = p.ignored, p.printVersion, p.configFile
+	if err != nil || c.PrintVersion {
 		return c, err
 	}
-	c.Ignored = ignored
-	c.PrintVersion = vals["V"] == "true"
-	c.ConfigFile = vals["config"]
-	if c.ConfigFile != "" {
-		kv, err := readTOMLFile(c.ConfigFile)
+	return c.normalize()
+}
+
+// parsedArgs is what both programs' command lines share.
+type parsedArgs struct {
+	ignored      []string
+	printVersion bool
+	configFile   string
+}
+
+// applyArgs parses args, then feeds set the values of --config's file
+// first and the flags after them, so that flags override the file.
+func applyArgs(args []string, valueFlags map[string]bool, set func(key, val string) error) (parsedArgs, error) {
+	vals, order, ignored, err := parseArgs(args, valueFlags)
+	if err != nil {
+		return parsedArgs{}, err
+	}
+	p := parsedArgs{ignored: ignored, printVersion: vals["V"] == "true", configFile: vals["config"]}
+	if p.configFile != "" {
+		kv, err := readTOMLFile(p.configFile)
 		if err != nil {
-			return c, err
+			return p, err
 		}
 		for _, k := range sortedKeys(kv) {
-			if err := c.set(k, kv[k]); err != nil {
-				return c, fmt.Errorf("config file %s: %w", c.ConfigFile, err)
+			if err := set(k, kv[k]); err != nil {
+				return p, fmt.Errorf("config file %s: %w", p.configFile, err)
 			}
 		}
 	}
 	for _, k := range order {
-		if err := c.set(k, vals[k]); err != nil {
-			return c, fmt.Errorf("flag --%s: %w", k, err)
+		if err := set(k, vals[k]); err != nil {
+			return p, fmt.Errorf("flag --%s: %w", k, err)
 		}
 	}
-	if c.PrintVersion {
-		return c, nil
-	}
-	return c.normalize()
+	return p, nil
 }
 
 func (c *MasterConfig) set(key, val string) error {
@@ -148,27 +161,10 @@ func (c MasterConfig) normalize() (MasterConfig, error) {
 // ParseWorkerFlags parses dm-worker's command line like ParseMasterFlags.
 func ParseWorkerFlags(args []string) (WorkerConfig, error) {
 	var c WorkerConfig
-	vals, order, ignored, err := parseArgs(args, workerValueFlags)
-	if err != nil {
+	p, err := applyArgs(args, workerValueFlags, func(k, v string) error { c.set(k, v); return nil })
+	c.Ignored, c.PrintVersion, c.ConfigFile = p.ignored, p.printVersion, p.configFile
+	if err != nil || c.PrintVersion {
 		return c, err
-	}
-	c.Ignored = ignored
-	c.PrintVersion = vals["V"] == "true"
-	c.ConfigFile = vals["config"]
-	if c.ConfigFile != "" {
-		kv, err := readTOMLFile(c.ConfigFile)
-		if err != nil {
-			return c, err
-		}
-		for _, k := range sortedKeys(kv) {
-			c.set(k, kv[k])
-		}
-	}
-	for _, k := range order {
-		c.set(k, vals[k])
-	}
-	if c.PrintVersion {
-		return c, nil
 	}
 	return c.normalize()
 }
