@@ -16,33 +16,33 @@ type DeployClusterRequest struct {
 }
 
 // DeployCluster records a deploy after checking it against every machine,
-// package and cluster. With dryRun it decides but appends nothing.
+// package and cluster.
 func (s *Service) DeployCluster(ctx context.Context, meta Meta, r DeployClusterRequest) (Accepted, error) {
-	meta = s.complete(meta)
+	meta = s.complete(meta) // the decision needs the operation id
 	return s.run(ctx, meta, func(ctx context.Context) (decision, error) {
-		w, err := s.loadWorld(ctx, eventstore.AllSubjects)
-		if err != nil {
-			return decision{}, err
-		}
-		evs, err := domain.DecideDeployCluster(w.World, domain.DeployCluster{
-			Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: meta.OperationID})
-		return decision{domain.AggregateCluster, r.Name, evs, w.expect(domain.AggregateCluster, r.Name)}, err
+		return s.decideDeploy(ctx, r, meta.OperationID)
 	})
 }
 
 // PlanDeployCluster decides a deploy without recording it: the resolved
 // topology it would deploy, or why it would be refused.
 func (s *Service) PlanDeployCluster(ctx context.Context, r DeployClusterRequest) (domain.ClusterDeployRequested, error) {
+	d, err := s.decideDeploy(ctx, r, "dry-run")
+	if err != nil {
+		return domain.ClusterDeployRequested{}, err
+	}
+	return d.events[0].(domain.ClusterDeployRequested), nil
+}
+
+// decideDeploy decides a deploy on the whole world, as it is now.
+func (s *Service) decideDeploy(ctx context.Context, r DeployClusterRequest, operationID string) (decision, error) {
 	w, err := s.loadWorld(ctx, eventstore.AllSubjects)
 	if err != nil {
-		return domain.ClusterDeployRequested{}, err
+		return decision{}, err
 	}
 	evs, err := domain.DecideDeployCluster(w.World, domain.DeployCluster{
-		Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: "dry-run"})
-	if err != nil {
-		return domain.ClusterDeployRequested{}, err
-	}
-	return evs[0].(domain.ClusterDeployRequested), nil
+		Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: operationID})
+	return decision{domain.AggregateCluster, r.Name, evs, w.expect(domain.AggregateCluster, r.Name)}, err
 }
 
 // Cluster returns one existing cluster.

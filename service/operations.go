@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"sort"
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
@@ -80,10 +79,11 @@ func operationsOf(events []eventstore.Event) []OperationView {
 			op.Kind, op.Cluster, op.Status = r.Kind, r.Cluster, domain.OperationPending
 		}
 	}
+	// Events come in stream order, so operations were first seen in commit
+	// order: reversed, they are newest first.
 	out := make([]OperationView, 0, len(order))
 	for i := len(order) - 1; i >= 0; i-- {
 		out = append(out, *byID[order[i]])
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].CommitSeq > out[j].CommitSeq })
 	return out
 }
