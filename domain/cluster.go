@@ -1,5 +1,10 @@
 package domain
 
+import (
+	"maps"
+	"slices"
+)
+
 // Cluster is a DM cluster managed by dmgr, identified by its name.
 type Cluster struct {
 	Name       string        `json:"name"`
@@ -25,29 +30,75 @@ func (c *Cluster) Exists() bool {
 	return c != nil && c.Status != "" && c.Status != ClusterStatusDestroyed
 }
 
-// Operation is one run of a lifecycle command on a cluster.
+// Operation is one run of a lifecycle command on a cluster: its plan and
+// what the events say about each step.
 type Operation struct {
-	ID      string `json:"id"`
-	Kind    string `json:"kind"`
-	Cluster string `json:"cluster"`
-	Status  string `json:"status"`
+	ID      string               `json:"id"`
+	Kind    string               `json:"kind"`
+	Cluster string               `json:"cluster"`
+	Status  string               `json:"status"`
+	Attempt int                  `json:"attempt"` // 1, then +1 per retry
+	Plan    []Step               `json:"plan,omitempty"`
+	Steps   map[string]StepState `json:"steps,omitempty"`
+	Error   string               `json:"error,omitempty"`
+}
+
+// Active reports whether the operation still runs (pending or running).
+func (o *Operation) Active() bool {
+	return o != nil && (o.Status == OperationStatusPending || o.Status == OperationStatusRunning)
 }
 
 // Operation kinds and statuses.
 const (
 	OperationDeploy = "deploy"
 
-	OperationPending = "pending"
+	OperationStatusPending   = "pending"
+	OperationStatusRunning   = "running"
+	OperationStatusSucceeded = "succeeded"
+	OperationStatusFailed    = "failed"
 )
+
+// Cluster statuses after its deploy finished.
+const (
+	ClusterStatusRunning      = "running"
+	ClusterStatusDeployFailed = "deploy_failed"
+)
+
+// InstanceStatusUp is an instance's status once its start step succeeded
+// (empty before; the live status is probed).
+const InstanceStatusUp = "up"
 
 // OperationRequested: an operation was accepted and waits to be driven.
 type OperationRequested struct {
 	ID      string `json:"id"`
 	Kind    string `json:"kind"`
 	Cluster string `json:"cluster"`
+	Plan    []Step `json:"plan,omitempty"`
 }
 
-// EvolveCluster folds one event into a cluster's state.
+// ActiveOperation returns the cluster's running or pending operation, or
+// nil.
+func (c *Cluster) ActiveOperation() *Operation {
+	for i := range c.Operations {
+		if c.Operations[i].Active() {
+			return &c.Operations[i]
+		}
+	}
+	return nil
+}
+
+// FindOperation returns the cluster's operation with id, or nil.
+func (c *Cluster) FindOperation(id string) *Operation {
+	for i := range c.Operations {
+		if c.Operations[i].ID == id {
+			return &c.Operations[i]
+		}
+	}
+	return nil
+}
+
+// EvolveCluster folds one event into a cluster's state. The state is
+// copied before it changes: states handed out earlier never change.
 func EvolveCluster(c Cluster, e Event) Cluster {
 	switch e := e.(type) {
 	case ClusterDeployRequested:
@@ -55,9 +106,98 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 			Topology: e.Topology, Global: e.Global, Instances: e.Instances,
 			Operations: c.Operations, Revision: c.Revision}
 	case OperationRequested:
-		c.Operations = append(c.Operations[:len(c.Operations):len(c.Operations)],
-			Operation{ID: e.ID, Kind: e.Kind, Cluster: e.Cluster, Status: OperationPending})
+		c.Operations = append(slices.Clone(c.Operations),
+			Operation{ID: e.ID, Kind: e.Kind, Cluster: e.Cluster, Status: OperationStatusPending, Attempt: 1, Plan: e.Plan})
+	case StepStarted:
+		c = c.withStep(e.Operation, e.Step, func(_ *Cluster, o *Operation, st *StepState) {
+			*st = StepState{Status: StepStatusRunning, Attempt: e.Attempt, Agent: e.Agent}
+			o.Status = OperationStatusRunning
+		})
+	case StepSucceeded:
+		c = c.withStep(e.Operation, e.Step, func(c *Cluster, o *Operation, st *StepState) {
+			*st = StepState{Status: StepStatusSucceeded, Attempt: e.Attempt, Agent: e.Agent, DurationMS: e.DurationMS}
+			if s := o.step(e.Step); s != nil && s.Kind == StepStart {
+				c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusUp)
+			}
+		})
+	case StepFailed:
+		c = c.withStep(e.Operation, e.Step, func(_ *Cluster, o *Operation, st *StepState) {
+			*st = StepState{Status: StepStatusFailed, Attempt: e.Attempt, Agent: e.Agent, Error: e.Error,
+				ExitCode: e.ExitCode, DurationMS: e.DurationMS}
+		})
+	case OperationSucceeded:
+		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+			o.Status, o.Error = OperationStatusSucceeded, ""
+			if o.Kind == OperationDeploy {
+				c.Status = ClusterStatusRunning
+			}
+		})
+	case OperationFailed:
+		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+			o.Status, o.Error = OperationStatusFailed, e.Error
+			if o.Kind == OperationDeploy {
+				c.Status = ClusterStatusDeployFailed
+			}
+		})
+	case OperationRetried:
+		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+			o.Status, o.Error, o.Attempt = OperationStatusPending, "", e.Attempt
+			for _, id := range e.Steps {
+				delete(o.Steps, id)
+			}
+			if o.Kind == OperationDeploy {
+				c.Status = ClusterStatusDeploying
+			}
+		})
 	}
 	c.Revision++
 	return c
+}
+
+// withOperation returns c with a copy of operation id changed by f, which
+// may change the copy of the cluster it is given too.
+func (c Cluster) withOperation(id string, f func(*Cluster, *Operation)) Cluster {
+	i := slices.IndexFunc(c.Operations, func(o Operation) bool { return o.ID == id })
+	if i < 0 {
+		return c
+	}
+	ops := slices.Clone(c.Operations)
+	op := ops[i]
+	op.Steps = maps.Clone(op.Steps)
+	if op.Steps == nil {
+		op.Steps = map[string]StepState{}
+	}
+	c.Instances = slices.Clone(c.Instances)
+	f(&c, &op)
+	ops[i] = op
+	c.Operations = ops
+	return c
+}
+
+// withStep returns c with a copy of one step's state changed by f.
+func (c Cluster) withStep(opID, stepID string, f func(*Cluster, *Operation, *StepState)) Cluster {
+	return c.withOperation(opID, func(c *Cluster, o *Operation) {
+		st := o.Steps[stepID]
+		f(c, o, &st)
+		o.Steps[stepID] = st
+	})
+}
+
+// step returns the plan's step with id, or nil.
+func (o *Operation) step(id string) *Step {
+	for i := range o.Plan {
+		if o.Plan[i].ID == id {
+			return &o.Plan[i]
+		}
+	}
+	return nil
+}
+
+func setInstanceStatus(insts []Instance, id, status string) []Instance {
+	for i := range insts {
+		if insts[i].ID == id {
+			insts[i].Status = status
+		}
+	}
+	return insts
 }

@@ -67,10 +67,14 @@ func DecideDeployCluster(w *World, c DeployCluster) ([]Event, error) {
 	if err := CheckPlacement(topo.Instances, w.Allocations(c.Name)); err != nil {
 		return nil, err
 	}
+	plan, err := DeployPlan(c.Name, c.Version, topo, w.Packages)
+	if err != nil {
+		return nil, err
+	}
 	return []Event{
 		ClusterDeployRequested{Name: c.Name, Version: c.Version, PackageID: pkgID, Topology: c.Topology,
 			Global: topo.Global, Instances: topo.Instances},
-		OperationRequested{ID: c.OperationID, Kind: OperationDeploy, Cluster: c.Name},
+		OperationRequested{ID: c.OperationID, Kind: OperationDeploy, Cluster: c.Name, Plan: plan},
 	}, nil
 }
 

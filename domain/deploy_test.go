@@ -116,8 +116,8 @@ func TestDecideDeployClusterAccepted(t *testing.T) {
 	if !ok {
 		t.Fatalf("first event is %T, want ClusterDeployRequested", got[0])
 	}
-	if op, want := got[1], (OperationRequested{ID: "op-1", Kind: OperationDeploy, Cluster: "prod-a"}); op != Event(want) {
-		t.Errorf("second event = %#v, want %#v", op, want)
+	if op, ok := got[1].(OperationRequested); !ok || op.ID != "op-1" || op.Kind != OperationDeploy || op.Cluster != "prod-a" || len(op.Plan) == 0 {
+		t.Errorf("second event = %#v, want OperationRequested op-1 deploy prod-a with a plan", got[1])
 	}
 
 	if req.Name != "prod-a" || req.Version != "v8.1.0" || req.PackageID != "dm-v8.1.0-linux-amd64" {
@@ -331,12 +331,14 @@ func foldCluster(evs []recorded) Cluster {
 func TestEvolveCluster(t *testing.T) {
 	prodA := deployedCluster(t, "prod-a", prodATopology)
 	req := prodA[0].event.(ClusterDeployRequested)
+	plan := prodA[1].event.(OperationRequested).Plan
 
 	got := foldCluster(prodA)
 	want := Cluster{Name: "prod-a", Version: "v8.1.0", PackageID: "dm-v8.1.0-linux-amd64", Status: ClusterStatusDeploying,
 		Topology: prodATopology, Global: req.Global, Instances: req.Instances,
-		Operations: []Operation{{ID: "op-deploy-prod-a", Kind: OperationDeploy, Cluster: "prod-a", Status: OperationPending}},
-		Revision:   2}
+		Operations: []Operation{{ID: "op-deploy-prod-a", Kind: OperationDeploy, Cluster: "prod-a", Status: OperationStatusPending,
+			Attempt: 1, Plan: plan}},
+		Revision: 2}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("state =\n  %+v\nwant\n  %+v", got, want)
 	}
@@ -356,7 +358,7 @@ func TestEvolveCluster(t *testing.T) {
 
 	// Revisions count events; operations are kept in order.
 	next := EvolveCluster(got, OperationRequested{ID: "op-2", Kind: OperationDeploy, Cluster: "prod-a"})
-	if next.Revision != 3 || len(next.Operations) != 2 || next.Operations[1].ID != "op-2" || next.Operations[1].Status != OperationPending {
+	if next.Revision != 3 || len(next.Operations) != 2 || next.Operations[1].ID != "op-2" || next.Operations[1].Status != OperationStatusPending {
 		t.Errorf("after a second operation: revision %d, operations %+v; want revision 3 and op-2 pending last", next.Revision, next.Operations)
 	}
 }

@@ -26,6 +26,12 @@ const (
 	TypePackageUploaded        = "PackageUploaded"
 	TypeClusterDeployRequested = "ClusterDeployRequested"
 	TypeOperationRequested     = "OperationRequested"
+	TypeStepStarted            = "StepStarted"
+	TypeStepSucceeded          = "StepSucceeded"
+	TypeStepFailed             = "StepFailed"
+	TypeOperationSucceeded     = "OperationSucceeded"
+	TypeOperationFailed        = "OperationFailed"
+	TypeOperationRetried       = "OperationRetried"
 )
 
 func (MachineRegistered) EventType() string      { return TypeMachineRegistered }
@@ -33,48 +39,48 @@ func (MachineRemoved) EventType() string         { return TypeMachineRemoved }
 func (PackageUploaded) EventType() string        { return TypePackageUploaded }
 func (ClusterDeployRequested) EventType() string { return TypeClusterDeployRequested }
 func (OperationRequested) EventType() string     { return TypeOperationRequested }
+func (StepStarted) EventType() string            { return TypeStepStarted }
+func (StepSucceeded) EventType() string          { return TypeStepSucceeded }
+func (StepFailed) EventType() string             { return TypeStepFailed }
+func (OperationSucceeded) EventType() string     { return TypeOperationSucceeded }
+func (OperationFailed) EventType() string        { return TypeOperationFailed }
+func (OperationRetried) EventType() string       { return TypeOperationRetried }
+
+// decoders decode schema 1 of every event type into its value type, so
+// that Evolve switches on value types only.
+var decoders = map[string]func([]byte) (Event, error){
+	TypeMachineRegistered:      decodeAs[MachineRegistered],
+	TypeMachineRemoved:         decodeAs[MachineRemoved],
+	TypePackageUploaded:        decodeAs[PackageUploaded],
+	TypeClusterDeployRequested: decodeAs[ClusterDeployRequested],
+	TypeOperationRequested:     decodeAs[OperationRequested],
+	TypeStepStarted:            decodeAs[StepStarted],
+	TypeStepSucceeded:          decodeAs[StepSucceeded],
+	TypeStepFailed:             decodeAs[StepFailed],
+	TypeOperationSucceeded:     decodeAs[OperationSucceeded],
+	TypeOperationFailed:        decodeAs[OperationFailed],
+	TypeOperationRetried:       decodeAs[OperationRetried],
+}
+
+func decodeAs[T Event](payload []byte) (Event, error) {
+	var v T
+	err := json.Unmarshal(payload, &v)
+	return v, err
+}
 
 // DecodeEvent turns a stored event back into its type. Unknown types are an
 // error: a binary older than its stream must not silently skip history.
 func DecodeEvent(eventType string, schemaVersion int, payload []byte) (Event, error) {
-	var e Event
-	switch eventType {
-	case TypeMachineRegistered:
-		e = &MachineRegistered{}
-	case TypeMachineRemoved:
-		e = &MachineRemoved{}
-	case TypePackageUploaded:
-		e = &PackageUploaded{}
-	case TypeClusterDeployRequested:
-		e = &ClusterDeployRequested{}
-	case TypeOperationRequested:
-		e = &OperationRequested{}
-	default:
+	decode, ok := decoders[eventType]
+	if !ok {
 		return nil, fmt.Errorf("decode event: unknown type %q (schema %d)", eventType, schemaVersion)
 	}
 	if schemaVersion != 1 {
 		return nil, fmt.Errorf("decode event %s: unknown schema version %d", eventType, schemaVersion)
 	}
-	if err := json.Unmarshal(payload, e); err != nil {
+	e, err := decode(payload)
+	if err != nil {
 		return nil, fmt.Errorf("decode event %s: %w", eventType, err)
 	}
-	return deref(e), nil
-}
-
-// deref returns the event value the pointer points at, so that Evolve
-// switches on value types only.
-func deref(e Event) Event {
-	switch v := e.(type) {
-	case *MachineRegistered:
-		return *v
-	case *MachineRemoved:
-		return *v
-	case *PackageUploaded:
-		return *v
-	case *ClusterDeployRequested:
-		return *v
-	case *OperationRequested:
-		return *v
-	}
-	return e
+	return e, nil
 }

@@ -12,6 +12,7 @@ type Machine struct {
 	User       string        `json:"user"`
 	Credential CredentialRef `json:"credential"`
 	Labels     Labels        `json:"labels"`
+	HostKey    HostKey       `json:"host_key"`
 	Status     string        `json:"status"`   // MachineStatusRegistered or MachineStatusRemoved
 	Revision   uint64        `json:"revision"` // number of events folded in
 }
@@ -45,6 +46,13 @@ type CredentialRef struct {
 	Kind string `json:"kind"`
 }
 
+// HostKey is a machine's SSH host key, pinned when the machine is
+// registered and checked on every connection.
+type HostKey struct {
+	Key         string `json:"key"`         // authorized_keys form: "ssh-ed25519 AAAA…"
+	Fingerprint string `json:"fingerprint"` // "SHA256:…"
+}
+
 // RegisterMachine adds a machine to the inventory.
 type RegisterMachine struct {
 	Host       string
@@ -52,6 +60,7 @@ type RegisterMachine struct {
 	User       string
 	Credential CredentialRef
 	Labels     Labels
+	HostKey    HostKey // read from the machine (or given) by the caller
 }
 
 // MachineRegistered: a machine joined the inventory.
@@ -61,6 +70,7 @@ type MachineRegistered struct {
 	User       string        `json:"user"`
 	Credential CredentialRef `json:"credential"`
 	Labels     Labels        `json:"labels"`
+	HostKey    HostKey       `json:"host_key"`
 }
 
 // RemoveMachine takes a machine out of the inventory.
@@ -103,10 +113,14 @@ func DecideRegisterMachine(m *Machine, c RegisterMachine) ([]Event, error) {
 			return nil, Errorf(Invalid, "label %s %q is invalid: use up to 63 letters, digits, '.', '_' or '-'", l.name, l.value)
 		}
 	}
+	if c.HostKey.Key == "" || !strings.HasPrefix(c.HostKey.Fingerprint, "SHA256:") || strings.ContainsAny(c.HostKey.Key, "\r\n") {
+		return nil, Errorf(Invalid, "the SSH host key of %s is required (one authorized_keys line with its SHA256 fingerprint)", c.Host)
+	}
 	if m.Active() {
 		return nil, Errorf(Conflict, "machine %s is already registered", c.Host)
 	}
-	return []Event{MachineRegistered{Host: c.Host, SSHPort: c.SSHPort, User: c.User, Credential: c.Credential, Labels: c.Labels}}, nil
+	return []Event{MachineRegistered{Host: c.Host, SSHPort: c.SSHPort, User: c.User, Credential: c.Credential,
+		Labels: c.Labels, HostKey: c.HostKey}}, nil
 }
 
 // DecideRemoveMachine refuses to remove a machine that a cluster uses.
@@ -126,7 +140,7 @@ func EvolveMachine(m Machine, e Event) Machine {
 	switch e := e.(type) {
 	case MachineRegistered:
 		m = Machine{Host: e.Host, SSHPort: e.SSHPort, User: e.User, Credential: e.Credential, Labels: e.Labels,
-			Status: MachineStatusRegistered, Revision: m.Revision}
+			HostKey: e.HostKey, Status: MachineStatusRegistered, Revision: m.Revision}
 	case MachineRemoved:
 		m.Status = MachineStatusRemoved
 	}

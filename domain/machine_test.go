@@ -25,7 +25,7 @@ func TestDecideRegisterMachine(t *testing.T) {
 	const host = "198.18.0.11"
 	pw := CredentialRef{ID: "cred-1", Kind: CredentialPassword}
 	cmd := func(edit func(*RegisterMachine)) RegisterMachine {
-		c := RegisterMachine{Host: host, User: "tidb", Credential: pw}
+		c := RegisterMachine{Host: host, User: "tidb", Credential: pw, HostKey: testHostKey}
 		if edit != nil {
 			edit(&c)
 		}
@@ -38,7 +38,7 @@ func TestDecideRegisterMachine(t *testing.T) {
 		then  then
 	}{
 		{"ssh_port defaults to 22", nil, cmd(nil),
-			thenEvents(MachineRegistered{Host: host, SSHPort: 22, User: "tidb", Credential: pw})},
+			thenEvents(MachineRegistered{Host: host, SSHPort: 22, User: "tidb", Credential: pw, HostKey: testHostKey})},
 		{"a private key, a port and labels", nil,
 			cmd(func(c *RegisterMachine) {
 				c.Host, c.SSHPort, c.User = "dm-1.example.com", 2222, "dm_admin"
@@ -47,9 +47,9 @@ func TestDecideRegisterMachine(t *testing.T) {
 			}),
 			thenEvents(MachineRegistered{Host: "dm-1.example.com", SSHPort: 2222, User: "dm_admin",
 				Credential: CredentialRef{ID: "key-7", Kind: CredentialPrivateKey},
-				Labels:     Labels{Region: "eu-west", Zone: "eu-west-1a", Rack: "r12"}})},
+				Labels:     Labels{Region: "eu-west", Zone: "eu-west-1a", Rack: "r12"}, HostKey: testHostKey})},
 		{"an IPv6 host", nil, cmd(func(c *RegisterMachine) { c.Host = "fd00::11" }),
-			thenEvents(MachineRegistered{Host: "fd00::11", SSHPort: 22, User: "tidb", Credential: pw})},
+			thenEvents(MachineRegistered{Host: "fd00::11", SSHPort: 22, User: "tidb", Credential: pw, HostKey: testHostKey})},
 
 		{"host with a space", nil, cmd(func(c *RegisterMachine) { c.Host = "198.18.0.11 x" }),
 			thenError(Invalid, `host "198.18.0.11 x" is invalid`)},
@@ -75,6 +75,12 @@ func TestDecideRegisterMachine(t *testing.T) {
 			thenError(Invalid, `credential kind "" is invalid`)},
 		{"no credential id", nil, cmd(func(c *RegisterMachine) { c.Credential.ID = "" }),
 			thenError(Invalid, "credential id is required")},
+		{"no host key", nil, cmd(func(c *RegisterMachine) { c.HostKey = HostKey{} }),
+			thenError(Invalid, "SSH host key of 198.18.0.11 is required")},
+		{"host key without a fingerprint", nil, cmd(func(c *RegisterMachine) { c.HostKey.Fingerprint = "" }),
+			thenError(Invalid, "SSH host key of 198.18.0.11 is required")},
+		{"host key of two lines", nil, cmd(func(c *RegisterMachine) { c.HostKey.Key += "\nssh-rsa AAAA" }),
+			thenError(Invalid, "SSH host key of 198.18.0.11 is required")},
 		{"label with a space", nil, cmd(func(c *RegisterMachine) { c.Labels.Zone = "zone a" }),
 			thenError(Invalid, `label zone "zone a" is invalid`)},
 		{"label starting with '-'", nil, cmd(func(c *RegisterMachine) { c.Labels.Region = "-eu" }),
@@ -92,7 +98,7 @@ func TestDecideRegisterMachine(t *testing.T) {
 			thenError(Invalid, `user "Root" is invalid`)},
 		{"registered again after removal", []Event{machineRegistered(host), MachineRemoved{Host: host}},
 			cmd(func(c *RegisterMachine) { c.User = "admin" }),
-			thenEvents(MachineRegistered{Host: host, SSHPort: 22, User: "admin", Credential: pw})},
+			thenEvents(MachineRegistered{Host: host, SSHPort: 22, User: "admin", Credential: pw, HostKey: testHostKey})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +112,7 @@ func TestDecideRegisterMachine(t *testing.T) {
 // and kind; the secret itself never enters the event store.
 func TestMachineRegisteredCarriesNoSecret(t *testing.T) {
 	evs, err := DecideRegisterMachine(nil, RegisterMachine{Host: "198.18.0.11", User: "tidb",
-		Credential: CredentialRef{ID: "cred-1", Kind: CredentialPrivateKey}})
+		Credential: CredentialRef{ID: "cred-1", Kind: CredentialPrivateKey}, HostKey: testHostKey})
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("DecideRegisterMachine = %v, %v; want one event", evs, err)
 	}
@@ -118,7 +124,7 @@ func TestMachineRegisteredCarriesNoSecret(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := sortedKeys(doc), []string{"credential", "host", "labels", "ssh_port", "user"}; !slices.Equal(got, want) {
+	if got, want := sortedKeys(doc), []string{"credential", "host", "host_key", "labels", "ssh_port", "user"}; !slices.Equal(got, want) {
 		t.Errorf("MachineRegistered has keys %v, want %v", got, want)
 	}
 	var cred map[string]any

@@ -52,8 +52,13 @@ func onAggregate(typ, id string, evs []Event) []recorded {
 
 // machineRegistered is the event of a machine registered with a password.
 func machineRegistered(host string) MachineRegistered {
-	return MachineRegistered{Host: host, SSHPort: 22, User: "tidb", Credential: CredentialRef{ID: "cred-" + host, Kind: CredentialPassword}}
+	return MachineRegistered{Host: host, SSHPort: 22, User: "tidb", Credential: CredentialRef{ID: "cred-" + host, Kind: CredentialPassword},
+		HostKey: testHostKey}
 }
+
+// testHostKey is a pinned host key for machines of the tests.
+var testHostKey = HostKey{Key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKdGq0dmgrTestHostKeyOnlyForUnitTests0000",
+	Fingerprint: "SHA256:dmgrTestFingerprintOnlyForUnitTests000000000"}
 
 // registered records the registration of each host.
 func registered(hosts ...string) []recorded {
@@ -68,7 +73,18 @@ func registered(hosts ...string) []recorded {
 func dmUploaded(version, arch string) PackageUploaded {
 	return PackageUploaded{ID: PackageID(DMPackageName, version, "linux", arch), Name: DMPackageName, Version: version,
 		OS: "linux", Arch: arch, SHA256: strings.Repeat("ab", 32), Size: 123456789,
-		Object: "packages/dm-" + version + "-linux-" + arch + ".tar.gz", Components: []string{"dm-master", "dm-worker"}}
+		Object: "packages/dm-" + version + "-linux-" + arch + ".tar.gz", Components: []string{"dm-master", "dm-worker"},
+		Files: dmPackageFiles()}
+}
+
+// dmPackageFiles is the manifest of a complete DM package.
+func dmPackageFiles() []PackageFile {
+	var out []PackageFile
+	for i, p := range []string{"bin/alertmanager", "bin/dm-master", "bin/dm-worker", "bin/prometheus",
+		"conf/alertmanager.yml", "conf/dm_worker.rules.yml", "grafana.tar.gz"} {
+		out = append(out, PackageFile{Path: p, Size: int64(1000 + i), Mode: 0o755, SHA256: strings.Repeat(fmt.Sprintf("%02x", i), 32)})
+	}
+	return out
 }
 
 // uploaded records the upload of the DM package of a version for linux/arch.

@@ -73,9 +73,10 @@ type Instance struct {
 	DataDir   string         `json:"data_dir"`
 	LogDir    string         `json:"log_dir"`
 	Config    map[string]any `json:"config,omitempty"`
-	Arch      string         `json:"arch,omitempty"` // the instance's `arch`, default global.arch
-	OS        string         `json:"os,omitempty"`   // the instance's `os`, default global.os
-	Line      int            `json:"line"`           // line of the instance in the topology text
+	Arch      string         `json:"arch,omitempty"`   // the instance's `arch`, default global.arch
+	OS        string         `json:"os,omitempty"`     // the instance's `os`, default global.os
+	Line      int            `json:"line"`             // line of the instance in the topology text
+	Status    string         `json:"status,omitempty"` // Instance* status in a cluster's state; empty in a parsed topology
 }
 
 // Ports returns the ports the instance listens on: Port, and PeerPort when

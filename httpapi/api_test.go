@@ -50,6 +50,7 @@ func TestRegisterMachineThenReadIt(t *testing.T) {
 	s := newStack(t, pkgstore.DefaultLimits())
 	acc := s.mustAccept("POST", "/api/v1/machines", map[string]any{
 		"host": "198.18.0.11", "ssh_port": 2222, "user": "tidb", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n",
+		"host_key": testenv.HostKey + " comment to drop",
 		"labels": map[string]string{"region": "r1", "zone": "z1", "rack": "k1"}})
 	var m domain.Machine
 	r := s.do("GET", "/api/v1/machines/198.18.0.11", nil)
@@ -88,7 +89,7 @@ func TestDeployRecordsTheOperationAndDryRunRecordsNothing(t *testing.T) {
 	}
 	var op service.OperationView
 	s.do("GET", "/api/v1/operations/"+acc.OperationID, nil).json(t, &op)
-	if op.Kind != domain.OperationDeploy || op.Status != domain.OperationPending || op.Cluster != "prod-a" {
+	if op.Kind != domain.OperationDeploy || op.Status != domain.OperationStatusPending || op.Cluster != "prod-a" {
 		t.Fatalf("operation: %+v", op)
 	}
 	// The machine is now in use.
@@ -96,7 +97,7 @@ func TestDeployRecordsTheOperationAndDryRunRecordsNothing(t *testing.T) {
 	if r.status != http.StatusConflict || !strings.Contains(r.problem(t).Detail, "prod-a") {
 		t.Fatalf("remove machine in use: %d %s", r.status, r.body)
 	}
-	s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.14", "user": "tidb", "password": "x"})
+	s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.14", "user": "tidb", "host_key": testenv.HostKey, "password": "x"})
 	s.mustAccept("DELETE", "/api/v1/machines/198.18.0.14", nil)
 	if r := s.do("GET", "/api/v1/machines/198.18.0.14", nil); r.status != http.StatusNotFound {
 		t.Fatalf("removed machine still listed: %d", r.status)
@@ -164,7 +165,7 @@ func TestIdempotencyKeyReplaysTheFirstAnswer(t *testing.T) {
 		t.Fatalf("key reuse with another body: %d %s", r.status, r.body)
 	}
 	// Keys are scoped to the route: the same key on another route is a new request.
-	s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.20", "user": "tidb", "password": "x"}, key)
+	s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.20", "user": "tidb", "host_key": testenv.HostKey, "password": "x"}, key)
 	if s.lastSeq() != seq+1 {
 		t.Fatalf("stream moved from %d to %d, want exactly one new commit", seq, s.lastSeq())
 	}
@@ -272,12 +273,12 @@ func TestSecretsNeverLeaveTheVault(t *testing.T) {
 	privateKey := "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n"
 	var answers []string
 	keep := func(r response) response { answers = append(answers, string(r.body)); return r }
-	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.11", "user": "tidb", "password": password}))
-	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.12", "user": "root", "private_key": privateKey}))
+	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.11", "user": "tidb", "host_key": testenv.HostKey, "password": password}))
+	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.12", "user": "root", "host_key": testenv.HostKey, "private_key": privateKey}))
 	// Refused registrations must not echo the secret either.
-	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.11", "user": "tidb", "password": password}))
-	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "bad host", "user": "tidb", "password": password}))
-	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.13", "user": "tidb", "password": password, "private_key": privateKey}))
+	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.11", "user": "tidb", "host_key": testenv.HostKey, "password": password}))
+	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "bad host", "user": "tidb", "host_key": testenv.HostKey, "password": password}))
+	keep(s.do("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.13", "user": "tidb", "host_key": testenv.HostKey, "password": password, "private_key": privateKey}))
 	for _, p := range []string{"/api/v1/machines", "/api/v1/machines/198.18.0.11", "/api/v1/machines/198.18.0.12", "/api/v1/operations"} {
 		keep(s.do("GET", p, nil))
 	}

@@ -16,6 +16,7 @@ type registerMachineBody struct {
 	Password   string        `json:"password"`
 	PrivateKey string        `json:"private_key"`
 	Labels     domain.Labels `json:"labels"`
+	HostKey    string        `json:"host_key"`
 }
 
 func (a *api) registerMachine(w http.ResponseWriter, r *http.Request) {
@@ -29,7 +30,8 @@ func (a *api) registerMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	acc, err := a.svc.RegisterMachine(r.Context(), meta(r), service.RegisterMachineRequest{
-		Host: b.Host, SSHPort: b.SSHPort, User: b.User, Password: b.Password, PrivateKey: b.PrivateKey, Labels: b.Labels})
+		Host: b.Host, SSHPort: b.SSHPort, User: b.User, Password: b.Password, PrivateKey: b.PrivateKey, Labels: b.Labels,
+		HostKey: b.HostKey})
 	if err != nil {
 		writeError(w, r, err)
 		return

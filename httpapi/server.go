@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/service"
 )
 
@@ -29,13 +30,16 @@ type Config struct {
 	MaxJSONBody int64
 	// Ready reports whether the dependencies answer; nil means ready.
 	Ready func(ctx context.Context) error
-	Log   zerolog.Logger
+	// Agents lists the agents registered in etcd; nil means none.
+	Agents func(ctx context.Context) ([]agents.Info, error)
+	Log    zerolog.Logger
 }
 
 type api struct {
 	svc     *service.Service
 	maxJSON int64
 	ready   func(ctx context.Context) error
+	agents  func(ctx context.Context) ([]agents.Info, error)
 }
 
 // Handler returns the HTTP handler of the API.
@@ -46,7 +50,10 @@ func Handler(c Config) http.Handler {
 	if c.Ready == nil {
 		c.Ready = func(context.Context) error { return nil }
 	}
-	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: c.Ready}
+	if c.Agents == nil {
+		c.Agents = func(context.Context) ([]agents.Info, error) { return nil, nil }
+	}
+	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: c.Ready, agents: c.Agents}
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, requestLog(c.Log), middleware.Recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -70,6 +77,7 @@ func Handler(c Config) http.Handler {
 		r.Get("/api/v1/clusters/{name}", a.getCluster)
 		r.Get("/api/v1/operations", a.listOperations)
 		r.Get("/api/v1/operations/{id}", a.getOperation)
+		r.Get("/api/v1/agents", a.listAgents)
 		r.Group(func(r chi.Router) {
 			if c.Idempotency != nil {
 				r.Use(c.Idempotency.Middleware)
@@ -78,6 +86,7 @@ func Handler(c Config) http.Handler {
 			r.Delete("/api/v1/machines/{host}", a.removeMachine)
 			r.Post("/api/v1/packages", a.uploadPackage)
 			r.Post("/api/v1/clusters", a.deployCluster)
+			r.Post("/api/v1/operations/{id}/retry", a.retryOperation)
 		})
 	})
 	return r

@@ -213,7 +213,7 @@ func formatHeader(h map[string][]string) string {
 func (s *stack) fixtures() {
 	s.t.Helper()
 	for _, h := range []string{"198.18.0.11", "198.18.0.12", "198.18.0.13"} {
-		s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": h, "user": "tidb", "password": "pw-" + h})
+		s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": h, "user": "tidb", "host_key": testenv.HostKey, "password": "pw-" + h})
 	}
 	s.mustAccept("POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", testenv.DMPackage(s.t, "v8.1.0"))
 }

@@ -24,14 +24,20 @@ func (s *Service) DeployCluster(ctx context.Context, meta Meta, r DeployClusterR
 	})
 }
 
+// DeployPlan is what a deploy would do: the resolved cluster and the steps.
+type DeployPlan struct {
+	Cluster domain.ClusterDeployRequested `json:"cluster"`
+	Steps   []domain.Step                 `json:"steps"`
+}
+
 // PlanDeployCluster decides a deploy without recording it: the resolved
-// topology it would deploy, or why it would be refused.
-func (s *Service) PlanDeployCluster(ctx context.Context, r DeployClusterRequest) (domain.ClusterDeployRequested, error) {
+// topology and the steps it would run, or why it would be refused.
+func (s *Service) PlanDeployCluster(ctx context.Context, r DeployClusterRequest) (DeployPlan, error) {
 	d, err := s.decideDeploy(ctx, r, "dry-run")
 	if err != nil {
-		return domain.ClusterDeployRequested{}, err
+		return DeployPlan{}, err
 	}
-	return d.events[0].(domain.ClusterDeployRequested), nil
+	return DeployPlan{Cluster: d.events[0].(domain.ClusterDeployRequested), Steps: d.events[1].(domain.OperationRequested).Plan}, nil
 }
 
 // decideDeploy decides a deploy on the whole world, as it is now.

@@ -1,8 +1,14 @@
 package service
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
@@ -18,6 +24,9 @@ type RegisterMachineRequest struct {
 	Password   string
 	PrivateKey string
 	Labels     domain.Labels
+	// HostKey pins the machine's SSH host key (one authorized_keys line);
+	// empty means: read it from the machine now.
+	HostKey string
 }
 
 // RegisterMachine stores the credential encrypted and records the machine.
@@ -34,13 +43,18 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 		return Accepted{}, domain.Errorf(domain.Invalid, "a credential is required: give password or private_key")
 	}
 	cmd := domain.RegisterMachine{Host: r.Host, SSHPort: r.SSHPort, User: r.User, Labels: r.Labels,
-		Credential: domain.CredentialRef{ID: "pending", Kind: string(kind)}}
-	// Validate before the secret is stored, so bad input writes nothing.
+		Credential: domain.CredentialRef{ID: "pending", Kind: string(kind)},
+		HostKey:    domain.HostKey{Key: "pending", Fingerprint: "SHA256:pending"}}
+	// Validate before the host is contacted and the secret is stored, so
+	// bad input writes nothing and costs no connection.
 	m, err := s.loadMachine(ctx, r.Host)
 	if err != nil {
 		return Accepted{}, err
 	}
 	if _, err := domain.DecideRegisterMachine(m.state, cmd); err != nil {
+		return Accepted{}, err
+	}
+	if cmd.HostKey, err = s.pinHostKey(ctx, r); err != nil {
 		return Accepted{}, err
 	}
 	credID, err := s.vault.Put(ctx, kind, []byte(secret))
@@ -63,6 +77,35 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 		return Accepted{}, err
 	}
 	return acc, nil
+}
+
+// pinHostKey returns the host key to pin: the one given, or the one the
+// machine offers now (trust on first use, recorded in the event).
+func (s *Service) pinHostKey(ctx context.Context, r RegisterMachineRequest) (domain.HostKey, error) {
+	key := strings.TrimSpace(r.HostKey)
+	if key == "" {
+		if err := domain.ValidateHost(r.Host); err != nil {
+			return domain.HostKey{}, err
+		}
+		port := r.SSHPort
+		if port == 0 {
+			port = 22
+		}
+		if s.scanHostKey == nil {
+			return domain.HostKey{}, domain.Errorf(domain.Invalid, "host_key is required: this server cannot read host keys itself")
+		}
+		scanned, err := s.scanHostKey(ctx, r.Host, port)
+		if err != nil {
+			return domain.HostKey{}, domain.Errorf(domain.Invalid, "cannot read the SSH host key of %s: %v; check host and ssh_port, or give host_key (the line from the machine's /etc/ssh/ssh_host_ed25519_key.pub)",
+				net.JoinHostPort(r.Host, strconv.Itoa(port)), err)
+		}
+		key = scanned
+	}
+	pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil || len(bytes.TrimSpace(rest)) > 0 {
+		return domain.HostKey{}, domain.Errorf(domain.Invalid, "host_key is not one public key in authorized_keys form (\"ssh-ed25519 AAAA…\")")
+	}
+	return domain.HostKey{Key: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), Fingerprint: ssh.FingerprintSHA256(pub)}, nil
 }
 
 // RemoveMachine takes an unused machine out of the inventory.

@@ -19,6 +19,24 @@ type OperationView struct {
 	Actor         string    `json:"actor"`
 	CreatedAt     time.Time `json:"created_at"`
 	CommitSeq     uint64    `json:"commit_seq"`
+	Attempt       int       `json:"attempt,omitempty"`
+	Error         string    `json:"error,omitempty"`
+	// Steps is the plan with each step's state (GET of one operation only).
+	Steps []StepView `json:"steps,omitempty"`
+}
+
+// StepView is one step of an operation as the API shows it.
+type StepView struct {
+	ID         string   `json:"id"`
+	Kind       string   `json:"kind"`
+	Host       string   `json:"host"`
+	Instance   string   `json:"instance,omitempty"`
+	Needs      []string `json:"needs,omitempty"`
+	Status     string   `json:"status"` // pending, running, succeeded, failed
+	Attempt    int      `json:"attempt,omitempty"`
+	Agent      string   `json:"agent,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	DurationMS int64    `json:"duration_ms,omitempty"`
 }
 
 // Commands that complete in their commit, by the type of their first event.
@@ -39,18 +57,45 @@ func (s *Service) Operations(ctx context.Context) ([]OperationView, error) {
 	return operationsOf(st.Events), nil
 }
 
-// Operation returns one operation.
+// Operation returns one operation, with its steps when it runs on a
+// cluster.
 func (s *Service) Operation(ctx context.Context, id string) (OperationView, error) {
 	ops, err := s.Operations(ctx)
 	if err != nil {
 		return OperationView{}, err
 	}
 	for _, op := range ops {
-		if op.ID == id {
+		if op.ID != id {
+			continue
+		}
+		if op.Cluster == "" {
 			return op, nil
 		}
+		c, _, ok, err := s.ClusterState(ctx, op.Cluster)
+		if err != nil {
+			return OperationView{}, err
+		}
+		if o := c.FindOperation(id); ok && o != nil {
+			op.Status, op.Attempt, op.Error = o.Status, o.Attempt, o.Error
+			op.Steps = stepViews(o)
+		}
+		return op, nil
 	}
 	return OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+}
+
+func stepViews(o *domain.Operation) []StepView {
+	out := make([]StepView, 0, len(o.Plan))
+	for _, st := range o.Plan {
+		state := o.Steps[st.ID]
+		status := state.Status
+		if status == domain.StepStatusPending {
+			status = "pending"
+		}
+		out = append(out, StepView{ID: st.ID, Kind: st.Kind, Host: st.Host, Instance: st.Instance, Needs: st.Needs,
+			Status: status, Attempt: state.Attempt, Agent: state.Agent, Error: state.Error, DurationMS: state.DurationMS})
+	}
+	return out
 }
 
 func operationsOf(events []eventstore.Event) []OperationView {
@@ -70,13 +115,27 @@ func operationsOf(events []eventstore.Event) []OperationView {
 		if kind, ok := immediateKinds[e.Type]; ok && op.Kind == "" {
 			op.Kind, op.Status = kind, "succeeded"
 		}
-		if e.Type == domain.TypeOperationRequested {
-			de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
-			if err != nil {
-				continue
-			}
-			r := de.(domain.OperationRequested)
-			op.Kind, op.Cluster, op.Status = r.Kind, r.Cluster, domain.OperationPending
+		switch e.Type {
+		case domain.TypeOperationRequested, domain.TypeStepStarted, domain.TypeOperationSucceeded,
+			domain.TypeOperationFailed, domain.TypeOperationRetried:
+		default:
+			continue
+		}
+		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		if err != nil {
+			continue
+		}
+		switch ev := de.(type) {
+		case domain.OperationRequested:
+			op.Kind, op.Cluster, op.Status, op.Attempt = ev.Kind, ev.Cluster, domain.OperationStatusPending, 1
+		case domain.StepStarted:
+			op.Status = domain.OperationStatusRunning
+		case domain.OperationSucceeded:
+			op.Status, op.Error = domain.OperationStatusSucceeded, ""
+		case domain.OperationFailed:
+			op.Status, op.Error = domain.OperationStatusFailed, ev.Error
+		case domain.OperationRetried:
+			op.Status, op.Error, op.Attempt = domain.OperationStatusPending, "", ev.Attempt
 		}
 	}
 	// Events come in stream order, so operations were first seen in commit

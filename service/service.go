@@ -24,6 +24,8 @@ type Service struct {
 	limits   pkgstore.Limits
 	now      func() time.Time
 	log      zerolog.Logger
+
+	scanHostKey func(ctx context.Context, host string, port int) (string, error)
 }
 
 // Config wires a Service.
@@ -34,6 +36,9 @@ type Config struct {
 	PackageLimits pkgstore.Limits
 	Now           func() time.Time // default time.Now
 	Log           zerolog.Logger
+	// ScanHostKey reads a machine's SSH host key for pinning when a
+	// registration does not give one (remote.ScanHostKey).
+	ScanHostKey func(ctx context.Context, host string, port int) (string, error)
 }
 
 // New returns a Service.
@@ -41,7 +46,8 @@ func New(c Config) *Service {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return &Service{store: c.Store, vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log}
+	return &Service{store: c.Store, vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log,
+		scanHostKey: c.ScanHostKey}
 }
 
 // Meta is who sent a command and how to identify it.
@@ -78,6 +84,9 @@ func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Co
 		d, err := decide(ctx)
 		if err != nil {
 			return Accepted{}, err
+		}
+		if len(d.events) == 0 {
+			return Accepted{OperationID: meta.OperationID}, nil // nothing to record
 		}
 		commit := eventstore.Commit{
 			CommitID: meta.CommitID, AggregateType: d.aggregateType, AggregateID: d.aggregateID,

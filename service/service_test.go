@@ -45,7 +45,7 @@ func newService(t *testing.T) fixture {
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: zerolog.Nop()})
 	f := fixture{svc: svc, store: store, vault: vault}
 	for _, h := range []string{"198.18.0.11", "198.18.0.12"} {
-		if _, err := svc.RegisterMachine(ctx, service.Meta{Actor: "admin"}, service.RegisterMachineRequest{Host: h, User: "tidb", Password: "pw"}); err != nil {
+		if _, err := svc.RegisterMachine(ctx, service.Meta{Actor: "admin"}, service.RegisterMachineRequest{Host: h, User: "tidb", Password: "pw", HostKey: testenv.HostKey}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,7 +145,7 @@ func TestRemoveMachineRacingADeployNeverLeavesAClusterOnARemovedMachine(t *testi
 func TestRefusedRegistrationStoresNoSecret(t *testing.T) {
 	f := newService(t)
 	ctx := testenv.Context(t, time.Minute)
-	_, err := f.svc.RegisterMachine(ctx, service.Meta{}, service.RegisterMachineRequest{Host: "198.18.0.11", User: "tidb", Password: "pw2"})
+	_, err := f.svc.RegisterMachine(ctx, service.Meta{}, service.RegisterMachineRequest{Host: "198.18.0.11", User: "tidb", Password: "pw2", HostKey: testenv.HostKey})
 	if domain.ErrorCode(err) != domain.Conflict {
 		t.Fatalf("second registration: %v", err)
 	}

@@ -64,3 +64,8 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// HostKey is an SSH host public key (authorized_keys form) for tests that
+// register machines no test connects to; registering a machine pins its host
+// key, and a given key spares the server from reading it over the network.
+const HostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILylCOmcGnt3gEblAC9tqK5F8JRWg8LkragXPoBHFolK"

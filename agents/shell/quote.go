@@ -1,9 +1,9 @@
 package shell
 
 import (
+	"errors"
+	"fmt"
 	"strings"
-
-	"github.com/dmgr/dmgr/domain"
 )
 
 // Quote returns s as one word for a POSIX shell: the shell turns the result
@@ -65,19 +65,23 @@ func Join(args ...string) string {
 	return b.String()
 }
 
+// ErrInvalid is wrapped by the errors of [Command]: the command cannot be
+// sent to a remote program.
+var ErrInvalid = errors.New("invalid remote command")
+
 // Command returns the remote command line that runs name with args, built by
-// [Join]. It refuses, with a domain.Invalid error, an empty name and any NUL
-// byte, which no program can receive in its argv.
+// [Join]. It refuses, with an error wrapping [ErrInvalid], an empty name and
+// any NUL byte, which no program can receive in its argv.
 func Command(name string, args ...string) (string, error) {
 	if name == "" {
-		return "", domain.Errorf(domain.Invalid, "remote command has an empty program name")
+		return "", fmt.Errorf("%w: remote command has an empty program name", ErrInvalid)
 	}
 	if strings.IndexByte(name, 0) >= 0 {
-		return "", domain.Errorf(domain.Invalid, "remote program name %q contains a NUL byte, which cannot be passed to a program", name)
+		return "", fmt.Errorf("%w: remote program name %q contains a NUL byte, which cannot be passed to a program", ErrInvalid, name)
 	}
 	for i, a := range args {
 		if strings.IndexByte(a, 0) >= 0 {
-			return "", domain.Errorf(domain.Invalid, "argument %d of remote command %q contains a NUL byte, which cannot be passed to a program: %q", i+1, name, a)
+			return "", fmt.Errorf("%w: argument %d of remote command %q contains a NUL byte, which cannot be passed to a program: %q", ErrInvalid, i+1, name, a)
 		}
 	}
 	return Join(append([]string{name}, args...)...), nil

@@ -2,13 +2,12 @@ package shell
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/dmgr/dmgr/domain"
 )
 
 // nasty are inputs a shell treats specially.
@@ -136,7 +135,7 @@ func TestCommandRefuses(t *testing.T) {
 		{"rm", []string{"-rf", "/tmp/x\x00/y"}, "argument 2"},
 	} {
 		line, err := Command(tc.name, tc.args...)
-		if err == nil || domain.ErrorCode(err) != domain.Invalid || !strings.Contains(err.Error(), tc.msg) {
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("Command(%q, %q) = %q, %v; want invalid error mentioning %q", tc.name, tc.args, line, err, tc.msg)
 		}
 	}

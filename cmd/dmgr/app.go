@@ -19,13 +19,17 @@ import (
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dmgr/dmgr/agents"
+	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/chserver"
+	"github.com/dmgr/dmgr/coordinator"
 	"github.com/dmgr/dmgr/embedded"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
 	"github.com/dmgr/dmgr/pkgstore"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/workqueue"
 )
 
 // Main is the dmgr process: it builds every part in Run and takes them
@@ -43,6 +47,12 @@ type Main struct {
 	http    *http.Server
 	httpLn  net.Listener
 	serveCh chan error
+
+	// Background work (coordinator, agent) runs under bgCtx until Close.
+	bgCancel context.CancelFunc
+	bgDone   chan struct{}
+	bgErr    error
+	agent    *agents.Agent
 
 	// URL is the base URL of the HTTP API once Run has returned.
 	URL string
@@ -81,8 +91,10 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	} else {
 		var err error
-		if m.AdminToken, err = serverToken(c.adminTokenFile); err != nil {
-			return err
+		if c.mode == "server" {
+			if m.AdminToken, err = serverToken(c.adminTokenFile); err != nil {
+				return err
+			}
 		}
 		if masterKey, err = serverMasterKey(c.masterKeyFile); err != nil {
 			return err
@@ -102,15 +114,33 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(etcdEndpoints, ","), err)
 	}
-	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: c.replicas})
-	if err != nil {
-		return err
-	}
 	vault, err := secrets.Open(ctx, js, masterKey, c.replicas)
 	if err != nil {
 		return err
 	}
 	pkgs, err := pkgstore.Open(ctx, js, c.replicas)
+	if err != nil {
+		return err
+	}
+	if err := workqueue.Setup(ctx, js, workqueue.Config{Replicas: c.replicas}); err != nil {
+		return err
+	}
+	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.bgCancel = bgCancel
+	var background []func(context.Context) error
+	if c.mode == "agent" || c.mode == "dev" {
+		if m.agent, err = m.newAgent(js, vault, pkgs); err != nil {
+			return err
+		}
+		background = append(background, m.agent.Run)
+	}
+	if c.mode == "agent" {
+		m.startBackground(bgCtx, background)
+		m.log.Info().Str("agent", m.agent.ID()).Str("pool", c.pool).Str("nats", natsURL).Strs("etcd", etcdEndpoints).Msg("dmgr agent running")
+		return nil
+	}
+
+	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: c.replicas})
 	if err != nil {
 		return err
 	}
@@ -120,10 +150,14 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	lim := pkgstore.DefaultLimits()
 	lim.MaxBytes = c.maxPackage
-	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log})
+	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
+		ScanHostKey: remote.ScanHostKey})
+	coord := coordinator.New(coordinator.Config{Service: svc, JS: js, Log: m.log})
+	m.startBackground(bgCtx, append(background, coord.Run))
 	handler := httpapi.Handler(httpapi.Config{
 		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, Log: m.log,
-		Ready: func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
+		Ready:  func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
+		Agents: func(ctx context.Context) ([]agents.Info, error) { return agents.List(ctx, m.etcd) },
 	})
 
 	m.httpLn, err = net.Listen("tcp", c.httpAddr)
@@ -143,6 +177,51 @@ func (m *Main) Run(ctx context.Context) error {
 			m.URL, tokenFile, tokenFile, m.URL)
 	}
 	return nil
+}
+
+// newAgent builds the agent of `dmgr agent` (and the in-process one of
+// `dmgr dev`).
+func (m *Main) newAgent(js jetstream.JetStream, vault *secrets.Vault, pkgs *pkgstore.Store) (*agents.Agent, error) {
+	c := m.cfg
+	cacheDir := ""
+	if c.mode == "dev" {
+		cacheDir = filepath.Join(c.dataDir, "agent-cache")
+	} else if c.dataDir != "" {
+		cacheDir = c.dataDir
+	}
+	if cacheDir != "" {
+		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("agent cache dir: %w", err)
+		}
+	}
+	return agents.New(agents.Config{
+		ID: c.agentID, Pool: c.pool, Version: version, JS: js, Etcd: m.etcd, Vault: vault, Packages: pkgs,
+		Remote: remote.NewPool(remote.Options{MaxSessionsPerHost: c.sessionsPerHost, DialTimeout: c.sshDialTimeout,
+			Log: m.log}),
+		Log: m.log, Concurrency: c.concurrency, AckWait: c.ackWait, Retries: c.retries, RetryBackoff: c.retryBackoff,
+		CacheDir: cacheDir,
+	})
+}
+
+// startBackground runs each function until Close; the first error of one
+// is kept for Close to return.
+func (m *Main) startBackground(ctx context.Context, fns []func(context.Context) error) {
+	m.bgDone = make(chan struct{})
+	errs := make(chan error, len(fns))
+	for _, f := range fns {
+		go func() { errs <- f(ctx) }()
+	}
+	go func() {
+		defer close(m.bgDone)
+		var all []error
+		for range fns {
+			if err := <-errs; err != nil {
+				m.log.Error().Err(err).Msg("background worker stopped")
+				all = append(all, err)
+			}
+		}
+		m.bgErr = errors.Join(all...)
+	}()
 }
 
 func (m *Main) startDevServers(ctx context.Context) error {
@@ -195,6 +274,19 @@ func (m *Main) Close() error {
 		cancel()
 		if err := <-m.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
+		}
+	}
+	if m.bgCancel != nil {
+		m.bgCancel()
+	}
+	if m.bgDone != nil {
+		select {
+		case <-m.bgDone:
+			if m.bgErr != nil {
+				errs = append(errs, m.bgErr)
+			}
+		case <-time.After(m.cfg.shutdownGrace + 5*time.Second):
+			errs = append(errs, errors.New("coordinator or agent did not stop in time"))
 		}
 	}
 	if m.nc != nil {

@@ -28,6 +28,16 @@ type config struct {
 	etcdEndpoints  []string
 	clickhouseAddr string
 
+	// agent (and the agent that dev runs in-process)
+	pool            string
+	agentID         string
+	concurrency     int
+	ackWait         time.Duration
+	retries         int
+	retryBackoff    time.Duration
+	sessionsPerHost int
+	sshDialTimeout  time.Duration
+
 	adminTokenFile string
 	masterKeyFile  string
 	replicas       int
@@ -44,18 +54,35 @@ func envOr(name, def string) string {
 }
 
 func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
-	c := config{mode: mode}
+	c := config{mode: mode, shutdownGrace: 15 * time.Second}
 	fs := flag.NewFlagSet("dmgr "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var etcd, level string
-	fs.StringVar(&c.httpAddr, "http-addr", envOr("DMGR_HTTP_ADDR", "127.0.0.1:7700"), "address of the HTTP API (env DMGR_HTTP_ADDR)")
-	fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)"+
-		map[bool]string{true: "; empty: start a local clickhouse-server in the data dir", false: ""}[mode == "dev"])
+	if mode != "agent" {
+		fs.StringVar(&c.httpAddr, "http-addr", envOr("DMGR_HTTP_ADDR", "127.0.0.1:7700"), "address of the HTTP API (env DMGR_HTTP_ADDR)")
+		fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)"+
+			map[bool]string{true: "; empty: start a local clickhouse-server in the data dir", false: ""}[mode == "dev"])
+		fs.Int64Var(&c.maxPackage, "max-package-bytes", 1<<30, "largest package upload accepted, in bytes")
+		fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+	}
 	fs.IntVar(&c.replicas, "replicas", 1, "replicas of the JetStream streams and buckets (3 in production)")
-	fs.Int64Var(&c.maxPackage, "max-package-bytes", 1<<30, "largest package upload accepted, in bytes")
-	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	fs.StringVar(&level, "log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
-	if mode == "dev" {
+	if mode == "agent" || mode == "dev" {
+		fs.StringVar(&c.pool, "pool", envOr("DMGR_AGENT_POOL", "default"), "agent pool whose steps this agent runs (env DMGR_AGENT_POOL)")
+		fs.StringVar(&c.agentID, "agent-id", envOr("DMGR_AGENT_ID", ""), "agent id; default <hostname>-<random> (env DMGR_AGENT_ID)")
+		fs.IntVar(&c.concurrency, "concurrency", 16, "steps the agent runs at once")
+		fs.IntVar(&c.retries, "retries", 3, "tries again of a step's remote action after a connection failure")
+		fs.DurationVar(&c.retryBackoff, "retry-backoff", time.Second, "wait before the first retry, doubled each time")
+		fs.IntVar(&c.sessionsPerHost, "max-sessions-per-host", 8, "SSH sessions the agent opens at once on one host")
+		fs.DurationVar(&c.sshDialTimeout, "ssh-dial-timeout", 10*time.Second, "timeout of an SSH connection and handshake")
+	}
+	fs.DurationVar(&c.ackWait, "ack-wait", 30*time.Second, "how long a running step may go without an in-progress ack before another agent gets it")
+	if mode == "agent" {
+		fs.StringVar(&c.natsURL, "nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
+		fs.StringVar(&etcd, "etcd-endpoints", envOr("DMGR_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env DMGR_ETCD_ENDPOINTS)")
+		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key that decrypts machine credentials; or set DMGR_MASTER_KEY")
+		fs.StringVar(&c.dataDir, "cache-dir", envOr("DMGR_AGENT_CACHE_DIR", ""), "directory for package files extracted by the agent; default a temporary directory (env DMGR_AGENT_CACHE_DIR)")
+	} else if mode == "dev" {
 		fs.StringVar(&c.dataDir, "data-dir", envOr("DMGR_DATA_DIR", "./.dmgr"), "directory for JetStream, etcd, ClickHouse, the admin token and the master key (env DMGR_DATA_DIR)")
 		fs.StringVar(&c.natsAddr, "nats-addr", envOr("DMGR_NATS_ADDR", "127.0.0.1:4222"), "listen address of the embedded NATS server; port 0 picks one (env DMGR_NATS_ADDR)")
 		fs.StringVar(&c.etcdClientAddr, "etcd-client-addr", envOr("DMGR_ETCD_CLIENT_ADDR", "127.0.0.1:2379"), "client address of the embedded etcd; port 0 picks one (env DMGR_ETCD_CLIENT_ADDR)")
@@ -86,6 +113,12 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if mode == "server" && c.clickhouseAddr == "" {
 		return c, fmt.Errorf("dmgr server: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
+	}
+	if mode != "server" && c.concurrency < 1 {
+		return c, fmt.Errorf("--concurrency must be at least 1")
+	}
+	if c.ackWait < 3*time.Second {
+		return c, fmt.Errorf("--ack-wait must be at least 3s")
 	}
 	if c.replicas < 1 {
 		return c, fmt.Errorf("--replicas must be at least 1")

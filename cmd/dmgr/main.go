@@ -1,6 +1,7 @@
 // Command dmgr is the DM cluster management platform: `dmgr dev` runs
-// everything in one process, `dmgr server` runs the API against external
-// NATS JetStream, etcd and ClickHouse, and `dmgr version` prints the build.
+// everything in one process, `dmgr server` runs the API and the coordinator
+// against external NATS JetStream, etcd and ClickHouse, `dmgr agent` runs
+// steps over SSH, and `dmgr version` prints the build.
 package main
 
 import (
@@ -24,8 +25,11 @@ destroy them over SSH, with every change recorded as an event.
 
 Usage:
   dmgr dev      [flags]   everything in one process: embedded NATS JetStream and
-                          etcd, a local ClickHouse, the HTTP API
-  dmgr server   [flags]   the HTTP API against external NATS, etcd and ClickHouse
+                          etcd, a local ClickHouse, the HTTP API, the
+                          coordinator and one agent
+  dmgr server   [flags]   the HTTP API and the coordinator against external NATS,
+                          etcd and ClickHouse
+  dmgr agent    [flags]   run steps from the work queue on machines over SSH
   dmgr version            print the version
 
 Run "dmgr <command> -h" for the flags of a command.
@@ -51,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "dmgr", version)
 		return nil
-	case "dev", "server":
+	case "dev", "server", "agent":
 		cfg, err := parseConfig(args[0], args[1:], stderr)
 		if err != nil {
 			return err

@@ -145,7 +145,7 @@ func TestDevSurvivesSIGTERMAndRestartWithEverything(t *testing.T) {
 		t.Fatalf("admin token file: %v %v", info, err)
 	}
 	for _, h := range []string{"198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.14"} {
-		if st, b := dev.call(t, "POST", "/api/v1/machines", "application/json", []byte(`{"host":"`+h+`","user":"tidb","password":"pw"}`)); st != 202 {
+		if st, b := dev.call(t, "POST", "/api/v1/machines", "application/json", []byte(`{"host":"`+h+`","user":"tidb","password":"pw","host_key":"`+testenv.HostKey+`"}`)); st != 202 {
 			t.Fatalf("register %s: %d %s", h, st, b)
 		}
 	}
@@ -182,7 +182,7 @@ func TestDevSurvivesSIGTERMAndRestartWithEverything(t *testing.T) {
 		}
 	}
 	// The restarted process still takes commands on top of the old history.
-	if st, b := dev.call(t, "POST", "/api/v1/machines", "application/json", []byte(`{"host":"198.18.0.14","user":"tidb","password":"pw"}`)); st != 202 {
+	if st, b := dev.call(t, "POST", "/api/v1/machines", "application/json", []byte(`{"host":"198.18.0.14","user":"tidb","password":"pw","host_key":"`+testenv.HostKey+`"}`)); st != 202 {
 		t.Fatalf("re-register after restart: %d %s", st, b)
 	}
 	dev.stop(t)

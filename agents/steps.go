@@ -1,0 +1,501 @@
+package agents
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/agents/remote"
+	"github.com/dmgr/dmgr/agents/shell"
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/secrets"
+	"github.com/dmgr/dmgr/workqueue"
+)
+
+// tailBytes bounds the stdout and stderr kept of a step.
+const tailBytes = 4096
+
+// outcome is how a step went.
+type outcome struct {
+	err      error // nil: the step succeeded
+	exitCode int
+	stdout   tail
+	stderr   tail
+}
+
+// tail keeps the last tailBytes written to it.
+type tail struct{ b []byte }
+
+func (t *tail) add(s string) {
+	if s == "" {
+		return
+	}
+	t.b = append(t.b, s...)
+	if !strings.HasSuffix(s, "\n") {
+		t.b = append(t.b, '\n')
+	}
+	if len(t.b) > tailBytes {
+		t.b = t.b[len(t.b)-tailBytes:]
+	}
+}
+
+func (t *tail) String() string { return string(t.b) }
+
+// run is one step being executed on its target.
+type run struct {
+	a      *Agent
+	log    zerolog.Logger
+	d      workqueue.Dispatch
+	target remote.Target
+	out    *outcome
+}
+
+// execute runs a step; the error of the outcome names the host and step.
+func (a *Agent) execute(ctx context.Context, log zerolog.Logger, d workqueue.Dispatch) outcome {
+	var out outcome
+	r := &run{a: a, log: log, d: d, out: &out}
+	err := r.resolveTarget(ctx)
+	if err == nil {
+		err = r.dispatch(ctx)
+	}
+	if err != nil {
+		out.err = fmt.Errorf("step %s on %s: %w", d.Step.ID, d.Step.Host, err)
+	}
+	return out
+}
+
+// resolveTarget reads the machine's credential from the vault. The secret
+// stays in memory, in the remote.Target only.
+func (r *run) resolveTarget(ctx context.Context) error {
+	t := r.d.Target
+	kind, secret, err := r.a.cfg.Vault.Get(ctx, t.Credential.ID)
+	if err != nil {
+		return fmt.Errorf("credential of %s: %w", t.Host, err)
+	}
+	r.target = remote.Target{Host: t.Host, Port: t.Port, User: t.User, HostKey: t.HostKey}
+	switch kind {
+	case secrets.KindPassword:
+		r.target.Password = string(secret)
+	case secrets.KindPrivateKey:
+		r.target.PrivateKey = secret
+	default:
+		return fmt.Errorf("credential of %s has unknown kind %q", t.Host, kind)
+	}
+	return nil
+}
+
+func (r *run) dispatch(ctx context.Context) error {
+	s := r.d.Step
+	switch s.Kind {
+	case domain.StepCheckHost:
+		return r.checkHost(ctx)
+	case domain.StepEnsureUser:
+		return r.ensureUser(ctx)
+	case domain.StepMakeDirs:
+		return r.makeDirs(ctx)
+	case domain.StepCopyFiles:
+		return r.copyFiles(ctx)
+	case domain.StepWriteFiles:
+		return r.writeFiles(ctx)
+	case domain.StepStart:
+		return r.start(ctx)
+	case domain.StepCheckCluster:
+		return r.checkCluster(ctx)
+	}
+	return fmt.Errorf("unknown step kind %q: this agent is older than the coordinator", s.Kind)
+}
+
+// retry runs f, trying again after connection failures (not after a host
+// key mismatch or a command that ran and failed).
+func (r *run) retry(ctx context.Context, what string, f func() error) error {
+	backoff := r.a.cfg.RetryBackoff
+	var err error
+	for try := 0; ; try++ {
+		err = f()
+		var mismatch *remote.HostKeyMismatchError
+		var failed *commandError
+		if err == nil || ctx.Err() != nil || errors.As(err, &mismatch) || errors.As(err, &failed) || try >= r.a.cfg.Retries {
+			break
+		}
+		r.log.Warn().Err(err).Int("try", try+1).Msg(what + " failed; retrying")
+		sleep(ctx, backoff)
+		backoff *= 2
+	}
+	if err != nil && ctx.Err() == nil {
+		var failed *commandError
+		if !errors.As(err, &failed) {
+			return fmt.Errorf("%s (after %d tries): %w", what, r.a.cfg.Retries+1, err)
+		}
+	}
+	return err
+}
+
+// commandError is a remote command that ran and exited non-zero.
+type commandError struct {
+	what     string
+	exitCode int
+	stderr   string
+}
+
+func (e *commandError) Error() string {
+	msg := strings.TrimSpace(e.stderr)
+	if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+		msg = msg[i+1:]
+	}
+	if msg == "" {
+		return fmt.Sprintf("%s: exit code %d", e.what, e.exitCode)
+	}
+	return fmt.Sprintf("%s: exit code %d: %s", e.what, e.exitCode, msg)
+}
+
+// sh runs a constant script with quoted positional arguments on the
+// target, retried on connection failures; a non-zero exit is an error.
+func (r *run) sh(ctx context.Context, what string, opts remote.RunOptions, script string, args ...string) error {
+	cmd := shell.Join(append([]string{"sh", "-c", script, "sh"}, args...)...)
+	return r.retry(ctx, what, func() error {
+		res, err := r.a.cfg.Remote.Run(ctx, r.target, cmd, opts)
+		if err != nil {
+			return err
+		}
+		r.out.stdout.add(res.Stdout)
+		r.out.stderr.add(res.Stderr)
+		if res.ExitCode != 0 {
+			r.out.exitCode = res.ExitCode
+			return &commandError{what: what, exitCode: res.ExitCode, stderr: res.Stderr}
+		}
+		return nil
+	})
+}
+
+const checkHostScript = `
+fail=0
+listening=$(awk 'NR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+for arg; do
+  case "$arg" in
+  port=*)
+    v=${arg#port=}; port=${v%%=*}; pidfile=${v#*=}
+    hex=$(printf '%04X' "$port")
+    if printf '%s\n' "$listening" | grep -qx "$hex"; then
+      if [ -n "$pidfile" ] && [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        echo "port $port: held by this instance (pid $(cat "$pidfile"))"
+      else
+        echo "port $port is already in use on $(hostname)" >&2; fail=1
+      fi
+    fi;;
+  dir=*)
+    d=${arg#dir=}
+    while [ ! -e "$d" ]; do d=$(dirname "$d"); done
+    if [ ! -d "$d" ] || [ ! -w "$d" ]; then
+      echo "directory ${arg#dir=} cannot be created: $d is not a writable directory" >&2; fail=1
+    fi;;
+  esac
+done
+for tool in sha256sum flock setsid tar awk; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "$tool is missing on $(hostname)" >&2; fail=1; }
+done
+exit $fail
+`
+
+// checkHost: reachable, sudo works, directories can be created, ports are
+// free (or held by the instance itself, on a retry).
+func (r *run) checkHost(ctx context.Context) error {
+	var args []string
+	for _, p := range r.d.Step.Ports {
+		args = append(args, "port="+strconv.Itoa(p.Port)+"="+p.PIDFile)
+	}
+	for _, d := range r.d.Step.Dirs {
+		args = append(args, "dir="+d)
+	}
+	if err := r.sh(ctx, "sudo", remote.RunOptions{Sudo: true}, "true"); err != nil {
+		return fmt.Errorf("user %s cannot run sudo without a prompt: %w", r.target.User, err)
+	}
+	return r.sh(ctx, "host check", remote.RunOptions{Sudo: true}, checkHostScript, args...)
+}
+
+const ensureUserScript = `
+if id -u "$1" >/dev/null 2>&1; then echo "user $1 exists"; exit 0; fi
+useradd -m -s /bin/bash "$1" && echo "user $1 created"
+`
+
+func (r *run) ensureUser(ctx context.Context) error {
+	return r.sh(ctx, "create user "+r.d.Step.User, remote.RunOptions{Sudo: true}, ensureUserScript, r.d.Step.User)
+}
+
+const makeDirsScript = `
+user=$1; shift
+mkdir -p -- "$@" && chown -- "$user:" "$@"
+`
+
+func (r *run) makeDirs(ctx context.Context) error {
+	return r.sh(ctx, "create directories", remote.RunOptions{Sudo: true}, makeDirsScript,
+		append([]string{r.d.Step.User}, r.d.Step.Dirs...)...)
+}
+
+// copyFiles uploads the component's files from the package; an upload
+// whose checksum already matches is skipped.
+func (r *run) copyFiles(ctx context.Context) error {
+	for _, c := range r.d.Step.Copies {
+		local, err := r.a.files.get(ctx, c)
+		if err != nil {
+			return err
+		}
+		f := remote.File{Path: c.Dst, Mode: os.FileMode(c.Mode), Owner: c.Owner, SHA256: c.SHA256, Size: c.Size, Sudo: true,
+			Open: func() (io.ReadCloser, error) { return os.Open(local) }}
+		var skipped bool
+		if err := r.retry(ctx, "upload "+c.Dst, func() error {
+			var err error
+			skipped, err = r.a.cfg.Remote.Upload(ctx, r.target, f)
+			return err
+		}); err != nil {
+			return err
+		}
+		r.out.stdout.add(fmt.Sprintf("%s: %s", c.Dst, map[bool]string{true: "unchanged", false: "uploaded"}[skipped]))
+		if c.UnpackInto != "" {
+			if err := r.sh(ctx, "unpack "+c.Dst, remote.RunOptions{Sudo: true},
+				`tar -xzf "$1" -C "$2" --no-same-owner && chown -R -- "$3:" "$2"`, c.Dst, c.UnpackInto, c.Owner); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeFiles writes the rendered files; each is replaced atomically, and
+// left alone when its content is already right.
+func (r *run) writeFiles(ctx context.Context) error {
+	for _, fs := range r.d.Step.Files {
+		content := []byte(fs.Content)
+		sum := sha256.Sum256(content)
+		f := remote.File{Path: fs.Path, Mode: os.FileMode(fs.Mode), Owner: fs.Owner, SHA256: hex.EncodeToString(sum[:]),
+			Size: int64(len(content)), Sudo: true,
+			Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(fs.Content)), nil }}
+		var skipped bool
+		if err := r.retry(ctx, "write "+fs.Path, func() error {
+			var err error
+			skipped, err = r.a.cfg.Remote.Upload(ctx, r.target, f)
+			return err
+		}); err != nil {
+			return err
+		}
+		r.out.stdout.add(fmt.Sprintf("%s: %s", fs.Path, map[bool]string{true: "unchanged", false: "written"}[skipped]))
+	}
+	return nil
+}
+
+// startScript starts an instance unless its pid file names a live
+// process. The lock makes two agents running the same step (a redelivery
+// racing a slow one) start it once.
+const startScript = `
+pidfile=$1; script=$2; dir=$3
+exec 9>>"$pidfile.lock"
+flock -w 60 9 || { echo "could not lock $pidfile.lock" >&2; exit 1; }
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "already running as pid $(cat "$pidfile")"; exit 0
+fi
+cd "$dir" || exit 1
+setsid nohup /bin/bash "$script" </dev/null >/dev/null 2>&1 9>&- &
+echo $! > "$pidfile"
+echo "started as pid $!"
+`
+
+const startSystemdScript = `
+systemctl daemon-reload && systemctl enable "$1" && systemctl start "$1"
+`
+
+// start starts the instance unless it runs, then waits until it answers
+// its health route.
+func (r *run) start(ctx context.Context) error {
+	svc := r.d.Step.Service
+	if svc == nil {
+		return errors.New("start step without a service")
+	}
+	var err error
+	if svc.Manager == domain.ServiceManagerNone {
+		err = r.sh(ctx, "start "+svc.Name, remote.RunOptions{AsUser: svc.User}, startScript, svc.PIDFile, svc.RunScript, svc.DeployDir)
+	} else {
+		err = r.sh(ctx, "start "+svc.Name, remote.RunOptions{Sudo: true}, startSystemdScript, svc.Name+".service")
+	}
+	if err != nil {
+		return err
+	}
+	return r.waitHealthy(ctx, svc.HealthAddr, svc.HealthPath, time.Duration(svc.HealthTimeoutSec)*time.Second,
+		fmt.Sprintf("%s %s", r.d.Step.Role, r.d.Step.Instance))
+}
+
+// httpClient reaches host-local addresses through the SSH connection.
+func (r *run) httpClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return r.a.cfg.Remote.Dial(ctx, r.target, network, addr)
+		},
+		DisableKeepAlives: true,
+	}}
+}
+
+// waitHealthy polls GET path on addr until it answers 200 or timeout.
+func (r *run) waitHealthy(ctx context.Context, addr, path string, timeout time.Duration, what string) error {
+	deadline := time.Now().Add(timeout)
+	client := r.httpClient()
+	var last error
+	for {
+		body, err := r.get(ctx, client, addr, path)
+		if err == nil {
+			r.out.stdout.add(fmt.Sprintf("%s is healthy: GET %s: %s", what, path, firstLine(body)))
+			return nil
+		}
+		last = err
+		var mismatch *remote.HostKeyMismatchError
+		if errors.As(err, &mismatch) {
+			return err
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s did not answer GET %s with 200 within %s: %w", what, path, timeout, last)
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+}
+
+func (r *run) get(ctx context.Context, client *http.Client, addr, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, firstLine(body))
+	}
+	return body, nil
+}
+
+func firstLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// membersResponse is the part of dm-master's
+// GET /apis/v1alpha1/members?leader=true&master=true&worker=true that the
+// check reads.
+type membersResponse struct {
+	Result  bool   `json:"result"`
+	Msg     string `json:"msg"`
+	Members []struct {
+		Leader *struct {
+			Name string `json:"name"`
+			Addr string `json:"addr"`
+		} `json:"leader,omitempty"`
+		Master *struct {
+			Masters []struct {
+				Name  string `json:"name"`
+				Alive bool   `json:"alive"`
+			} `json:"masters"`
+		} `json:"master,omitempty"`
+		Worker *struct {
+			Workers []struct {
+				Name  string `json:"name"`
+				Stage string `json:"stage"`
+			} `json:"workers"`
+		} `json:"worker,omitempty"`
+	} `json:"members"`
+}
+
+// checkCluster waits until the members API lists every master and worker
+// and names a leader.
+func (r *run) checkCluster(ctx context.Context) error {
+	c := r.d.Step.Check
+	if c == nil {
+		return errors.New("check step without a check")
+	}
+	timeout := time.Duration(c.TimeoutSec) * time.Second
+	deadline := time.Now().Add(timeout)
+	client := r.httpClient()
+	var last error
+	for {
+		last = r.checkMembersOnce(ctx, client, c)
+		if last == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("cluster members not complete within %s: %w", timeout, last)
+		}
+		sleep(ctx, time.Second)
+	}
+}
+
+func (r *run) checkMembersOnce(ctx context.Context, client *http.Client, c *domain.ClusterCheck) error {
+	var last error
+	for _, addr := range c.MasterAddrs {
+		body, err := r.get(ctx, client, addr, "/apis/v1alpha1/members?leader=true&master=true&worker=true")
+		if err != nil {
+			last = fmt.Errorf("dm-master %s: %w", addr, err)
+			continue
+		}
+		var m membersResponse
+		if err := json.Unmarshal(body, &m); err != nil {
+			return fmt.Errorf("dm-master %s: members answer: %w", addr, err)
+		}
+		var leader string
+		var masters, workers []string
+		for _, mem := range m.Members {
+			if mem.Leader != nil {
+				leader = mem.Leader.Name
+			}
+			if mem.Master != nil {
+				for _, x := range mem.Master.Masters {
+					masters = append(masters, x.Name)
+				}
+			}
+			if mem.Worker != nil {
+				for _, x := range mem.Worker.Workers {
+					workers = append(workers, x.Name)
+				}
+			}
+		}
+		var missing []string
+		for _, n := range c.Masters {
+			if !slices.Contains(masters, n) {
+				missing = append(missing, "master "+n)
+			}
+		}
+		for _, n := range c.Workers {
+			if !slices.Contains(workers, n) {
+				missing = append(missing, "worker "+n)
+			}
+		}
+		if leader == "" {
+			missing = append(missing, "a leader")
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("dm-master %s: members lack %s", addr, strings.Join(missing, ", "))
+		}
+		r.out.stdout.add(fmt.Sprintf("members: %d masters (leader %s), %d workers", len(masters), leader, len(workers)))
+		return nil
+	}
+	return last
+}

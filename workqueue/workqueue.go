@@ -1,0 +1,196 @@
+// Package workqueue is the JetStream side of running steps: the DMGR_STEPS
+// work queue that the coordinator publishes ready steps to and agents pull
+// from, and the DMGR_RESULTS stream that agents publish step results to and
+// the coordinator consumes.
+//
+// Delivery is at least once on both sides. Every message carries a
+// Nats-Msg-Id derived from (operation, attempt, step), so a step published
+// twice within the duplicate window is stored once, and every step is
+// idempotent, so a redelivered step does no harm.
+package workqueue
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/eventstore"
+)
+
+// Streams and subjects.
+const (
+	StepsStream    = "DMGR_STEPS"
+	ResultsStream  = "DMGR_RESULTS"
+	stepSubjects   = "dmgr.step.>"
+	resultSubjects = "dmgr.result.>"
+
+	// DefaultPool is the pool of agents that takes steps not routed
+	// elsewhere.
+	DefaultPool = "default"
+	// ResultsConsumer is the coordinator's durable consumer of results.
+	ResultsConsumer = "coordinator"
+)
+
+// StepSubject is the subject of steps for agents of pool.
+func StepSubject(pool string) string { return "dmgr.step." + eventstore.EscapeToken(pool) }
+
+// ResultSubject is the subject of a cluster's step results.
+func ResultSubject(cluster string) string { return "dmgr.result." + eventstore.EscapeToken(cluster) }
+
+// AgentConsumer is the durable consumer shared by every agent of pool.
+func AgentConsumer(pool string) string { return "agents-" + eventstore.EscapeToken(pool) }
+
+// Target is the machine a step runs on, as the coordinator resolved it when
+// it dispatched the step. The credential is a reference into the vault.
+type Target struct {
+	Host       string               `json:"host"`
+	Port       int                  `json:"port"`
+	User       string               `json:"user"`
+	Credential domain.CredentialRef `json:"credential"`
+	HostKey    string               `json:"host_key"`
+}
+
+// Dispatch is one step on the work queue.
+type Dispatch struct {
+	Cluster   string      `json:"cluster"`
+	Operation string      `json:"operation"`
+	Attempt   int         `json:"attempt"`
+	Token     int64       `json:"token,omitempty"` // leader fencing token, 0 for a single coordinator
+	Step      domain.Step `json:"step"`
+	Target    Target      `json:"target"`
+}
+
+// MsgID is the deduplication id of a dispatch.
+func (d Dispatch) MsgID() string { return fmt.Sprintf("%s/%d/%s", d.Operation, d.Attempt, d.Step.ID) }
+
+// Result is what an agent reports about a step: once when it starts it
+// (Finished false) and once when it is over.
+type Result struct {
+	Cluster    string    `json:"cluster"`
+	Operation  string    `json:"operation"`
+	Attempt    int       `json:"attempt"`
+	Token      int64     `json:"token,omitempty"`
+	Step       string    `json:"step"`
+	Host       string    `json:"host"`
+	Agent      string    `json:"agent"`
+	Finished   bool      `json:"finished"`
+	OK         bool      `json:"ok"`
+	ExitCode   int       `json:"exit_code"`
+	Error      string    `json:"error,omitempty"`
+	Stdout     string    `json:"stdout,omitempty"` // tail
+	Stderr     string    `json:"stderr,omitempty"` // tail
+	DurationMS int64     `json:"duration_ms"`
+	Time       time.Time `json:"time"`
+}
+
+// MsgID is the deduplication id of a result.
+func (r Result) MsgID() string {
+	phase := "started"
+	if r.Finished {
+		phase = "finished"
+	}
+	return fmt.Sprintf("%s/%d/%s/%s/%s", r.Operation, r.Attempt, r.Step, r.Agent, phase)
+}
+
+// Report turns a result into the domain's step report.
+func (r Result) Report() domain.StepReport {
+	return domain.StepReport{Operation: r.Operation, Step: r.Step, Attempt: r.Attempt, Agent: r.Agent,
+		Finished: r.Finished, OK: r.OK, ExitCode: r.ExitCode, Error: r.Error, DurationMS: r.DurationMS,
+		Stdout: r.Stdout, Stderr: r.Stderr}
+}
+
+// Config sizes the streams.
+type Config struct {
+	Replicas int
+	// Duplicates is the window in which a re-published step or result is
+	// dropped as a duplicate (default 1 h).
+	Duplicates time.Duration
+}
+
+// Setup creates or updates both streams.
+func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = time.Hour
+	}
+	streams := []jetstream.StreamConfig{
+		{Name: StepsStream, Subjects: []string{stepSubjects}, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Replicas: cfg.Replicas, Duplicates: cfg.Duplicates,
+			Description: "dmgr steps waiting for an agent"},
+		{Name: ResultsStream, Subjects: []string{resultSubjects}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Replicas: cfg.Replicas, Duplicates: cfg.Duplicates,
+			MaxAge: 7 * 24 * time.Hour, Description: "dmgr step results from agents"},
+	}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("workqueue: stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// PublishDispatch puts a step on pool's work queue.
+func PublishDispatch(ctx context.Context, js jetstream.JetStream, pool string, d Dispatch) error {
+	data, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode step %s: %w", d.Step.ID, err)
+	}
+	if _, err := js.Publish(ctx, StepSubject(pool), data, jetstream.WithMsgID(d.MsgID())); err != nil {
+		return fmt.Errorf("publish step %s of operation %s: %w", d.Step.ID, d.Operation, err)
+	}
+	return nil
+}
+
+// PublishResult stores a result; it returns only when JetStream has it.
+func PublishResult(ctx context.Context, js jetstream.JetStream, r Result) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode result of step %s: %w", r.Step, err)
+	}
+	if _, err := js.Publish(ctx, ResultSubject(r.Cluster), data, jetstream.WithMsgID(r.MsgID())); err != nil {
+		return fmt.Errorf("publish result of step %s of operation %s: %w", r.Step, r.Operation, err)
+	}
+	return nil
+}
+
+// AgentConsumerConfig is the shared durable consumer of pool's agents.
+// AckWait bounds how long a step may go without an in-progress ack before
+// JetStream gives it to another agent.
+func AgentConsumerConfig(pool string, ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       AgentConsumer(pool),
+		FilterSubject: StepSubject(pool),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+		Description:   "agents of pool " + pool,
+	}
+}
+
+// ResultsConsumerConfig is the coordinator's durable consumer of results.
+func ResultsConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ResultsConsumer,
+		FilterSubject: resultSubjects,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+		Description:   "dmgr coordinator: step results to events",
+	}
+}
+
+// Decode reads a message body into v, naming the message on error.
+func Decode(msg jetstream.Msg, v any) error {
+	if err := json.Unmarshal(msg.Data(), v); err != nil {
+		return fmt.Errorf("decode %s message: %w", msg.Subject(), err)
+	}
+	return nil
+}
