@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MasterConfig is the configuration of a simulated dm-master. Field names
@@ -23,9 +24,10 @@ type MasterConfig struct {
 	DataDir           string
 	LogFile           string
 	OpenAPI           bool
-	PrintVersion      bool     // -V
-	Version           string   // reported version; empty means CurrentVersion()
-	Ignored           []string // unknown flags, logged at start
+	StartDelay        time.Duration // simulator only: see StartDelayKey
+	PrintVersion      bool          // -V
+	Version           string        // reported version; empty means CurrentVersion()
+	Ignored           []string      // unknown flags, logged at start
 }
 
 // WorkerConfig is the configuration of a simulated dm-worker.
@@ -37,9 +39,45 @@ type WorkerConfig struct {
 	Join          string // comma-separated master addresses
 	DataDir       string // simulator extension; defaults to the log file's directory
 	LogFile       string
+	StartDelay    time.Duration // simulator only: see StartDelayKey
 	PrintVersion  bool
 	Version       string
 	Ignored       []string
+}
+
+// StartDelayKey is a top-level config file key that only the simulator
+// knows (real DM refuses unknown keys, so keep it to test packages):
+//
+//	sim-start-delay = "3s"
+//
+// makes dm-master or dm-worker wait that long after writing its start
+// marker and before it listens, so that a test can catch a deploy or start
+// step in the middle of waiting for the instance to become healthy. The
+// environment variable StartDelayEnv sets it when the config file does not.
+const (
+	StartDelayKey = "sim-start-delay"
+	StartDelayEnv = "DMSIM_START_DELAY"
+)
+
+// startDelayFromEnv reads StartDelayEnv.
+func startDelayFromEnv() (time.Duration, error) {
+	v := os.Getenv(StartDelayEnv)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := parseStartDelay(v)
+	if err != nil {
+		return 0, fmt.Errorf("environment %s: %w", StartDelayEnv, err)
+	}
+	return d, nil
+}
+
+func parseStartDelay(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s: want a duration like \"3s\", got %q", StartDelayKey, v)
+	}
+	return d, nil
 }
 
 var masterValueFlags = map[string]bool{"config": true, "name": true, "master-addr": true, "advertise-addr": true,
@@ -52,6 +90,10 @@ var workerValueFlags = map[string]bool{"config": true, "name": true, "worker-add
 // read first and flags override them. Unknown flags are collected in Ignored.
 func ParseMasterFlags(args []string) (MasterConfig, error) {
 	var c MasterConfig
+	var err error
+	if c.StartDelay, err = startDelayFromEnv(); err != nil {
+		return c, err
+	}
 	p, err := applyArgs(args, masterValueFlags, c.set)
 	c.Ignored, c.PrintVersion, c.ConfigFile = p.ignored, p.printVersion, p.configFile
 	if err != nil || c.PrintVersion {
@@ -120,6 +162,12 @@ func (c *MasterConfig) set(key, val string) error {
 			return fmt.Errorf("openapi: want true or false, got %q", val)
 		}
 		c.OpenAPI = b
+	case StartDelayKey:
+		d, err := parseStartDelay(val)
+		if err != nil {
+			return err
+		}
+		c.StartDelay = d
 	}
 	return nil
 }
@@ -161,7 +209,11 @@ func (c MasterConfig) normalize() (MasterConfig, error) {
 // ParseWorkerFlags parses dm-worker's command line like ParseMasterFlags.
 func ParseWorkerFlags(args []string) (WorkerConfig, error) {
 	var c WorkerConfig
-	p, err := applyArgs(args, workerValueFlags, func(k, v string) error { c.set(k, v); return nil })
+	var err error
+	if c.StartDelay, err = startDelayFromEnv(); err != nil {
+		return c, err
+	}
+	p, err := applyArgs(args, workerValueFlags, c.set)
 	c.Ignored, c.PrintVersion, c.ConfigFile = p.ignored, p.printVersion, p.configFile
 	if err != nil || c.PrintVersion {
 		return c, err
@@ -169,7 +221,7 @@ func ParseWorkerFlags(args []string) (WorkerConfig, error) {
 	return c.normalize()
 }
 
-func (c *WorkerConfig) set(key, val string) {
+func (c *WorkerConfig) set(key, val string) error {
 	switch key {
 	case "name":
 		c.Name = val
@@ -183,7 +235,14 @@ func (c *WorkerConfig) set(key, val string) {
 		c.LogFile = val
 	case "data-dir":
 		c.DataDir = val
+	case StartDelayKey:
+		d, err := parseStartDelay(val)
+		if err != nil {
+			return err
+		}
+		c.StartDelay = d
 	}
+	return nil
 }
 
 func (c WorkerConfig) normalize() (WorkerConfig, error) {

@@ -92,8 +92,9 @@ func TestParseWorkerFlags(t *testing.T) {
 	}
 }
 
-// TestBinaries builds both programs with a version set by -ldflags, checks
-// -V, and runs dm-master from a config file until SIGTERM.
+// TestBinaries builds both programs and cmd/dmsim with a version set by
+// -ldflags, checks -V (and --version of dmsim installed as prometheus), and
+// runs dm-master from a config file until SIGTERM.
 func TestBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries")
@@ -112,6 +113,20 @@ func TestBinaries(t *testing.T) {
 		}
 	}
 
+	// cmd/dmsim runs the program it is installed as.
+	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/dmgr/dmgr/testbed/dmsim.Version=v9.9.9", "-o", filepath.Join(bin, "dmsim"), "./cmd/dmsim")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build dmsim: %v\n%s", err, out)
+	}
+	if err := os.Link(filepath.Join(bin, "dmsim"), filepath.Join(bin, "prometheus")); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(filepath.Join(bin, "prometheus"), "--version")
+	cmd.Env = append(os.Environ(), "DMSIM_VERSION=")
+	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "prometheus, version v9.9.9 ") {
+		t.Fatalf("prometheus --version: %q %v", out, err)
+	}
+
 	dir := t.TempDir()
 	addr, peer := freeAddr(t), freeAddr(t)
 	conf := filepath.Join(dir, "dm-master.toml")
@@ -119,7 +134,7 @@ func TestBinaries(t *testing.T) {
 	logFile := filepath.Join(dir, "log", "dm-master.log")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "dm-master"), "--config", conf, "--log-file", logFile, "--data-dir", filepath.Join(dir, "data"), "-L=info")
+	cmd = exec.CommandContext(ctx, filepath.Join(bin, "dm-master"), "--config", conf, "--log-file", logFile, "--data-dir", filepath.Join(dir, "data"), "-L=info")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -55,6 +55,9 @@ func RunMaster(ctx context.Context, cfg MasterConfig) error {
 	if err != nil {
 		return fmt.Errorf("dm-master %s: %w", cfg.Name, err)
 	}
+	if waitStartDelay(ctx, cfg.StartDelay, logger, "dm-master", cfg.Name) {
+		return nil
+	}
 	addrs := []string{cfg.MasterAddr}
 	for _, u := range splitList(cfg.PeerURLs) {
 		h, _ := hostOfURL(u)

@@ -120,3 +120,21 @@ func postJSON(ctx context.Context, c *http.Client, url string, in, out any) erro
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
+
+// waitStartDelay sleeps d (sim-start-delay, see StartDelayKey) unless ctx
+// ends first, and reports whether ctx ended.
+func waitStartDelay(ctx context.Context, d time.Duration, logger zerolog.Logger, program, name string) (stopped bool) {
+	if d <= 0 {
+		return false
+	}
+	logger.Info().Str("name", name).Dur("delay", d).Msg(program + " delays its start (" + StartDelayKey + ")")
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		logger.Info().Str("name", name).Int("pid", os.Getpid()).Msg(program + " stopped during its start delay")
+		return true
+	case <-t.C:
+		return false
+	}
+}

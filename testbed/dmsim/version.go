@@ -1,8 +1,23 @@
 // Package dmsim simulates TiDB DM's dm-master and dm-worker as far as dmgr
 // uses them: DM's command-line flags and config files, GET /status, the
 // gRPC-gateway member routes, the OpenAPI cluster routes, a simple leader
-// election among masters and worker registration. Tests install the two
-// programs under cmd/ as bin/dm-master and bin/dm-worker of a DM package.
+// election among masters and worker registration.
+//
+// It also holds placeholders for the monitoring programs of a DM package,
+// prometheus, alertmanager and grafana-server: they take the real programs'
+// flags and config files (and refuse what the real ones refuse: unknown
+// flags, a missing or malformed config file, a busy port), listen where they
+// are told, answer their health routes and list what their configuration
+// names (scrape targets, cluster peers, provisioned data sources and
+// dashboards), but monitor nothing. dmctl and grafana-cli only print their
+// version.
+//
+// Every program writes a started-<unixnano> marker into its data directory
+// on each start, so that tests can count starts, and stops cleanly on
+// SIGTERM or SIGINT. [Main] runs any of them by name; cmd/dmsim is one
+// binary that runs the program it is installed as, which is how package
+// testbed/dmpkg ships it. A simulator-only config key, [StartDelayKey],
+// slows the start of dm-master and dm-worker for tests.
 package dmsim
 
 import (

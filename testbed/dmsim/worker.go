@@ -39,6 +39,9 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err := writeStartMarker(dataDir, now); err != nil {
 		return fmt.Errorf("dm-worker %s: %w", cfg.Name, err)
 	}
+	if waitStartDelay(ctx, cfg.StartDelay, logger, "dm-worker", cfg.Name) {
+		return nil
+	}
 	lns, err := listenAll([]string{cfg.WorkerAddr})
 	if err != nil {
 		logger.Error().Err(err).Str("name", cfg.Name).Msg("dm-worker failed to start")
