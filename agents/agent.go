@@ -100,6 +100,9 @@ func New(cfg Config) (*Agent, error) {
 // ID is the agent's id, as it appears in step results and events.
 func (a *Agent) ID() string { return a.cfg.ID }
 
+// SSHStats reports the agent's SSH connections per host:port.
+func (a *Agent) SSHStats() map[string]remote.HostStats { return a.cfg.Remote.Stats() }
+
 // Run registers the agent in etcd and runs steps until ctx ends. Steps
 // running when ctx ends are cancelled and handed back to the queue.
 func (a *Agent) Run(ctx context.Context) error {

@@ -66,6 +66,9 @@ type run struct {
 // execute runs a step; the error of the outcome names the host and step.
 func (a *Agent) execute(ctx context.Context, log zerolog.Logger, d workqueue.Dispatch) outcome {
 	var out outcome
+	if d.Step.Kind == domain.StepNoop && d.Step.Host == "" {
+		return out
+	}
 	r := &run{a: a, log: log, d: d, out: &out}
 	err := r.resolveTarget(ctx)
 	if err == nil {
@@ -114,6 +117,8 @@ func (r *run) dispatch(ctx context.Context) error {
 		return r.start(ctx)
 	case domain.StepCheckCluster:
 		return r.checkCluster(ctx)
+	case domain.StepNoop:
+		return r.sh(ctx, "noop", remote.RunOptions{}, "true")
 	}
 	return fmt.Errorf("unknown step kind %q: this agent is older than the coordinator", s.Kind)
 }

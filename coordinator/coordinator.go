@@ -129,6 +129,14 @@ func (c *Coordinator) consumeResults(ctx context.Context, cons jetstream.Consume
 				continue
 			}
 			if err := c.driver(ctx, r.Cluster).report(ctx, r); err != nil {
+				if code := domain.ErrorCode(err); code == domain.NotFound || code == domain.Invalid {
+					// Redelivery cannot help a result for a cluster that
+					// does not exist.
+					c.log.Warn().Err(err).Str("cluster", r.Cluster).Str("operation", r.Operation).Str("step", r.Step).
+						Msg("step result dropped")
+					_ = msg.Term()
+					continue
+				}
 				if ctx.Err() == nil {
 					c.log.Warn().Err(err).Str("cluster", r.Cluster).Str("operation", r.Operation).Str("step", r.Step).
 						Msg("record step result; it will be redelivered")

@@ -14,6 +14,9 @@ const (
 	StepWriteFiles   = "write_files"   // rendered configs, run scripts and units, replaced atomically
 	StepStart        = "start"         // start the instance unless it runs, then wait until it is healthy
 	StepCheckCluster = "check_cluster" // the dm-master members API lists every master and worker
+	// StepNoop runs `true` on Host (nothing at all without a Host): it
+	// measures the work queue, the agents and SSH, and smoke-tests a pool.
+	StepNoop = "noop"
 )
 
 // Step is one node of an operation's plan. It carries everything an agent

@@ -68,7 +68,7 @@ type agentProcess struct {
 	done   chan struct{}
 }
 
-func startControlPlane(t *testing.T) *controlPlane {
+func startControlPlane(t testing.TB) *controlPlane {
 	t.Helper()
 	requireClickHouse(t)
 	ctx := testenv.Context(t, 5*time.Minute)
@@ -124,7 +124,7 @@ func tailOf(s string, n int) string {
 
 // startAgent runs `dmgr agent` as a child process (the test binary acting
 // as dmgr), so that a test can kill it with SIGKILL.
-func (cp *controlPlane) startAgent(t *testing.T, id string, extra ...string) *agentProcess {
+func (cp *controlPlane) startAgent(t testing.TB, id string, extra ...string) *agentProcess {
 	t.Helper()
 	args := append([]string{"agent", "--nats-url", cp.natsURL, "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
 		"--ack-wait", "3s", "--retries", "2", "--retry-backoff", "200ms", "--ssh-dial-timeout", "2s",
@@ -147,7 +147,7 @@ func (cp *controlPlane) startAgent(t *testing.T, id string, extra ...string) *ag
 	return a
 }
 
-func (a *agentProcess) kill(t *testing.T) {
+func (a *agentProcess) kill(t testing.TB) {
 	t.Helper()
 	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func (a *agentProcess) kill(t *testing.T) {
 }
 
 // api calls the control plane's HTTP API.
-func (cp *controlPlane) api(t *testing.T, method, path string, body any, out any) int {
+func (cp *controlPlane) api(t testing.TB, method, path string, body any, out any) int {
 	t.Helper()
 	var rd io.Reader
 	ct := "application/json"
@@ -196,7 +196,7 @@ func (cp *controlPlane) api(t *testing.T, method, path string, body any, out any
 	return resp.StatusCode
 }
 
-func (cp *controlPlane) mustAccept(t *testing.T, method, path string, body any) service.Accepted {
+func (cp *controlPlane) mustAccept(t testing.TB, method, path string, body any) service.Accepted {
 	t.Helper()
 	var acc service.Accepted
 	if st := cp.api(t, method, path, body, &acc); st != http.StatusAccepted {
@@ -208,7 +208,7 @@ func (cp *controlPlane) mustAccept(t *testing.T, method, path string, body any) 
 // registerBed registers the bed's hosts with the three kinds of login the
 // test hosts offer: root by key, a sudo user by key, a password user. The
 // host keys are not given: dmgr reads and pins them.
-func (cp *controlPlane) registerBed(t *testing.T, bed *hosts.Bed) {
+func (cp *controlPlane) registerBed(t testing.TB, bed *hosts.Bed) {
 	t.Helper()
 	for i, h := range bed.Hosts {
 		body := map[string]any{"host": h.Addr, "ssh_port": h.SSHPort}
@@ -230,7 +230,7 @@ func (cp *controlPlane) registerBed(t *testing.T, bed *hosts.Bed) {
 }
 
 // waitOperation polls the operation until it is over.
-func (cp *controlPlane) waitOperation(t *testing.T, id string, timeout time.Duration) service.OperationView {
+func (cp *controlPlane) waitOperation(t testing.TB, id string, timeout time.Duration) service.OperationView {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -255,7 +255,7 @@ func describeSteps(op service.OperationView) string {
 }
 
 // clusterEvents returns the decoded events of a cluster's subject.
-func (cp *controlPlane) clusterEvents(t *testing.T, cluster string) []domain.Event {
+func (cp *controlPlane) clusterEvents(t testing.TB, cluster string) []domain.Event {
 	t.Helper()
 	st, err := cp.store.Load(testenv.Context(t, 10*time.Second), domain.AggregateCluster, cluster)
 	if err != nil {
@@ -640,8 +640,12 @@ func TestDeployFailuresAndRetry(t *testing.T) {
 		t.Errorf("retry of a succeeded operation: %d, want 409", st)
 	}
 
-	// A changed host key: nothing runs there, and the error says so.
+	// A changed host key (the machine was reinstalled: new key, rebooted, so
+	// the agents' connections to it are gone): nothing runs there, and the
+	// error says so.
 	bed.Rekey(t, 2)
+	bed.Stop(t, 2)
+	bed.Start(t, 2)
 	h2 := bed.Hosts[1].Addr
 	small := fmt.Sprintf("global:\n  user: tidb\n  deploy_dir: /srv/rekeyed\n  service_manager: none\nmaster_servers:\n  - host: %s\n    port: 18261\n    peer_port: 18291\n", h2)
 	acc = cp.mustAccept(t, "POST", "/api/v1/clusters", map[string]any{"name": "rekeyed", "version": "v8.1.0", "topology": small})

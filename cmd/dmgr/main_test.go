@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func requireClickHouse(t *testing.T) {
+func requireClickHouse(t testing.TB) {
 	t.Helper()
 	for _, p := range []string{"/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server"} {
 		if _, err := os.Stat(p); err == nil {
