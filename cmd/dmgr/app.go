@@ -128,7 +128,7 @@ func (m *Main) Run(ctx context.Context) error {
 	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.bgCancel = bgCancel
 	var background []func(context.Context) error
-	if c.mode == "agent" || c.mode == "dev" {
+	if c.mode == "agent" || (c.mode == "dev" && c.devAgent) {
 		if m.agent, err = m.newAgent(js, vault, pkgs); err != nil {
 			return err
 		}

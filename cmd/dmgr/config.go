@@ -31,6 +31,7 @@ type config struct {
 	// agent (and the agent that dev runs in-process)
 	pool            string
 	agentID         string
+	devAgent        bool // dev: run one agent in-process
 	concurrency     int
 	ackWait         time.Duration
 	retries         int
@@ -83,6 +84,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key that decrypts machine credentials; or set DMGR_MASTER_KEY")
 		fs.StringVar(&c.dataDir, "cache-dir", envOr("DMGR_AGENT_CACHE_DIR", ""), "directory for package files extracted by the agent; default a temporary directory (env DMGR_AGENT_CACHE_DIR)")
 	} else if mode == "dev" {
+		fs.BoolVar(&c.devAgent, "agent", true, "run one agent in-process (false: steps wait for agents started with `dmgr agent`)")
 		fs.StringVar(&c.dataDir, "data-dir", envOr("DMGR_DATA_DIR", "./.dmgr"), "directory for JetStream, etcd, ClickHouse, the admin token and the master key (env DMGR_DATA_DIR)")
 		fs.StringVar(&c.natsAddr, "nats-addr", envOr("DMGR_NATS_ADDR", "127.0.0.1:4222"), "listen address of the embedded NATS server; port 0 picks one (env DMGR_NATS_ADDR)")
 		fs.StringVar(&c.etcdClientAddr, "etcd-client-addr", envOr("DMGR_ETCD_CLIENT_ADDR", "127.0.0.1:2379"), "client address of the embedded etcd; port 0 picks one (env DMGR_ETCD_CLIENT_ADDR)")

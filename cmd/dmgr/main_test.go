@@ -52,10 +52,13 @@ type devProcess struct {
 	stderr *bytes.Buffer
 }
 
+// startDev runs `dmgr dev` without its in-process agent, so that what the
+// tests record stays as they recorded it (the machines are not real).
 func startDev(t *testing.T, dataDir string) *devProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "dev", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0",
-		"--nats-addr", "127.0.0.1:0", "--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0")
+		"--nats-addr", "127.0.0.1:0", "--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0",
+		"--agent=false")
 	cmd.Env = append(os.Environ(), "DMGR_TEST_RUN_MAIN=1")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
