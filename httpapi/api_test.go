@@ -51,7 +51,7 @@ func TestRegisterMachineThenReadIt(t *testing.T) {
 	acc := s.mustAccept("POST", "/api/v1/machines", map[string]any{
 		"host": "198.18.0.11", "ssh_port": 2222, "user": "tidb", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n",
 		"host_key": testenv.HostKey + " comment to drop",
-		"labels": map[string]string{"region": "r1", "zone": "z1", "rack": "k1"}})
+		"labels":   map[string]string{"region": "r1", "zone": "z1", "rack": "k1"}})
 	var m domain.Machine
 	r := s.do("GET", "/api/v1/machines/198.18.0.11", nil)
 	r.json(t, &m)

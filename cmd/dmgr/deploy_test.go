@@ -658,5 +658,3 @@ func TestDeployFailuresAndRetry(t *testing.T) {
 	}
 	cp.assertNoSecrets(t, bed)
 }
-
-
