@@ -1,6 +1,8 @@
 // Package testenv starts the real servers that dmgr's tests run against:
 // an embedded NATS JetStream server and an embedded etcd member, each in a
-// test's temporary directory and stopped when the test ends.
+// test's temporary directory and stopped when the test ends, and a real
+// OpenSSH sshd on loopback (SSHD) for tests of the SSH side. It also builds
+// the small packages the tests upload.
 package testenv
 
 import (
