@@ -71,7 +71,8 @@ func (p *Pool) upload(ctx context.Context, t Target, f File) (skipped bool, err 
 	}
 
 	// 2. Send it.
-	write, err := shell.Command("sh", "-c", writeScript, "sh", f.Path, sum, strconv.FormatInt(f.Size, 10), fmt.Sprintf("%o", mode), f.Owner)
+	write, err := shell.Command("sh", "-c", writeScript, "sh", f.Path, sum, strconv.FormatInt(f.Size, 10), fmt.Sprintf("%o", mode), f.Owner,
+		randomHex(8))
 	if err != nil {
 		return false, err
 	}
@@ -157,13 +158,18 @@ func same(stat, sum string, mode uint32, owner string) bool {
 // optional), and renames it to $1. The EXIT trap removes the temporary file
 // whenever the script does not get to the rename, including on SIGTERM,
 // SIGINT and SIGHUP.
+//
+// The temporary name ($6 is random) is known and the traps are set before
+// the file is created (exclusively, with noclobber), so a signal at any
+// point leaves nothing behind.
 const writeScript = `trap '' PIPE
 umask 077
-tmp=$(mktemp -- "$(dirname -- "$1")/.$(basename -- "$1").dmgr-upload.XXXXXX") || exit 1
+tmp="$(dirname -- "$1")/.$(basename -- "$1").dmgr-upload.$6"
 trap 'rm -f -- "$tmp"' EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 trap 'exit 129' HUP
+(set -C; : > "$tmp") || exit 1
 cat > "$tmp" || exit 1
 size=$(wc -c < "$tmp") || exit 1
 size=$((size + 0))
