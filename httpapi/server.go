@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/agents"
+	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/service"
 )
 
@@ -32,14 +33,23 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// Agents lists the agents registered in etcd; nil means none.
 	Agents func(ctx context.Context) ([]agents.Info, error)
-	Log    zerolog.Logger
+	// Projections, when set, serves the queries of current state and the
+	// audit trail from ClickHouse (read-your-writes with X-Dmgr-Min-Seq);
+	// nil serves current state from the event store and no audit trail.
+	Projections *projections.Store
+	// ProjectionWait bounds how long a query waits for the projections
+	// (default 10 s).
+	ProjectionWait time.Duration
+	Log            zerolog.Logger
 }
 
 type api struct {
-	svc     *service.Service
-	maxJSON int64
-	ready   func(ctx context.Context) error
-	agents  func(ctx context.Context) ([]agents.Info, error)
+	svc      *service.Service
+	maxJSON  int64
+	ready    func(ctx context.Context) error
+	agents   func(ctx context.Context) ([]agents.Info, error)
+	proj     *projections.Store
+	projWait time.Duration
 }
 
 // Handler returns the HTTP handler of the API.
@@ -53,7 +63,11 @@ func Handler(c Config) http.Handler {
 	if c.Agents == nil {
 		c.Agents = func(context.Context) ([]agents.Info, error) { return nil, nil }
 	}
-	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: c.Ready, agents: c.Agents}
+	if c.ProjectionWait <= 0 {
+		c.ProjectionWait = defaultProjectionWait
+	}
+	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: c.Ready, agents: c.Agents, proj: c.Projections, projWait: c.ProjectionWait}
+	q := a.queryHandlers()
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, requestLog(c.Log), middleware.Recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -64,19 +78,21 @@ func Handler(c Config) http.Handler {
 	})
 	r.Get("/healthz", a.healthz)
 	r.Get("/readyz", a.readyz)
+	r.Get("/metrics", a.metrics)
 	r.Group(func(r chi.Router) {
 		r.Use(bearerAuth(c.AdminToken))
 		r.Get("/api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/yaml")
 			_, _ = w.Write(openAPI)
 		})
-		r.Get("/api/v1/machines", a.listMachines)
-		r.Get("/api/v1/machines/{host}", a.getMachine)
-		r.Get("/api/v1/packages", a.listPackages)
-		r.Get("/api/v1/clusters", a.listClusters)
-		r.Get("/api/v1/clusters/{name}", a.getCluster)
-		r.Get("/api/v1/operations", a.listOperations)
-		r.Get("/api/v1/operations/{id}", a.getOperation)
+		r.Get("/api/v1/machines", q.listMachines)
+		r.Get("/api/v1/machines/{host}", q.getMachine)
+		r.Get("/api/v1/packages", q.listPackages)
+		r.Get("/api/v1/clusters", q.listClusters)
+		r.Get("/api/v1/clusters/{name}", q.getCluster)
+		r.Get("/api/v1/operations", q.listOperations)
+		r.Get("/api/v1/operations/{id}", q.getOperation)
+		r.Get("/api/v1/audit", a.audit)
 		r.Get("/api/v1/agents", a.listAgents)
 		r.Group(func(r chi.Router) {
 			if c.Idempotency != nil {

@@ -1,0 +1,548 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/eventstore"
+)
+
+// commit is one message of the event stream: the events of one commit.
+type commit struct {
+	seq    uint64
+	events []eventstore.Event
+}
+
+type aggKey struct{ typ, id string }
+
+// opView is what the commits say about one operation, folded exactly as
+// service.Operations folds them (first commit naming it: who, when, where;
+// later events: kind and status).
+type opView struct {
+	kind, status, cluster, errMsg string
+	aggregateType, aggregateID    string
+	actor                         string
+	createdSec                    int64
+	createdNS                     uint32
+	commitSeq                     uint64
+	attempt                       int
+}
+
+// aggregate is the folded state of one aggregate, as of commit seq.
+type aggregate struct {
+	key     aggKey
+	seq     uint64 // last commit folded
+	version uint64 // aggregate version of the last event folded
+	cluster domain.Cluster
+	machine domain.Machine
+	pkg     domain.Package
+	// ops are the operations that commits of this aggregate named, in the
+	// order they were first named. Copied on the first change in a batch,
+	// so that the batch's "before" snapshot keeps the old ones.
+	ops      map[string]opView
+	opOrder  []string
+	opsOwned bool
+}
+
+// snapshot returns a copy that later changes to a do not reach. Domain
+// states are values that Evolve copies before changing; the operation
+// views are copied on write.
+func (a *aggregate) snapshot() aggregate {
+	a.opsOwned = false
+	return *a
+}
+
+func (a *aggregate) ownOps() {
+	if !a.opsOwned {
+		a.ops = maps.Clone(a.ops)
+		if a.ops == nil {
+			a.ops = map[string]opView{}
+		}
+		a.opOrder = slices.Clone(a.opOrder)
+		a.opsOwned = true
+	}
+}
+
+// stateful reports whether an aggregate type has current-state views.
+// Events of other types go to the audit trail and, when a commit names an
+// operation, to the operations view.
+func stateful(typ string) bool {
+	switch typ {
+	case domain.AggregateCluster, domain.AggregateMachine, domain.AggregatePackage:
+		return true
+	}
+	return false
+}
+
+// operationTypes are the events that change an operation's kind or
+// status.
+var operationTypes = map[string]bool{
+	domain.TypeOperationRequested: true, domain.TypeStepStarted: true, domain.TypeOperationSucceeded: true,
+	domain.TypeOperationFailed: true, domain.TypeOperationRetried: true,
+}
+
+// immediateKinds are the commands that complete in their commit, by the
+// type of their first event (as service.Operations names them).
+var immediateKinds = map[string]string{
+	domain.TypeMachineRegistered: "register-machine",
+	domain.TypeMachineRemoved:    "remove-machine",
+	domain.TypePackageUploaded:   "upload-package",
+}
+
+// apply folds one commit into the aggregate. It is deterministic: the
+// state after a commit depends only on the state before and the commit.
+func (a *aggregate) apply(c commit, onDecodeError func(eventstore.Event, error)) {
+	for _, e := range c.events {
+		var de domain.Event
+		var err error
+		switch {
+		case stateful(a.key.typ):
+			if de, err = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload); err != nil {
+				// The audit trail still gets the event; the state cannot.
+				onDecodeError(e, err)
+			}
+		case operationTypes[e.Type]:
+			// Other aggregates have no state here; their operations are
+			// folded as service.Operations folds them.
+			de, _ = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		}
+		if de != nil {
+			switch a.key.typ {
+			case domain.AggregateCluster:
+				a.cluster = domain.EvolveCluster(a.cluster, de)
+			case domain.AggregateMachine:
+				a.machine = domain.EvolveMachine(a.machine, de)
+			case domain.AggregatePackage:
+				a.pkg = domain.EvolvePackage(a.pkg, de)
+			}
+		}
+		a.foldOperation(e, de)
+		a.version = e.AggregateVersion
+	}
+	a.seq = c.seq
+}
+
+// foldOperation mirrors service.operationsOf for one event.
+func (a *aggregate) foldOperation(e eventstore.Event, de domain.Event) {
+	if e.OperationID == "" {
+		return
+	}
+	a.ownOps()
+	op, seen := a.ops[e.OperationID]
+	if !seen {
+		sec, ns := splitTime(e.Time)
+		op = opView{aggregateType: e.AggregateType, aggregateID: e.AggregateID, actor: e.Actor,
+			createdSec: sec, createdNS: ns, commitSeq: e.Seq}
+		a.opOrder = append(a.opOrder, e.OperationID)
+	}
+	if kind, ok := immediateKinds[e.Type]; ok && op.kind == "" {
+		op.kind, op.status = kind, domain.OperationStatusSucceeded
+	}
+	switch ev := de.(type) {
+	case domain.OperationRequested:
+		op.kind, op.cluster, op.status, op.attempt = ev.Kind, ev.Cluster, domain.OperationStatusPending, 1
+	case domain.StepStarted:
+		op.status = domain.OperationStatusRunning
+	case domain.OperationSucceeded:
+		op.status, op.errMsg = domain.OperationStatusSucceeded, ""
+	case domain.OperationFailed:
+		op.status, op.errMsg = domain.OperationStatusFailed, ev.Error
+	case domain.OperationRetried:
+		op.status, op.errMsg, op.attempt = domain.OperationStatusPending, "", ev.Attempt
+	}
+	a.ops[e.OperationID] = op
+}
+
+// folder turns batches of commits into rows. It keeps every aggregate's
+// state between batches; an aggregate it has not seen, or whose history it
+// missed (a gap in aggregate versions), is loaded from the event stream, so
+// the state is always the fold of the aggregate's whole history.
+type folder struct {
+	aggs    map[aggKey]*aggregate
+	history func(ctx context.Context, typ, id string) ([]eventstore.Event, error)
+	log     zerolog.Logger
+	// onDecodeError counts and logs events the domain cannot decode.
+	onDecodeError func(eventstore.Event, error)
+	// loads counts aggregates loaded from the stream (for tests and logs).
+	loads int
+}
+
+func newFolder(history func(ctx context.Context, typ, id string) ([]eventstore.Event, error), log zerolog.Logger,
+	onDecodeError func(eventstore.Event, error)) *folder {
+	return &folder{aggs: map[aggKey]*aggregate{}, history: history, log: log, onDecodeError: onDecodeError}
+}
+
+// project folds a batch (commits in stream order) and returns the rows
+// that record it: every event for the audit trail, and the current-state
+// rows that changed.
+func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error) {
+	out := &rowSet{}
+	before := map[aggKey]aggregate{}
+	var touched []aggKey
+	for _, c := range commits {
+		out.maxSeq = max(out.maxSeq, c.seq)
+		for i, e := range c.events {
+			out.events = append(out.events, auditRow(e, i))
+		}
+		if len(c.events) == 0 {
+			continue
+		}
+		first := c.events[0]
+		key := aggKey{first.AggregateType, first.AggregateID}
+		a := f.aggs[key]
+		if a != nil && c.seq <= a.seq {
+			continue // folded before: a redelivery
+		}
+		if _, ok := before[key]; !ok && a != nil {
+			before[key] = a.snapshot()
+			touched = append(touched, key)
+		}
+		if a == nil && first.AggregateVersion == 1 {
+			a = &aggregate{key: key}
+			f.aggs[key] = a
+		} else if a == nil || first.AggregateVersion != a.version+1 {
+			loaded, err := f.load(ctx, key, c.seq)
+			if err != nil {
+				return nil, err
+			}
+			a = loaded
+			f.aggs[key] = a
+		}
+		if _, ok := before[key]; !ok {
+			// Not seen before in this process: its rows up to here are
+			// in ClickHouse (everything before the batch is).
+			before[key] = a.snapshot()
+			touched = append(touched, key)
+		}
+		a.apply(c, f.onDecodeError)
+	}
+	for _, key := range touched {
+		b, a := before[key], f.aggs[key]
+		if err := diff(out, &b, a); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// load folds an aggregate's history from the event stream up to (not
+// including) commit seq.
+func (f *folder) load(ctx context.Context, key aggKey, seq uint64) (*aggregate, error) {
+	evs, err := f.history(ctx, key.typ, key.id)
+	if err != nil {
+		return nil, fmt.Errorf("load %s %s from the event stream: %w", key.typ, key.id, err)
+	}
+	f.loads++
+	a := &aggregate{key: key}
+	for i := 0; i < len(evs); {
+		j := i
+		for j < len(evs) && evs[j].Seq == evs[i].Seq {
+			j++
+		}
+		if evs[i].Seq >= seq {
+			break
+		}
+		a.apply(commit{seq: evs[i].Seq, events: evs[i:j]}, f.onDecodeError)
+		i = j
+	}
+	return a, nil
+}
+
+// auditFields are the payload fields, common to several event types, that
+// the audit trail filters on. Unknown event types are read the same way.
+type auditFields struct {
+	Cluster   string `json:"cluster"`
+	Operation string `json:"operation"`
+	Step      string `json:"step"`
+	Host      string `json:"host"`
+	Instances []struct {
+		Host string `json:"host"`
+	} `json:"instances"`
+}
+
+func auditRow(e eventstore.Event, idx int) eventRow {
+	var p auditFields
+	_ = json.Unmarshal(e.Payload, &p) // a payload that is not an object has none of the fields
+	sec, ns := splitTime(e.Time)
+	r := eventRow{
+		Seq: e.Seq, Idx: uint16(idx), CommitID: e.CommitID, EventID: e.EventID, Type: e.Type,
+		SchemaVersion: uint16(e.SchemaVersion), AggregateType: e.AggregateType, AggregateID: e.AggregateID,
+		AggregateVersion: e.AggregateVersion, TimeSec: sec, TimeNS: ns, Actor: e.Actor,
+		Operation: e.OperationID, CorrelationID: e.CorrelationID, CausationID: e.CausationID,
+		Cluster: p.Cluster, Step: p.Step, Payload: string(e.Payload), Machines: []string{},
+	}
+	if r.Operation == "" {
+		r.Operation = p.Operation
+	}
+	if e.AggregateType == domain.AggregateCluster {
+		r.Cluster = e.AggregateID
+	}
+	hosts := map[string]bool{}
+	if e.AggregateType == domain.AggregateMachine {
+		hosts[e.AggregateID] = true
+	}
+	if p.Host != "" {
+		hosts[p.Host] = true
+	}
+	for _, in := range p.Instances {
+		if in.Host != "" {
+			hosts[in.Host] = true
+		}
+	}
+	for h := range hosts {
+		r.Machines = append(r.Machines, h)
+	}
+	sort.Strings(r.Machines)
+	switch {
+	case strings.HasSuffix(e.Type, "Succeeded"):
+		r.Outcome = "succeeded"
+	case strings.HasSuffix(e.Type, "Failed"):
+		r.Outcome = "failed"
+	}
+	return r
+}
+
+// diff appends the rows that take an aggregate's views from b to a, each
+// with version a.seq.
+func diff(out *rowSet, b, a *aggregate) error {
+	seq := a.seq
+	switch a.key.typ {
+	case domain.AggregateCluster:
+		if err := diffCluster(out, b, a); err != nil {
+			return err
+		}
+	case domain.AggregateMachine:
+		m := a.machine
+		state, err := json.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("encode machine %s: %w", a.key.id, err)
+		}
+		out.machines = append(out.machines, machineRow{Host: a.key.id, Status: m.Status, SSHPort: uint32(m.SSHPort),
+			User: m.User, Region: m.Labels.Region, Zone: m.Labels.Zone, Rack: m.Labels.Rack,
+			Fingerprint: m.HostKey.Fingerprint, State: string(state), Seq: seq})
+	case domain.AggregatePackage:
+		p := a.pkg
+		state, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("encode package %s: %w", a.key.id, err)
+		}
+		out.packages = append(out.packages, packageRow{ID: a.key.id, Name: p.Name, Version: p.Version, OS: p.OS,
+			Arch: p.Arch, SHA256: p.SHA256, Size: uint64(max(p.Size, 0)), State: string(state), Seq: seq})
+	}
+	// Operations that are not (or not yet) one of a cluster's operations:
+	// inventory commands, and any command named in a commit only.
+	inCluster := map[string]bool{}
+	for _, o := range a.cluster.Operations {
+		inCluster[o.ID] = true
+	}
+	for _, id := range a.opOrder {
+		if inCluster[id] {
+			continue
+		}
+		r := envelopeRow(id, a.ops[id], a.key.id, seq)
+		if old, ok := b.ops[id]; ok && envelopeRow(id, old, a.key.id, seq) == r {
+			continue
+		}
+		out.operations = append(out.operations, r)
+	}
+	return nil
+}
+
+func envelopeRow(id string, v opView, owner string, seq uint64) operationRow {
+	return operationRow{ID: id, Kind: v.kind, Status: v.status, Cluster: v.cluster, AggregateType: v.aggregateType,
+		AggregateID: v.aggregateID, Actor: v.actor, CreatedSec: v.createdSec, CreatedNS: v.createdNS,
+		CommitSeq: v.commitSeq, Attempt: uint32(max(v.attempt, 0)), Error: v.errMsg, Owner: owner, Seq: seq}
+}
+
+// clusterState is the JSON of a cluster row: the cluster without its
+// instances and operations, which have rows of their own.
+func clusterState(c domain.Cluster) ([]byte, error) {
+	c.Instances, c.Operations = nil, nil
+	return json.Marshal(c)
+}
+
+func diffCluster(out *rowSet, b, a *aggregate) error {
+	seq, name := a.seq, a.key.id
+	c := a.cluster
+	state, err := clusterState(c)
+	if err != nil {
+		return fmt.Errorf("encode cluster %s: %w", name, err)
+	}
+	out.clusters = append(out.clusters, clusterRow{Name: name, Status: c.Status, DMVersion: c.Version,
+		Revision: c.Revision, State: string(state), Seq: seq})
+
+	// Instances, by id.
+	oldInst := map[string]int{}
+	for i, in := range b.cluster.Instances {
+		oldInst[in.ID] = i
+	}
+	seen := map[string]bool{}
+	for i, in := range c.Instances {
+		seen[in.ID] = true
+		if j, ok := oldInst[in.ID]; ok && j == i && reflect.DeepEqual(b.cluster.Instances[j], in) {
+			continue
+		}
+		spec, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode instance %s of cluster %s: %w", in.ID, name, err)
+		}
+		out.instances = append(out.instances, instanceRow{Cluster: name, ID: in.ID, Idx: uint32(i), Name: in.Name,
+			Role: string(in.Role), Host: in.Host, Port: uint32(max(in.Port, 0)), Status: in.Status, Spec: string(spec), Seq: seq})
+	}
+	for _, in := range b.cluster.Instances {
+		if !seen[in.ID] {
+			seen[in.ID] = true
+			out.instances = append(out.instances, instanceRow{Cluster: name, ID: in.ID, Deleted: 1, Seq: seq})
+		}
+	}
+
+	// The cluster's operations and their steps.
+	oldOps := map[string]int{}
+	for i := range b.cluster.Operations {
+		oldOps[b.cluster.Operations[i].ID] = i
+	}
+	for i := range c.Operations {
+		o := &c.Operations[i]
+		var bo *domain.Operation
+		r := clusterOpRow(o, i, a.ops, name, seq)
+		if j, ok := oldOps[o.ID]; ok {
+			bo = &b.cluster.Operations[j]
+			if clusterOpRow(bo, j, b.ops, name, seq) == r {
+				r.ID = ""
+			}
+		}
+		if r.ID != "" {
+			out.operations = append(out.operations, r)
+		}
+		if err := diffSteps(out, bo, o, seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clusterOpRow is the row of one of a cluster's operations: its own state
+// from the cluster's fold (as service.Operation shows it), with who asked
+// for it and when from the commits.
+func clusterOpRow(o *domain.Operation, ord int, ops map[string]opView, owner string, seq uint64) operationRow {
+	r := operationRow{ID: o.ID, Kind: o.Kind, Status: o.Status, Cluster: o.Cluster, Attempt: uint32(max(o.Attempt, 0)),
+		Error: o.Error, Owner: owner, InCluster: 1, Ord: uint32(ord), Seq: seq}
+	if v, ok := ops[o.ID]; ok {
+		r.AggregateType, r.AggregateID, r.Actor = v.aggregateType, v.aggregateID, v.actor
+		r.CreatedSec, r.CreatedNS, r.CommitSeq = v.createdSec, v.createdNS, v.commitSeq
+	}
+	return r
+}
+
+// samePlan reports whether two plans are the same slice (Evolve never
+// changes a plan in place, so the same slice means the same plan).
+func samePlan(x, y []domain.Step) bool {
+	return len(x) == len(y) && (len(x) == 0 || &x[0] == &y[0])
+}
+
+// sameMap reports whether two step maps are the same map (Evolve copies
+// an operation's map before it changes it).
+func sameMap(x, y map[string]domain.StepState) bool {
+	return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer()
+}
+
+// diffSteps appends the rows of the steps of o that changed since bo (nil:
+// a new operation).
+func diffSteps(out *rowSet, bo, o *domain.Operation, seq uint64) error {
+	plan := bo != nil && samePlan(bo.Plan, o.Plan)
+	if plan && sameMap(bo.Steps, o.Steps) {
+		return nil
+	}
+	var oldSteps map[string]domain.StepState
+	if bo != nil {
+		oldSteps = bo.Steps
+	}
+	inPlan := map[string]bool{}
+	for i, st := range o.Plan {
+		inPlan[st.ID] = true
+		state := o.Steps[st.ID]
+		if plan {
+			if old, ok := oldSteps[st.ID]; ok == hasKey(o.Steps, st.ID) && old == state {
+				continue
+			}
+		}
+		spec, err := json.Marshal(st)
+		if err != nil {
+			return fmt.Errorf("encode step %s of operation %s: %w", st.ID, o.ID, err)
+		}
+		out.steps = append(out.steps, stepRow{Operation: o.ID, ID: st.ID, Idx: uint32(i), InPlan: 1, Kind: st.Kind,
+			Host: st.Host, Instance: st.Instance, Needs: nonNil(st.Needs), Spec: string(spec), Seq: seq}.withState(state, hasKey(o.Steps, st.ID)))
+	}
+	// States of steps that are not in the plan (no event makes them today,
+	// but the fold allows it), in id order.
+	for _, id := range sortedKeys(o.Steps) {
+		if inPlan[id] {
+			continue
+		}
+		old, ok := oldSteps[id]
+		if plan && ok && old == o.Steps[id] {
+			continue
+		}
+		out.steps = append(out.steps, stepRow{Operation: o.ID, ID: id, Idx: uint32(len(o.Plan)), Needs: []string{},
+			Seq: seq}.withState(o.Steps[id], true))
+	}
+	// Steps that are gone: from the plan when it changed, or states that
+	// were removed.
+	if bo != nil {
+		gone := map[string]bool{}
+		for _, st := range bo.Plan {
+			if !inPlan[st.ID] && !hasKey(o.Steps, st.ID) {
+				gone[st.ID] = true
+			}
+		}
+		for id := range oldSteps {
+			if !inPlan[id] && !hasKey(o.Steps, id) {
+				gone[id] = true
+			}
+		}
+		for _, id := range sortedKeys(gone) {
+			out.steps = append(out.steps, stepRow{Operation: o.ID, ID: id, Needs: []string{}, Deleted: 1, Seq: seq})
+		}
+	}
+	return nil
+}
+
+func (r stepRow) withState(s domain.StepState, present bool) stepRow {
+	r.Status = s.Status
+	if !present || r.Status == domain.StepStatusPending {
+		r.Status = "pending"
+	}
+	r.Attempt, r.Agent, r.Error = uint32(max(s.Attempt, 0)), s.Agent, s.Error
+	r.ExitCode, r.DurationMS = int32(s.ExitCode), s.DurationMS
+	return r
+}
+
+func hasKey[V any](m map[string]V, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

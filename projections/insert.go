@@ -1,0 +1,109 @@
+package projections
+
+import (
+	"context"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// insertPlan is one batch's inserts, table by table, remembering which
+// tables already have their rows so that a retry after a failure sends
+// only the rest (a resend would be harmless, just wasted).
+type insertPlan struct {
+	rows *rowSet
+	done map[string]bool
+}
+
+// tableInsert is one table's part of a batch.
+type tableInsert struct {
+	table   string
+	columns string
+	n       int
+	append  func(b driver.Batch) error
+}
+
+func (p *insertPlan) parts() []tableInsert {
+	r := p.rows
+	// Current state first and the audit trail and progress last: readers
+	// who poll an operation's status find its cluster's rows already there.
+	return []tableInsert{
+		{tableClusters, "name, status, dm_version, revision, state, seq", len(r.clusters), func(b driver.Batch) error {
+			for _, x := range r.clusters {
+				if err := b.Append(x.Name, x.Status, x.DMVersion, x.Revision, x.State, x.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{tableInstances, "cluster, id, idx, name, role, host, port, status, spec, deleted, seq", len(r.instances), func(b driver.Batch) error {
+			for _, x := range r.instances {
+				if err := b.Append(x.Cluster, x.ID, x.Idx, x.Name, x.Role, x.Host, x.Port, x.Status, x.Spec, x.Deleted, x.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{tableMachines, "host, status, ssh_port, user, region, zone, rack, fingerprint, state, seq", len(r.machines), func(b driver.Batch) error {
+			for _, x := range r.machines {
+				if err := b.Append(x.Host, x.Status, x.SSHPort, x.User, x.Region, x.Zone, x.Rack, x.Fingerprint, x.State, x.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{tablePackages, "id, name, version, os, arch, sha256, size, state, seq", len(r.packages), func(b driver.Batch) error {
+			for _, x := range r.packages {
+				if err := b.Append(x.ID, x.Name, x.Version, x.OS, x.Arch, x.SHA256, x.Size, x.State, x.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{tableSteps, "operation, id, idx, in_plan, kind, host, instance, needs, status, attempt, agent, error, exit_code, duration_ms, spec, deleted, seq", len(r.steps), func(b driver.Batch) error {
+			for _, x := range r.steps {
+				if err := b.Append(x.Operation, x.ID, x.Idx, x.InPlan, x.Kind, x.Host, x.Instance, x.Needs, x.Status, x.Attempt,
+					x.Agent, x.Error, x.ExitCode, x.DurationMS, x.Spec, x.Deleted, x.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{tableOperations, "id, kind, status, cluster, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, deleted, seq", len(r.operations), func(b driver.Batch) error {
+			for _, x := range r.operations {
+				if err := b.Append(x.ID, x.Kind, x.Status, x.Cluster, x.AggregateType, x.AggregateID, x.Actor, dateTime(x.CreatedSec),
+					x.CreatedNS, x.CommitSeq, x.Attempt, x.Error, x.Owner, x.InCluster, x.Ord, x.Deleted, x.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{tableEvents, "seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, time, time_ns, actor, operation, correlation_id, causation_id, cluster, machines, step, outcome, payload", len(r.events), func(b driver.Batch) error {
+			for _, x := range r.events {
+				if err := b.Append(x.Seq, x.Idx, x.CommitID, x.EventID, x.Type, x.SchemaVersion, x.AggregateType, x.AggregateID,
+					x.AggregateVersion, dateTime(x.TimeSec), x.TimeNS, x.Actor, x.Operation, x.CorrelationID, x.CausationID,
+					x.Cluster, x.Machines, x.Step, x.Outcome, x.Payload); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	}
+}
+
+func insertTable(ctx context.Context, conn driver.Conn, qualified, columns string, fill func(driver.Batch) error) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+qualified+" ("+columns+")")
+	if err != nil {
+		return err
+	}
+	if err := fill(b); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return b.Send()
+}
+
+// recordProgress records that every commit up to seq is in generation
+// gen's tables.
+func recordProgress(ctx context.Context, conn driver.Conn, db string, gen uint32, seq uint64) error {
+	return insertTable(ctx, conn, table(db, tableProgress, gen), "seq", func(b driver.Batch) error { return b.Append(seq) })
+}

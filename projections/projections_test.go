@@ -1,0 +1,156 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/eventstore"
+)
+
+// A package without a doc comment is a defect.
+func TestPackageHasADocComment(t *testing.T) {
+	b, err := readFile("doc.go")
+	must(t, err, "read doc.go")
+	if !strings.Contains(b, "// Package projections ") {
+		t.Fatal("doc.go has no package comment")
+	}
+}
+
+// The projector decodes commits itself; this keeps its copy of the wire
+// format equal to what eventstore writes.
+func TestWireFormatMatchesTheEventStore(t *testing.T) {
+	e := newEnvWithoutClickHouse(t)
+	c := eventstore.Commit{CommitID: uuid.NewString(), AggregateType: "cluster", AggregateID: "a.b", Time: time.Date(2030, 1, 2, 3, 4, 5, 6789, time.UTC),
+		Actor: "alice", OperationID: "op-1", CorrelationID: "corr", CausationID: "cause",
+		Events: []eventstore.NewEvent{{Type: "X", SchemaVersion: 2, Payload: json.RawMessage(`{"a":1}`)}, {Type: "Y", Payload: json.RawMessage(`{}`)}}}
+	seq, err := e.events.Append(e.ctx, c, eventstore.Expect{})
+	must(t, err, "append")
+	want, err := e.events.Load(e.ctx, "cluster", "a.b")
+	must(t, err, "load")
+	st, err := e.js.Stream(e.ctx, eventstore.StreamName)
+	must(t, err, "stream")
+	m, err := st.GetMsg(e.ctx, seq)
+	must(t, err, "get")
+	got, err := decodeCommit(seq, m.Data)
+	must(t, err, "decode")
+	if w, g := jsonOf(t, want.Events), jsonOf(t, got); w != g {
+		t.Fatalf("decoded commit differs:\neventstore:  %s\nprojections: %s", w, g)
+	}
+}
+
+// Acceptance 1 (in part): after a scenario of commands, ClickHouse has as
+// many events as the stream, the audit trail shows each once, and every
+// query answers as the service's own fold of the stream does.
+func TestProjectionsAnswerAsTheEventStoreFold(t *testing.T) {
+	e := newEnv(t, "")
+	e.start(e.store)
+	newScenario(e).run()
+	e.caughtUp(e.store, 30*time.Second)
+
+	n, commits := e.streamEvents()
+	got, err := e.store.EventCount(e.ctx)
+	must(t, err, "count")
+	if got != uint64(n) {
+		t.Fatalf("ClickHouse has %d events, the stream %d (in %d commits)", got, n, commits)
+	}
+	all := e.allAudit(e.store, AuditQuery{Limit: 7})
+	if len(all) != n {
+		t.Fatalf("audit pages show %d events, the stream has %d", len(all), n)
+	}
+	e.sameAnswers(e.store)
+
+	// The instances view: per host, existing clusters only.
+	insts, err := e.store.Instances(e.ctx, "", "198.18.0.11")
+	must(t, err, "instances")
+	if len(insts) != 2 || insts[0].Cluster != "prod-a" || insts[0].Host != "198.18.0.11" {
+		t.Fatalf("instances on 198.18.0.11: %s", jsonOf(t, insts))
+	}
+	insts, err = e.store.Instances(e.ctx, "prod.b", "")
+	must(t, err, "instances")
+	if len(insts) != 2 || insts[0].Role != domain.RoleMaster {
+		t.Fatalf("instances of prod.b: %s", jsonOf(t, insts))
+	}
+}
+
+// Migrations are recorded per generation, run once, and a second start
+// (or a second server) changes nothing.
+func TestMigrationsAreVersionedAndIdempotent(t *testing.T) {
+	e := newEnv(t, "")
+	gen, err := e.store.EnsureSchema(e.ctx)
+	must(t, err, "ensure schema")
+	if gen != 1 {
+		t.Fatalf("first generation is %d", gen)
+	}
+	// Two more starts, one of them with a later migration.
+	extra := append(append([]Migration(nil), migrations...), Migration{Version: 2, Name: "test: a table",
+		Statements: []string{"CREATE TABLE IF NOT EXISTS {db}.extra{g} (x UInt8) ENGINE = MergeTree() ORDER BY x"}})
+	for i := 0; i < 2; i++ {
+		gen, err = e.newStore().ensureSchema(e.ctx, extra)
+		must(t, err, "ensure schema again")
+		if gen != 1 {
+			t.Fatalf("generation after a restart: %d", gen)
+		}
+	}
+	var versions []uint32
+	rows, err := e.conn.Query(e.ctx, "SELECT version FROM "+e.db+".schema_migrations FINAL WHERE generation = 1 ORDER BY version")
+	must(t, err, "read migrations")
+	for rows.Next() {
+		var v uint32
+		must(t, rows.Scan(&v), "scan")
+		versions = append(versions, v)
+	}
+	rows.Close()
+	if jsonOf(t, versions) != "[1,2]" {
+		t.Fatalf("recorded migrations: %v", versions)
+	}
+	var n uint64
+	must(t, e.conn.QueryRow(e.ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = 'extra_g1'", e.db).Scan(&n), "tables")
+	if n != 1 {
+		t.Fatal("migration 2 did not create its table")
+	}
+	// A migration list out of order is refused.
+	bad := []Migration{{Version: 2, Name: "b"}, {Version: 1, Name: "a"}}
+	if _, err := applyMigrations(e.ctx, e.conn, e.db, 1, bad); err == nil || !strings.Contains(err.Error(), "out of order") {
+		t.Fatalf("out-of-order migrations: %v", err)
+	}
+	if _, err := New(e.conn, Options{Database: "x; DROP DATABASE default"}); err == nil {
+		t.Fatal("a database name that is not an identifier was accepted")
+	}
+}
+
+// A projector that starts late on a stream that already has history folds
+// each aggregate it meets mid-way from the stream, and answers the same.
+func TestProjectorStartedLateLoadsAggregatesFromTheStream(t *testing.T) {
+	e := newEnv(t, "")
+	s := newScenario(e)
+	s.run()
+	// Project the first half, stop, then the rest with a fresh projector.
+	p := e.start(e.store, func(c *ProjectorConfig, _ *Projector) { c.MaxBatch = 3 })
+	half := e.head() / 2
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	_, err := e.store.WaitFor(ctx, half)
+	cancel()
+	must(t, err, "wait for half")
+	e.stop(p)
+	at, err := e.store.progress(e.ctx, 1)
+	must(t, err, "progress")
+	if at >= e.head() {
+		t.Logf("the first projector finished before it was stopped (at %d)", at)
+	}
+	p = e.start(e.newStore())
+	e.caughtUp(e.store, 30*time.Second)
+	e.sameAnswers(e.store)
+	n, _ := e.streamEvents()
+	got, err := e.store.EventCount(e.ctx)
+	must(t, err, "count")
+	if got != uint64(n) {
+		t.Fatalf("ClickHouse has %d events, the stream %d", got, n)
+	}
+	_ = p
+}

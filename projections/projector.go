@@ -1,0 +1,474 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/dmgr/dmgr/eventstore"
+)
+
+// LeaderKey is the etcd election under which one projector runs at a time.
+const LeaderKey = "/dmgr/leader/projections"
+
+// ConsumerName is the durable consumer of generation gen.
+func ConsumerName(gen uint32) string {
+	return "dmgr-projections-g" + strconv.FormatUint(uint64(gen), 10)
+}
+
+// ProjectorConfig wires a Projector.
+type ProjectorConfig struct {
+	Store *Store
+	JS    jetstream.JetStream
+	// Events loads the history of an aggregate the projector has not
+	// folded yet (after a restart).
+	Events *eventstore.Store
+	// Etcd, when set, makes the projector campaign for LeaderKey and run
+	// only while it leads, so that several servers have one projector.
+	Etcd *clientv3.Client
+	// ID names this projector in the election (default the hostname-less
+	// "projector").
+	ID string
+	// MaxBatch is the most events one batch holds (default 10,000).
+	MaxBatch int
+	// MaxWait is how long a batch waits for more commits after its first
+	// one (default 50 ms): the bound on the lag batching adds.
+	MaxWait time.Duration
+	// MaxBackoff bounds the wait between retries while ClickHouse is down
+	// (default 5 s).
+	MaxBackoff time.Duration
+	Log        zerolog.Logger
+}
+
+// Projector feeds the projections: a durable consumer of the event stream
+// that folds commits in batches and inserts them into ClickHouse, acking a
+// batch only after ClickHouse has all of it.
+type Projector struct {
+	cfg ProjectorConfig
+	log zerolog.Logger
+	m   *Metrics
+
+	// hook, when set (tests), runs at each stage of a batch: after each
+	// table's insert ("inserted <table>"), after the progress record
+	// ("inserted progress") and after the ack ("acked").
+	hook func(stage string)
+}
+
+// NewProjector returns a projector; Run starts it.
+func NewProjector(cfg ProjectorConfig) *Projector {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 10000
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 50 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.ID == "" {
+		cfg.ID = "projector"
+	}
+	return &Projector{cfg: cfg, log: cfg.Store.log.With().Str("projector", cfg.ID).Logger(), m: cfg.Store.metrics}
+}
+
+// Run projects until ctx ends. With Etcd set, it first waits to be
+// elected and stops projecting as soon as its etcd session ends.
+func (p *Projector) Run(ctx context.Context) error {
+	if p.cfg.Etcd == nil {
+		p.lead(ctx)
+		return nil
+	}
+	for ctx.Err() == nil {
+		if err := p.campaign(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn().Err(err).Msg("projector election")
+			sleep(ctx, time.Second)
+		}
+	}
+	return nil
+}
+
+// campaign runs one term: wait to lead, project while leading.
+func (p *Projector) campaign(ctx context.Context) error {
+	sess, err := concurrency.NewSession(p.cfg.Etcd, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("etcd session: %w", err)
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, LeaderKey)
+	if err := el.Campaign(ctx, p.cfg.ID); err != nil {
+		return fmt.Errorf("campaign for %s: %w", LeaderKey, err)
+	}
+	leadCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel() // leadership ends: stop before anything else happens
+		case <-leadCtx.Done():
+		}
+	}()
+	p.log.Info().Msg("projector elected")
+	p.lead(leadCtx)
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer rcancel()
+	_ = el.Resign(rctx)
+	return nil
+}
+
+// lead projects the current generation until ctx ends, following the
+// switch to a new generation when a rebuild finishes.
+func (p *Projector) lead(ctx context.Context) {
+	p.m.leader.Store(true)
+	defer p.m.leader.Store(false)
+	defer p.cfg.Store.local.set(0, 0)
+	var gen uint32
+	retry(ctx, p.cfg.MaxBackoff, func() error {
+		var err error
+		gen, err = p.cfg.Store.EnsureSchema(ctx)
+		if err != nil {
+			p.log.Warn().Err(err).Msg("projection schema; retrying")
+		}
+		return err
+	})
+	for ctx.Err() == nil {
+		_, err := p.consume(ctx, gen, false)
+		if ctx.Err() != nil {
+			return
+		}
+		var sw *switchError
+		if errors.As(err, &sw) {
+			p.log.Info().Uint32("from", gen).Uint32("to", sw.gen).Msg("projections switched to a rebuilt generation")
+			p.deleteConsumer(ctx, gen)
+			gen = sw.gen
+			continue
+		}
+		p.log.Warn().Err(err).Uint32("generation", gen).Msg("projector stopped; restarting")
+		sleep(ctx, time.Second)
+		if g, err := p.cfg.Store.readGeneration(ctx); err == nil && g != 0 {
+			gen = g
+		}
+	}
+}
+
+func (p *Projector) deleteConsumer(ctx context.Context, gen uint32) {
+	err := p.cfg.JS.DeleteConsumer(ctx, eventstore.StreamName, ConsumerName(gen))
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		p.log.Warn().Err(err).Str("consumer", ConsumerName(gen)).Msg("delete the consumer of an old generation")
+	}
+}
+
+// switchError says that the current generation is no longer gen.
+type switchError struct{ gen uint32 }
+
+func (e *switchError) Error() string { return fmt.Sprintf("the current generation is now %d", e.gen) }
+
+func consumerConfig(gen uint32, from uint64) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName(gen),
+		Description:   fmt.Sprintf("dmgr projections into ClickHouse, generation %d", gen),
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       time.Minute,
+		MaxDeliver:    -1,
+		MaxAckPending: 100000,
+		FilterSubject: eventstore.AllSubjects,
+	}
+}
+
+// consume projects generation gen from its consumer. It returns a
+// *switchError when another generation became current, and, with
+// untilCaughtUp, (true, nil) once it has projected the whole stream as it
+// was at some moment.
+func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool) (bool, error) {
+	st := p.cfg.Store
+	var wm uint64
+	retry(ctx, p.cfg.MaxBackoff, func() error {
+		var err error
+		if wm, err = st.progress(ctx, gen); err != nil {
+			p.log.Warn().Err(err).Msg("read projection progress; retrying")
+		}
+		return err
+	})
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	// ClickHouse's progress, not the consumer's ack floor, says what is
+	// projected: (re)start the durable consumer right after it. Commits a
+	// crashed projector had been delivered but not acked would otherwise
+	// come back only after the ack wait, behind newer ones; and a restored
+	// ClickHouse backup is filled up from where it is.
+	p.deleteConsumer(ctx, gen)
+	cons, err := p.cfg.JS.CreateOrUpdateConsumer(ctx, eventstore.StreamName, consumerConfig(gen, wm+1))
+	if err != nil {
+		return false, fmt.Errorf("consumer %s: %w", ConsumerName(gen), err)
+	}
+	if !untilCaughtUp {
+		st.local.set(gen, wm)
+		p.m.generation.Store(gen)
+	}
+	f := newFolder(func(ctx context.Context, typ, id string) ([]eventstore.Event, error) {
+		s, err := p.cfg.Events.Load(ctx, typ, id)
+		return s.Events, err
+	}, p.log, func(e eventstore.Event, err error) {
+		p.m.decodeErrors.Add(1)
+		p.log.Error().Err(err).Uint64("commit_seq", e.Seq).Str("type", e.Type).
+			Msg("event not folded into current state (it is in the audit trail); upgrade dmgr")
+	})
+	iter, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxBatch, 20000)))
+	if err != nil {
+		return false, fmt.Errorf("consume %s: %w", ConsumerName(gen), err)
+	}
+	defer iter.Stop()
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+	p.log.Info().Uint32("generation", gen).Uint64("commit_seq", wm).Msg("projector consuming")
+
+	nextGenCheck := time.Now().Add(2 * time.Second)
+	var next uint64 // the first commit delivered may be any at or after wm+1
+	for {
+		b, err := p.collect(ctx, iter)
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if err != nil {
+			if g, gerr := st.readGeneration(ctx); gerr == nil && g != gen && !untilCaughtUp {
+				return false, &switchError{g}
+			}
+			return false, err
+		}
+		if len(b.msgs) > 0 {
+			if err := p.project(ctx, f, gen, wm, &next, b); err != nil {
+				return false, err
+			}
+			wm = max(wm, b.lastSeq)
+			if !untilCaughtUp {
+				st.local.set(gen, wm)
+			}
+		}
+		if untilCaughtUp {
+			if len(b.msgs) > 0 && b.pending == 0 {
+				return true, nil
+			}
+			if len(b.msgs) == 0 {
+				head, err := st.streamHead(ctx)
+				if err != nil {
+					return false, err
+				}
+				if wm >= head {
+					return true, nil
+				}
+			}
+		}
+		if !untilCaughtUp && time.Now().After(nextGenCheck) {
+			nextGenCheck = time.Now().Add(2 * time.Second)
+			if g, err := st.readGeneration(ctx); err == nil && g != gen && g != 0 {
+				return false, &switchError{g}
+			}
+		}
+	}
+}
+
+// batch is what collect gathered.
+type batch struct {
+	msgs    []jetstream.Msg
+	commits []commit
+	stored  []time.Time
+	events  int
+	lastSeq uint64
+	pending uint64 // commits the stream held beyond the last one, when it was delivered
+}
+
+// collect waits up to a second for a commit, then gathers more until the
+// batch holds MaxBatch events or MaxWait has passed since its first one.
+func (p *Projector) collect(ctx context.Context, iter jetstream.MessagesContext) (*batch, error) {
+	b := &batch{}
+	wait := time.Second
+	var deadline time.Time
+	for b.events < p.cfg.MaxBatch {
+		msg, err := iter.Next(jetstream.NextMaxWait(wait))
+		if errors.Is(err, nats.ErrTimeout) {
+			return b, nil
+		}
+		if err != nil {
+			if len(b.msgs) > 0 {
+				// Project what we have; the error comes back on the next call.
+				return b, nil
+			}
+			return b, fmt.Errorf("next commit: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return b, fmt.Errorf("commit metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		evs, err := decodeCommit(seq, msg.Data())
+		if err != nil {
+			p.m.decodeErrors.Add(1)
+			p.log.Error().Err(err).Uint64("commit_seq", seq).Msg("undecodable commit left out of the projections")
+		}
+		b.msgs = append(b.msgs, msg)
+		b.commits = append(b.commits, commit{seq: seq, events: evs})
+		b.stored = append(b.stored, meta.Timestamp)
+		b.events += len(evs)
+		b.lastSeq = max(b.lastSeq, seq)
+		b.pending = meta.NumPending
+		if deadline.IsZero() {
+			deadline = time.Now().Add(p.cfg.MaxWait)
+		}
+		if wait = time.Until(deadline); wait <= 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return b, nil
+}
+
+// project folds a batch, inserts it until ClickHouse has it, records the
+// progress and acks.
+//
+// next is the sequence the next fresh commit must have (0: any, right
+// after the consumer was positioned).
+func (p *Projector) project(ctx context.Context, f *folder, gen uint32, wm uint64, next *uint64, b *batch) error {
+	var fresh []commit
+	for _, c := range b.commits {
+		if c.seq <= wm {
+			continue // in ClickHouse already: a redelivery
+		}
+		// Commits come in stream order and the stream has no holes (it
+		// denies deletes): a commit that skips one means the consumer is
+		// not where the projector thinks; start it again at the progress.
+		if c.seq != *next && *next != 0 {
+			return fmt.Errorf("commit %d arrived where %d was expected; restarting the consumer at the recorded progress", c.seq, *next)
+		}
+		*next = c.seq + 1
+		fresh = append(fresh, c)
+	}
+	st := p.cfg.Store
+	if len(fresh) > 0 {
+		loads := f.loads
+		rows, err := f.project(ctx, fresh)
+		if err != nil {
+			return err
+		}
+		p.m.loads.Add(uint64(f.loads - loads))
+		plan := &insertPlan{rows: rows}
+		began := time.Now()
+		failures := 0
+		retry(ctx, p.cfg.MaxBackoff, func() error {
+			err := p.insert(ctx, plan, gen)
+			if err == nil {
+				err = recordProgress(ctx, st.conn, st.db, gen, rows.maxSeq)
+			}
+			if err != nil && ctx.Err() == nil {
+				p.m.insertErrors.Add(1)
+				failures++
+				if failures == 1 || failures%20 == 0 {
+					p.log.Warn().Err(err).Int("failures", failures).Uint64("commit_seq", rows.maxSeq).
+						Msg("insert into ClickHouse failed; the batch is kept and retried")
+				}
+			}
+			return err
+		})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if failures > 0 {
+			p.log.Info().Int("failures", failures).Uint64("commit_seq", rows.maxSeq).Msg("ClickHouse took the batch again")
+		}
+		p.stage("inserted progress")
+		now := time.Now()
+		p.m.insertDur.observe(now.Sub(began).Seconds())
+		p.m.batches.Add(1)
+		p.m.commits.Add(uint64(len(fresh)))
+		p.m.events.Add(uint64(len(rows.events)))
+		p.m.batchSize.observe(float64(len(rows.events)))
+		for i, c := range b.commits {
+			if c.seq > wm {
+				p.m.delay.observeN(now.Sub(b.stored[i]).Seconds(), uint64(max(len(c.events), 1)))
+			}
+		}
+	}
+	// AckAll: the last message acks the batch. A lost ack costs a
+	// redelivery, which the watermark skips.
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := b.msgs[len(b.msgs)-1].DoubleAck(actx); err != nil && ctx.Err() == nil {
+		p.log.Warn().Err(err).Uint64("commit_seq", b.lastSeq).Msg("ack of a projected batch; it will be redelivered and skipped")
+	}
+	p.stage("acked")
+	return nil
+}
+
+// insert sends a batch's tables in parallel.
+func (p *Projector) insert(ctx context.Context, plan *insertPlan, gen uint32) error {
+	st := p.cfg.Store
+	if plan.done == nil {
+		plan.done = map[string]bool{}
+	}
+	parts := plan.parts()
+	errs := make([]error, len(parts))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, t := range parts {
+		mu.Lock()
+		skip := t.n == 0 || plan.done[t.table]
+		mu.Unlock()
+		if skip {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := insertTable(ctx, st.conn, table(st.db, t.table, gen), t.columns, t.append); err != nil {
+				errs[i] = fmt.Errorf("insert %d rows into %s: %w", t.n, table(st.db, t.table, gen), err)
+				return
+			}
+			mu.Lock()
+			plan.done[t.table] = true
+			mu.Unlock()
+			p.stage("inserted " + t.table)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (p *Projector) stage(s string) {
+	if p.hook != nil {
+		p.hook(s)
+	}
+}
+
+// retry runs f until it succeeds or ctx ends, waiting 100 ms after the
+// first failure and doubling up to maxWait.
+func retry(ctx context.Context, maxWait time.Duration, f func() error) {
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if f() == nil {
+			return
+		}
+		sleep(ctx, wait)
+		wait = min(2*wait, maxWait)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

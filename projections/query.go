@@ -1,0 +1,431 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/service"
+)
+
+// Every current-state read deduplicates on read: GROUP BY the table's key,
+// argMax(column, seq) for each column, and filters (deleted, status) after
+// the grouping, so a row that a replay wrote twice, or an older version
+// not merged away yet, is never shown.
+
+// Clusters lists the clusters that exist (not destroyed), sorted by name,
+// each with its instances and operations, as the event-store fold shows
+// them (domain.Cluster).
+func (s *Store) Clusters(ctx context.Context) ([]domain.Cluster, error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.clusters(ctx, gen, nil)
+}
+
+// Cluster returns one existing cluster with its instances and operations.
+func (s *Store) Cluster(ctx context.Context, name string) (domain.Cluster, error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return domain.Cluster{}, err
+	}
+	cs, err := s.clusters(ctx, gen, &name)
+	if err != nil {
+		return domain.Cluster{}, err
+	}
+	if len(cs) == 0 {
+		return domain.Cluster{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", name)
+	}
+	return cs[0], nil
+}
+
+// clusters reads every existing cluster, or the one named.
+func (s *Store) clusters(ctx context.Context, gen uint32, name *string) ([]domain.Cluster, error) {
+	where, args := "", []any{}
+	if name != nil {
+		where, args = "WHERE name = ?", []any{*name}
+	}
+	var out []domain.Cluster
+	err := s.query(ctx, func(r driver.Rows) error {
+		var n, state string
+		if err := r.Scan(&n, &state); err != nil {
+			return err
+		}
+		var c domain.Cluster
+		if err := json.Unmarshal([]byte(state), &c); err != nil {
+			return fmt.Errorf("cluster %s: %w", n, err)
+		}
+		if c.Exists() {
+			out = append(out, c)
+		}
+		return nil
+	}, "SELECT name, argMax(state, seq) FROM "+table(s.db, tableClusters, gen)+" "+where+" GROUP BY name ORDER BY name", args...)
+	if err != nil || len(out) == 0 {
+		return []domain.Cluster{}, err
+	}
+	// Their instances and operations.
+	owner, ownerArgs := "", []any{}
+	if name != nil {
+		owner, ownerArgs = "WHERE cluster = ?", []any{*name}
+	}
+	insts := map[string][]indexed[domain.Instance]{}
+	err = s.query(ctx, func(r driver.Rows) error {
+		var cluster, id, spec string
+		var idx uint32
+		var deleted uint8
+		if err := r.Scan(&cluster, &id, &idx, &spec, &deleted); err != nil {
+			return err
+		}
+		var in domain.Instance
+		if err := json.Unmarshal([]byte(spec), &in); err != nil {
+			return fmt.Errorf("instance %s of cluster %s: %w", id, cluster, err)
+		}
+		insts[cluster] = append(insts[cluster], indexed[domain.Instance]{idx, in})
+		return nil
+	}, "SELECT cluster, id, argMax(idx, seq), argMax(spec, seq), argMax(deleted, seq) AS d FROM "+
+		table(s.db, tableInstances, gen)+" "+owner+" GROUP BY cluster, id HAVING d = 0", ownerArgs...)
+	if err != nil {
+		return nil, err
+	}
+	ops, err := s.clusterOperations(ctx, gen, name)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		c := &out[i]
+		c.Instances = sorted(insts[c.Name])
+		c.Operations = ops[c.Name]
+	}
+	return out, nil
+}
+
+type indexed[T any] struct {
+	idx uint32
+	v   T
+}
+
+func sorted[T any](xs []indexed[T]) []T {
+	if len(xs) == 0 {
+		return nil
+	}
+	sort.SliceStable(xs, func(i, j int) bool { return xs[i].idx < xs[j].idx })
+	out := make([]T, len(xs))
+	for i, x := range xs {
+		out[i] = x.v
+	}
+	return out
+}
+
+// clusterOperations reads the operations of every cluster, or of the one
+// named, with their plans and step states, by cluster.
+func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string) (map[string][]domain.Operation, error) {
+	ownerCond, args := "", []any{}
+	if name != nil {
+		ownerCond, args = "WHERE owner = ?", []any{*name}
+	}
+	type opRow struct {
+		owner string
+		ord   uint32
+		op    domain.Operation
+	}
+	var rows []opRow
+	err := s.query(ctx, func(r driver.Rows) error {
+		var x opRow
+		var attempt uint32
+		var inCluster, deleted uint8
+		if err := r.Scan(&x.op.ID, &x.owner, &x.ord, &x.op.Kind, &x.op.Status, &x.op.Cluster, &attempt, &x.op.Error, &inCluster, &deleted); err != nil {
+			return err
+		}
+		x.op.Attempt = int(attempt)
+		rows = append(rows, x)
+		return nil
+	}, "SELECT id, argMax(owner, seq), argMax(ord, seq), argMax(kind, seq), argMax(status, seq), argMax(cluster, seq), "+
+		"argMax(attempt, seq), argMax(error, seq), argMax(in_cluster, seq) AS ic, argMax(deleted, seq) AS d FROM "+
+		table(s.db, tableOperations, gen)+" "+ownerCond+" GROUP BY id HAVING ic = 1 AND d = 0", args...)
+	if err != nil {
+		return nil, err
+	}
+	stepCond := ""
+	if name != nil {
+		stepCond = "WHERE operation IN (SELECT id FROM " + table(s.db, tableOperations, gen) + " WHERE owner = ?)"
+	}
+	steps, err := s.steps(ctx, gen, stepCond, args...)
+	if err != nil {
+		return nil, err
+	}
+	byOwner := map[string][]indexed[domain.Operation]{}
+	for _, x := range rows {
+		x.op.Plan, x.op.Steps = steps.plan(x.op.ID), steps.states(x.op.ID)
+		byOwner[x.owner] = append(byOwner[x.owner], indexed[domain.Operation]{x.ord, x.op})
+	}
+	out := map[string][]domain.Operation{}
+	for owner, ops := range byOwner {
+		out[owner] = sorted(ops)
+	}
+	return out, nil
+}
+
+// stepSet is the steps read for some operations.
+type stepSet map[string][]stepRow // by operation, in plan order
+
+func (s *Store) steps(ctx context.Context, gen uint32, where string, args ...any) (stepSet, error) {
+	out := stepSet{}
+	err := s.query(ctx, func(r driver.Rows) error {
+		var x stepRow
+		if err := r.Scan(&x.Operation, &x.ID, &x.Idx, &x.InPlan, &x.Kind, &x.Host, &x.Instance, &x.Needs, &x.Status,
+			&x.Attempt, &x.Agent, &x.Error, &x.ExitCode, &x.DurationMS, &x.Spec, &x.Deleted); err != nil {
+			return err
+		}
+		out[x.Operation] = append(out[x.Operation], x)
+		return nil
+	}, "SELECT operation, id, argMax(idx, seq), argMax(in_plan, seq), argMax(kind, seq), argMax(host, seq), "+
+		"argMax(instance, seq), argMax(needs, seq), argMax(status, seq), argMax(attempt, seq), argMax(agent, seq), "+
+		"argMax(error, seq), argMax(exit_code, seq), argMax(duration_ms, seq), argMax(spec, seq), argMax(deleted, seq) AS d FROM "+
+		table(s.db, tableSteps, gen)+" "+where+" GROUP BY operation, id HAVING d = 0", args...)
+	for _, xs := range out {
+		sort.SliceStable(xs, func(i, j int) bool {
+			if xs[i].Idx != xs[j].Idx {
+				return xs[i].Idx < xs[j].Idx
+			}
+			return xs[i].ID < xs[j].ID
+		})
+	}
+	return out, err
+}
+
+// plan is an operation's plan, from its steps' specs.
+func (ss stepSet) plan(op string) []domain.Step {
+	var out []domain.Step
+	for _, x := range ss[op] {
+		if x.InPlan == 0 {
+			continue
+		}
+		var st domain.Step
+		if err := json.Unmarshal([]byte(x.Spec), &st); err != nil {
+			st = domain.Step{ID: x.ID, Kind: x.Kind, Host: x.Host, Instance: x.Instance, Needs: x.Needs}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// states are an operation's step states (domain.Operation.Steps): the
+// steps that are not pending.
+func (ss stepSet) states(op string) map[string]domain.StepState {
+	var out map[string]domain.StepState
+	for _, x := range ss[op] {
+		if x.Status == "pending" {
+			continue
+		}
+		if out == nil {
+			out = map[string]domain.StepState{}
+		}
+		out[x.ID] = domain.StepState{Status: x.Status, Attempt: int(x.Attempt), Agent: x.Agent, Error: x.Error,
+			ExitCode: int(x.ExitCode), DurationMS: x.DurationMS}
+	}
+	return out
+}
+
+// views are an operation's steps as the API shows them (plan order).
+func (ss stepSet) views(op string) []service.StepView {
+	var out []service.StepView
+	for _, x := range ss[op] {
+		if x.InPlan == 0 {
+			continue
+		}
+		needs := x.Needs
+		if len(needs) == 0 {
+			needs = nil
+		}
+		out = append(out, service.StepView{ID: x.ID, Kind: x.Kind, Host: x.Host, Instance: x.Instance, Needs: needs,
+			Status: x.Status, Attempt: int(x.Attempt), Agent: x.Agent, Error: x.Error, DurationMS: x.DurationMS})
+	}
+	return out
+}
+
+// Instances lists the instances of the existing clusters, filtered by
+// cluster and host when they are not empty, by cluster and then in
+// topology order.
+func (s *Store) Instances(ctx context.Context, cluster, host string) ([]ClusterInstance, error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []ClusterInstance{}
+	err = s.query(ctx, func(r driver.Rows) error {
+		var c, id, spec, h string
+		var idx uint32
+		var deleted uint8
+		if err := r.Scan(&c, &id, &idx, &spec, &deleted, &h); err != nil {
+			return err
+		}
+		var in domain.Instance
+		if err := json.Unmarshal([]byte(spec), &in); err != nil {
+			return fmt.Errorf("instance %s of cluster %s: %w", id, c, err)
+		}
+		out = append(out, ClusterInstance{Cluster: c, Instance: in})
+		return nil
+	}, "SELECT cluster, id, argMax(idx, seq) AS i, argMax(spec, seq), argMax(deleted, seq) AS d, argMax(host, seq) AS h FROM "+
+		table(s.db, tableInstances, gen)+" GROUP BY cluster, id HAVING d = 0 AND (? = '' OR cluster = ?) AND (? = '' OR h = ?) "+
+		"AND cluster IN (SELECT name FROM "+table(s.db, tableClusters, gen)+" GROUP BY name HAVING argMax(status, seq) NOT IN ('', ?)) "+
+		"ORDER BY cluster, i", cluster, cluster, host, host, domain.ClusterStatusDestroyed)
+	return out, err
+}
+
+// ClusterInstance is an instance with the cluster it belongs to.
+type ClusterInstance struct {
+	Cluster string `json:"cluster"`
+	domain.Instance
+}
+
+// Machines lists the registered machines, sorted by host.
+func (s *Store) Machines(ctx context.Context) ([]domain.Machine, error) {
+	return s.machines(ctx, nil)
+}
+
+// Machine returns one registered machine.
+func (s *Store) Machine(ctx context.Context, host string) (domain.Machine, error) {
+	ms, err := s.machines(ctx, &host)
+	if err != nil {
+		return domain.Machine{}, err
+	}
+	if len(ms) == 0 {
+		return domain.Machine{}, domain.Errorf(domain.NotFound, "machine %s is not registered", host)
+	}
+	return ms[0], nil
+}
+
+func (s *Store) machines(ctx context.Context, host *string) ([]domain.Machine, error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return nil, err
+	}
+	where, args := "", []any{}
+	if host != nil {
+		where, args = "WHERE host = ?", []any{*host}
+	}
+	out := []domain.Machine{}
+	err = s.query(ctx, func(r driver.Rows) error {
+		var h, state string
+		if err := r.Scan(&h, &state); err != nil {
+			return err
+		}
+		var m domain.Machine
+		if err := json.Unmarshal([]byte(state), &m); err != nil {
+			return fmt.Errorf("machine %s: %w", h, err)
+		}
+		if m.Active() {
+			out = append(out, m)
+		}
+		return nil
+	}, "SELECT host, argMax(state, seq) FROM "+table(s.db, tableMachines, gen)+" "+where+" GROUP BY host ORDER BY host", args...)
+	return out, err
+}
+
+// Packages lists the uploaded packages, sorted by id.
+func (s *Store) Packages(ctx context.Context) ([]domain.Package, error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []domain.Package{}
+	err = s.query(ctx, func(r driver.Rows) error {
+		var id, state string
+		if err := r.Scan(&id, &state); err != nil {
+			return err
+		}
+		var p domain.Package
+		if err := json.Unmarshal([]byte(state), &p); err != nil {
+			return fmt.Errorf("package %s: %w", id, err)
+		}
+		if p.ID != "" {
+			out = append(out, p)
+		}
+		return nil
+	}, "SELECT id, argMax(state, seq) FROM "+table(s.db, tablePackages, gen)+" GROUP BY id ORDER BY id")
+	return out, err
+}
+
+// Operations lists every operation, newest first, as service.Operations
+// shows them (without steps).
+func (s *Store) Operations(ctx context.Context) ([]service.OperationView, error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.operations(ctx, gen, nil)
+}
+
+// Operation returns one operation, with its steps when it runs on a
+// cluster.
+func (s *Store) Operation(ctx context.Context, id string) (service.OperationView, error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return service.OperationView{}, err
+	}
+	ops, err := s.operations(ctx, gen, &id)
+	if err != nil {
+		return service.OperationView{}, err
+	}
+	if len(ops) == 0 {
+		return service.OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+	}
+	op := ops[0]
+	if op.Cluster == "" {
+		return op, nil
+	}
+	steps, err := s.steps(ctx, gen, "WHERE operation = ?", id)
+	if err != nil {
+		return service.OperationView{}, err
+	}
+	op.Steps = steps.views(id)
+	return op, nil
+}
+
+func (s *Store) operations(ctx context.Context, gen uint32, id *string) ([]service.OperationView, error) {
+	where, args := "", []any{}
+	if id != nil {
+		where, args = "WHERE id = ?", []any{*id}
+	}
+	out := []service.OperationView{}
+	err := s.query(ctx, func(r driver.Rows) error {
+		var v service.OperationView
+		var created uint32
+		var ns, attempt uint32
+		var deleted uint8
+		if err := r.Scan(&v.ID, &v.Kind, &v.Status, &v.Cluster, &v.AggregateType, &v.AggregateID, &v.Actor, &created, &ns,
+			&v.CommitSeq, &attempt, &v.Error, &deleted); err != nil {
+			return err
+		}
+		v.CreatedAt, v.Attempt = joinTime(int64(created), ns), int(attempt)
+		out = append(out, v)
+		return nil
+	}, "SELECT id, argMax(kind, seq), argMax(status, seq), argMax(cluster, seq), argMax(aggregate_type, seq), "+
+		"argMax(aggregate_id, seq), argMax(actor, seq), toUInt32(argMax(created_at, seq)), argMax(created_ns, seq), "+
+		"argMax(commit_seq, seq) AS cs, argMax(attempt, seq), argMax(error, seq), argMax(deleted, seq) AS d FROM "+
+		table(s.db, tableOperations, gen)+" "+where+" GROUP BY id HAVING cs > 0 AND d = 0 ORDER BY cs DESC", args...)
+	return out, err
+}
+
+// query runs a query and calls each for every row.
+func (s *Store) query(ctx context.Context, each func(driver.Rows) error, q string, args ...any) error {
+	rows, err := s.conn.Query(ctx, q, args...)
+	if err != nil {
+		return unavailable(fmt.Errorf("query projections: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return fmt.Errorf("read projections: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return unavailable(fmt.Errorf("read projections: %w", err))
+	}
+	return nil
+}

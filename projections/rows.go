@@ -1,0 +1,157 @@
+package projections
+
+import (
+	"time"
+)
+
+// The rows the fold produces, one struct per table. They hold times as
+// Unix seconds and nanoseconds so that rows compare with ==.
+
+type eventRow struct {
+	Seq              uint64
+	Idx              uint16
+	CommitID         string
+	EventID          string
+	Type             string
+	SchemaVersion    uint16
+	AggregateType    string
+	AggregateID      string
+	AggregateVersion uint64
+	TimeSec          int64
+	TimeNS           uint32
+	Actor            string
+	Operation        string
+	CorrelationID    string
+	CausationID      string
+	Cluster          string
+	Machines         []string
+	Step             string
+	Outcome          string
+	Payload          string
+}
+
+type clusterRow struct {
+	Name      string
+	Status    string
+	DMVersion string
+	Revision  uint64
+	State     string // the cluster's JSON without instances and operations
+	Seq       uint64
+}
+
+type instanceRow struct {
+	Cluster string
+	ID      string
+	Idx     uint32
+	Name    string
+	Role    string
+	Host    string
+	Port    uint32
+	Status  string
+	Spec    string // the instance's JSON
+	Deleted uint8
+	Seq     uint64
+}
+
+type machineRow struct {
+	Host        string
+	Status      string
+	SSHPort     uint32
+	User        string
+	Region      string
+	Zone        string
+	Rack        string
+	Fingerprint string
+	State       string // the machine's JSON
+	Seq         uint64
+}
+
+type operationRow struct {
+	ID            string
+	Kind          string
+	Status        string
+	Cluster       string
+	AggregateType string
+	AggregateID   string
+	Actor         string
+	CreatedSec    int64
+	CreatedNS     uint32
+	CommitSeq     uint64 // 0: no commit named the operation (not listed)
+	Attempt       uint32
+	Error         string
+	Owner         string // the aggregate whose fold wrote the row
+	InCluster     uint8  // 1: one of its cluster's operations (domain.Cluster.Operations)
+	Ord           uint32 // its index there
+	Deleted       uint8
+	Seq           uint64
+}
+
+type stepRow struct {
+	Operation  string
+	ID         string
+	Idx        uint32
+	InPlan     uint8
+	Kind       string
+	Host       string
+	Instance   string
+	Needs      []string
+	Status     string // "pending" when the step has no state
+	Attempt    uint32
+	Agent      string
+	Error      string
+	ExitCode   int32
+	DurationMS int64
+	Spec       string // the plan step's JSON ("" when not in the plan)
+	Deleted    uint8
+	Seq        uint64
+}
+
+type packageRow struct {
+	ID      string
+	Name    string
+	Version string
+	OS      string
+	Arch    string
+	SHA256  string
+	Size    uint64
+	State   string // the package's JSON
+	Seq     uint64
+}
+
+// rowSet is what one batch writes.
+type rowSet struct {
+	events     []eventRow
+	clusters   []clusterRow
+	instances  []instanceRow
+	machines   []machineRow
+	operations []operationRow
+	steps      []stepRow
+	packages   []packageRow
+	// maxSeq is the last commit of the batch: the progress it records.
+	maxSeq uint64
+}
+
+// dateTime clamps a time to what a DateTime column holds (1970–2106).
+func dateTime(sec int64) time.Time {
+	switch {
+	case sec < 0:
+		sec = 0
+	case sec > 4294967295:
+		sec = 4294967295
+	}
+	return time.Unix(sec, 0).UTC()
+}
+
+func splitTime(t time.Time) (int64, uint32) {
+	if t.IsZero() {
+		return 0, 0
+	}
+	return t.Unix(), uint32(t.Nanosecond())
+}
+
+func joinTime(sec int64, ns uint32) time.Time {
+	if sec == 0 && ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(ns)).UTC()
+}
