@@ -37,34 +37,16 @@ type controlPlane struct {
 	masterKey string
 	js        jetstream.JetStream
 	store     *eventstore.Store
-	logs      *syncBuffer // the server's log
+	logs      *testenv.Buffer // the server's log
 
 	mu     sync.Mutex
 	agents map[string]*agentProcess
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type agentProcess struct {
 	id     string
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testenv.Buffer
 	done   chan struct{}
 }
 
@@ -84,7 +66,7 @@ func startControlPlane(t testing.TB) *controlPlane {
 		key[i] = byte(i*7 + 3)
 	}
 	cp := &controlPlane{natsURL: ns.URL(), etcdURL: etcd.Endpoint(), masterKey: base64.StdEncoding.EncodeToString(key),
-		logs: &syncBuffer{}, agents: map[string]*agentProcess{}}
+		logs: &testenv.Buffer{}, agents: map[string]*agentProcess{}}
 	t.Setenv("DMGR_MASTER_KEY", cp.masterKey)
 	t.Setenv("DMGR_ADMIN_TOKEN", "test-admin-token-0123456789")
 	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", cp.natsURL,
@@ -131,7 +113,7 @@ func (cp *controlPlane) startAgent(t testing.TB, id string, extra ...string) *ag
 		"--cache-dir", t.TempDir(), "--log-level", "debug"}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "DMGR_TEST_RUN_MAIN=1", "DMGR_MASTER_KEY="+cp.masterKey)
-	a := &agentProcess{id: id, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	a := &agentProcess{id: id, cmd: cmd, stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = a.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -12,28 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dmgr/dmgr/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func waitHTTP(t *testing.T, url string) {
 	t.Helper()
@@ -114,7 +97,7 @@ func TestPrometheus(t *testing.T) {
 	writeFile(t, conf, promConfig("10.0.0.1:8261", "10.0.0.2:8261"))
 	writeFile(t, filepath.Join(dir, "conf", "dm_worker.rules.yml"), promRules)
 	addr := freeAddr(t)
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	cfg, err := ParsePrometheusFlags([]string{"--config.file=" + conf, "--web.listen-address=" + addr,
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"), "--storage.tsdb.retention=30d", "--web.enable-lifecycle",
 		"--web.external-url=http://" + addr + "/"})
@@ -333,7 +316,7 @@ func TestGrafana(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Version = "v8.1.0"
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	stop := startProc(t, func(ctx context.Context) error { return RunGrafana(ctx, cfg, out) })
 	base := "http://" + addr
 	waitHTTP(t, base+"/api/health")
