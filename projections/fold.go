@@ -405,7 +405,10 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 		}
 	}
 
-	// The cluster's operations and their steps.
+	// The cluster's operations and their steps. Evolve replaces an
+	// operation it changes with a copy whose step map is new, so an
+	// operation with the same plan and the same step map as before is
+	// unchanged, and only the others are encoded and compared.
 	oldOps := map[string]int{}
 	for i := range b.cluster.Operations {
 		oldOps[b.cluster.Operations[i].ID] = i
@@ -413,14 +416,25 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 	for i := range c.Operations {
 		o := &c.Operations[i]
 		var bo *domain.Operation
-		r := clusterOpRow(o, i, a.ops, name, seq)
-		if j, ok := oldOps[o.ID]; ok {
+		j, existed := oldOps[o.ID]
+		if existed {
 			bo = &b.cluster.Operations[j]
-			if clusterOpRow(bo, j, b.ops, name, seq) == r {
-				r.ID = ""
+			if samePlan(bo.Plan, o.Plan) && sameMap(bo.Steps, o.Steps) && envelopeOf(b.ops, o.ID) == envelopeOf(a.ops, o.ID) {
+				continue
 			}
 		}
-		if r.ID != "" {
+		r, err := clusterOpRow(o, i, a.ops, name, seq)
+		if err != nil {
+			return err
+		}
+		if existed {
+			old, err := clusterOpRow(bo, j, b.ops, name, seq)
+			if err != nil {
+				return err
+			}
+			existed = old == r
+		}
+		if !existed {
 			out.operations = append(out.operations, r)
 		}
 		if err := diffSteps(out, bo, o, seq); err != nil {
@@ -430,17 +444,25 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 	return nil
 }
 
+func envelopeOf(ops map[string]opView, id string) opView { return ops[id] }
+
 // clusterOpRow is the row of one of a cluster's operations: its own state
 // from the cluster's fold (as service.Operation shows it), with who asked
 // for it and when from the commits.
-func clusterOpRow(o *domain.Operation, ord int, ops map[string]opView, owner string, seq uint64) operationRow {
+func clusterOpRow(o *domain.Operation, ord int, ops map[string]opView, owner string, seq uint64) (operationRow, error) {
+	own := *o
+	own.Plan, own.Steps = nil, nil
+	state, err := json.Marshal(own)
+	if err != nil {
+		return operationRow{}, fmt.Errorf("encode operation %s: %w", o.ID, err)
+	}
 	r := operationRow{ID: o.ID, Kind: o.Kind, Status: o.Status, Cluster: o.Cluster, Attempt: uint32(max(o.Attempt, 0)),
-		Error: o.Error, Owner: owner, InCluster: 1, Ord: uint32(ord), Seq: seq}
+		Error: o.Error, Owner: owner, InCluster: 1, Ord: uint32(ord), State: string(state), Seq: seq}
 	if v, ok := ops[o.ID]; ok {
 		r.AggregateType, r.AggregateID, r.Actor = v.aggregateType, v.aggregateID, v.actor
 		r.CreatedSec, r.CreatedNS, r.CommitSeq = v.createdSec, v.createdNS, v.commitSeq
 	}
-	return r
+	return r, nil
 }
 
 // samePlan reports whether two plans are the same slice (Evolve never
@@ -516,6 +538,8 @@ func diffSteps(out *rowSet, bo, o *domain.Operation, seq uint64) error {
 	return nil
 }
 
+// withState fills in a step's state; present says whether the operation's
+// step map has it (a step without state is pending).
 func (r stepRow) withState(s domain.StepState, present bool) stepRow {
 	r.Status = s.Status
 	if !present || r.Status == domain.StepStatusPending {
@@ -523,6 +547,10 @@ func (r stepRow) withState(s domain.StepState, present bool) stepRow {
 	}
 	r.Attempt, r.Agent, r.Error = uint32(max(s.Attempt, 0)), s.Agent, s.Error
 	r.ExitCode, r.DurationMS = int32(s.ExitCode), s.DurationMS
+	if present {
+		b, _ := json.Marshal(s) // a struct of strings and numbers
+		r.State = string(b)
+	}
 	return r
 }
 

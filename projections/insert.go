@@ -59,19 +59,19 @@ func (p *insertPlan) parts() []tableInsert {
 			}
 			return nil
 		}},
-		{tableSteps, "operation, id, idx, in_plan, kind, host, instance, needs, status, attempt, agent, error, exit_code, duration_ms, spec, deleted, seq", len(r.steps), func(b driver.Batch) error {
+		{tableSteps, "operation, id, idx, in_plan, kind, host, instance, needs, status, attempt, agent, error, exit_code, duration_ms, spec, state, deleted, seq", len(r.steps), func(b driver.Batch) error {
 			for _, x := range r.steps {
 				if err := b.Append(x.Operation, x.ID, x.Idx, x.InPlan, x.Kind, x.Host, x.Instance, x.Needs, x.Status, x.Attempt,
-					x.Agent, x.Error, x.ExitCode, x.DurationMS, x.Spec, x.Deleted, x.Seq); err != nil {
+					x.Agent, x.Error, x.ExitCode, x.DurationMS, x.Spec, x.State, x.Deleted, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tableOperations, "id, kind, status, cluster, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, deleted, seq", len(r.operations), func(b driver.Batch) error {
+		{tableOperations, "id, kind, status, cluster, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, state, deleted, seq", len(r.operations), func(b driver.Batch) error {
 			for _, x := range r.operations {
 				if err := b.Append(x.ID, x.Kind, x.Status, x.Cluster, x.AggregateType, x.AggregateID, x.Actor, dateTime(x.CreatedSec),
-					x.CreatedNS, x.CommitSeq, x.Attempt, x.Error, x.Owner, x.InCluster, x.Ord, x.Deleted, x.Seq); err != nil {
+					x.CreatedNS, x.CommitSeq, x.Attempt, x.Error, x.Owner, x.InCluster, x.Ord, x.State, x.Deleted, x.Seq); err != nil {
 					return err
 				}
 			}

@@ -136,16 +136,17 @@ func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string)
 	var rows []opRow
 	err := s.query(ctx, func(r driver.Rows) error {
 		var x opRow
-		var attempt uint32
+		var id, state string
 		var inCluster, deleted uint8
-		if err := r.Scan(&x.op.ID, &x.owner, &x.ord, &x.op.Kind, &x.op.Status, &x.op.Cluster, &attempt, &x.op.Error, &inCluster, &deleted); err != nil {
+		if err := r.Scan(&id, &x.owner, &x.ord, &state, &inCluster, &deleted); err != nil {
 			return err
 		}
-		x.op.Attempt = int(attempt)
+		if err := json.Unmarshal([]byte(state), &x.op); err != nil {
+			return fmt.Errorf("operation %s: %w", id, err)
+		}
 		rows = append(rows, x)
 		return nil
-	}, "SELECT id, argMax(owner, seq), argMax(ord, seq), argMax(kind, seq), argMax(status, seq), argMax(cluster, seq), "+
-		"argMax(attempt, seq), argMax(error, seq), argMax(in_cluster, seq) AS ic, argMax(deleted, seq) AS d FROM "+
+	}, "SELECT id, argMax(owner, seq), argMax(ord, seq), argMax(state, seq), argMax(in_cluster, seq) AS ic, argMax(deleted, seq) AS d FROM "+
 		table(s.db, tableOperations, gen)+" "+ownerCond+" GROUP BY id HAVING ic = 1 AND d = 0", args...)
 	if err != nil {
 		return nil, err
@@ -178,14 +179,14 @@ func (s *Store) steps(ctx context.Context, gen uint32, where string, args ...any
 	err := s.query(ctx, func(r driver.Rows) error {
 		var x stepRow
 		if err := r.Scan(&x.Operation, &x.ID, &x.Idx, &x.InPlan, &x.Kind, &x.Host, &x.Instance, &x.Needs, &x.Status,
-			&x.Attempt, &x.Agent, &x.Error, &x.ExitCode, &x.DurationMS, &x.Spec, &x.Deleted); err != nil {
+			&x.Attempt, &x.Agent, &x.Error, &x.ExitCode, &x.DurationMS, &x.Spec, &x.State, &x.Deleted); err != nil {
 			return err
 		}
 		out[x.Operation] = append(out[x.Operation], x)
 		return nil
 	}, "SELECT operation, id, argMax(idx, seq), argMax(in_plan, seq), argMax(kind, seq), argMax(host, seq), "+
 		"argMax(instance, seq), argMax(needs, seq), argMax(status, seq), argMax(attempt, seq), argMax(agent, seq), "+
-		"argMax(error, seq), argMax(exit_code, seq), argMax(duration_ms, seq), argMax(spec, seq), argMax(deleted, seq) AS d FROM "+
+		"argMax(error, seq), argMax(exit_code, seq), argMax(duration_ms, seq), argMax(spec, seq), argMax(state, seq), argMax(deleted, seq) AS d FROM "+
 		table(s.db, tableSteps, gen)+" "+where+" GROUP BY operation, id HAVING d = 0", args...)
 	for _, xs := range out {
 		sort.SliceStable(xs, func(i, j int) bool {
@@ -215,18 +216,22 @@ func (ss stepSet) plan(op string) []domain.Step {
 }
 
 // states are an operation's step states (domain.Operation.Steps): the
-// steps that are not pending.
+// steps that have one.
 func (ss stepSet) states(op string) map[string]domain.StepState {
 	var out map[string]domain.StepState
 	for _, x := range ss[op] {
-		if x.Status == "pending" {
+		if x.State == "" {
 			continue
+		}
+		var st domain.StepState
+		if err := json.Unmarshal([]byte(x.State), &st); err != nil {
+			st = domain.StepState{Status: x.Status, Attempt: int(x.Attempt), Agent: x.Agent, Error: x.Error,
+				ExitCode: int(x.ExitCode), DurationMS: x.DurationMS}
 		}
 		if out == nil {
 			out = map[string]domain.StepState{}
 		}
-		out[x.ID] = domain.StepState{Status: x.Status, Attempt: int(x.Attempt), Agent: x.Agent, Error: x.Error,
-			ExitCode: int(x.ExitCode), DurationMS: x.DurationMS}
+		out[x.ID] = st
 	}
 	return out
 }

@@ -82,6 +82,7 @@ type operationRow struct {
 	Owner         string // the aggregate whose fold wrote the row
 	InCluster     uint8  // 1: one of its cluster's operations (domain.Cluster.Operations)
 	Ord           uint32 // its index there
+	State         string // then: its JSON (domain.Operation) without plan and steps
 	Deleted       uint8
 	Seq           uint64
 }
@@ -102,6 +103,7 @@ type stepRow struct {
 	ExitCode   int32
 	DurationMS int64
 	Spec       string // the plan step's JSON ("" when not in the plan)
+	State      string // the step's state JSON (domain.StepState), "" when pending
 	Deleted    uint8
 	Seq        uint64
 }

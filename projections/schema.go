@@ -85,12 +85,12 @@ var migrations = []Migration{{
 		`CREATE TABLE IF NOT EXISTS {db}.operations{g} (
 			id String, kind String, status String, cluster String, aggregate_type String, aggregate_id String,
 			actor String, created_at DateTime, created_ns UInt32, commit_seq UInt64, attempt UInt32, error String,
-			owner String, in_cluster UInt8, ord UInt32, deleted UInt8, seq UInt64
+			owner String, in_cluster UInt8, ord UInt32, state String, deleted UInt8, seq UInt64
 		) ENGINE = ReplacingMergeTree(seq) ORDER BY id`,
 		`CREATE TABLE IF NOT EXISTS {db}.steps{g} (
 			operation String, id String, idx UInt32, in_plan UInt8, kind String, host String, instance String,
 			needs Array(String), status String, attempt UInt32, agent String, error String, exit_code Int32,
-			duration_ms Int64, spec String, deleted UInt8, seq UInt64
+			duration_ms Int64, spec String, state String, deleted UInt8, seq UInt64
 		) ENGINE = ReplacingMergeTree(seq) ORDER BY (operation, id)`,
 		`CREATE TABLE IF NOT EXISTS {db}.packages{g} (
 			id String, name String, version String, os String, arch String, sha256 String, size UInt64,

@@ -255,7 +255,9 @@ func (s *Store) WaitFor(ctx context.Context, seq uint64) (uint64, error) {
 		}
 		lg, ls, changed := s.local.get()
 		wait := s.poll
-		if lg == gen {
+		if gen == 0 {
+			// No tables yet: the projector creates them when it starts.
+		} else if lg == gen {
 			// A projector in this process writes this generation: it
 			// wakes us when it has more.
 			if ls >= seq {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -58,6 +59,8 @@ type Main struct {
 	URL string
 	// AdminToken is the bearer token of the API.
 	AdminToken string
+	// Coordinator drives the clusters this server leads (server and dev).
+	Coordinator *coordinator.Coordinator
 }
 
 // NewMain returns a Main for cfg.
@@ -152,10 +155,21 @@ func (m *Main) Run(ctx context.Context) error {
 	lim.MaxBytes = c.maxPackage
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
 		ScanHostKey: remote.ScanHostKey})
-	coord := coordinator.New(coordinator.Config{Service: svc, JS: js, Log: m.log})
-	m.startBackground(bgCtx, append(background, coord.Run))
+	coordID := c.coordinatorID
+	if coordID == "" {
+		host, _ := os.Hostname()
+		coordID = host + "-" + uuid.NewString()[:8]
+	}
+	m.Coordinator = coordinator.New(coordinator.Config{ID: coordID, Service: svc, JS: js, Etcd: m.etcd,
+		SessionTTL: c.sessionTTL, Log: m.log})
+	coord := m.Coordinator
+	proj, runProjector, err := m.newProjections(js, store, chAddr)
+	if err != nil {
+		return err
+	}
+	m.startBackground(bgCtx, append(background, coord.Run, runProjector))
 	handler := httpapi.Handler(httpapi.Config{
-		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, Log: m.log,
+		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, Log: m.log, Projections: proj,
 		Ready:  func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
 		Agents: func(ctx context.Context) ([]agents.Info, error) { return agents.List(ctx, m.etcd) },
 	})

@@ -30,6 +30,9 @@ Usage:
   dmgr server   [flags]   the HTTP API and the coordinator against external NATS,
                           etcd and ClickHouse
   dmgr agent    [flags]   run steps from the work queue on machines over SSH
+  dmgr projections rebuild [flags]
+                          replay the event stream into fresh ClickHouse tables
+                          and switch the queries over to them
   dmgr version            print the version
 
 Run "dmgr <command> -h" for the flags of a command.
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		<-ctx.Done()
 		log.Info().Msg("shutting down")
 		return m.Close()
+	case "projections":
+		return runProjections(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/projections"
+)
+
+// newProjections returns the ClickHouse projections that serve the API's
+// queries, and the projector that feeds them, to run in the background:
+// it campaigns in etcd so that one server projects at a time, and closes
+// the ClickHouse connection when it stops (after the HTTP server has).
+func (m *Main) newProjections(js jetstream.JetStream, store *eventstore.Store, chAddr string) (*projections.Store, func(context.Context) error, error) {
+	conn, err := projections.Dial(chAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := projections.New(conn, projections.Options{JS: js, Log: m.log})
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	host, _ := os.Hostname()
+	p := projections.NewProjector(projections.ProjectorConfig{Store: st, JS: js, Events: store, Etcd: m.etcd,
+		ID: fmt.Sprintf("%s-%d", host, os.Getpid()), Log: m.log})
+	run := func(ctx context.Context) error {
+		defer conn.Close()
+		return p.Run(ctx)
+	}
+	return st, run, nil
+}
+
+const projectionsUsage = `Usage:
+  dmgr projections rebuild [flags]   replay the event stream from sequence 1 into a new
+                                     generation of ClickHouse tables, then switch queries
+                                     and the running projector over to it
+
+Run "dmgr projections rebuild -h" for the flags.
+`
+
+// runProjections is `dmgr projections …`.
+func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rebuild" {
+		fmt.Fprint(stderr, projectionsUsage)
+		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			return flag.ErrHelp
+		}
+		return fmt.Errorf("unknown projections command %q", args[0])
+	}
+	fs := flag.NewFlagSet("dmgr projections rebuild", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
+	chAddr := fs.String("clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)")
+	replicas := fs.Int("replicas", 1, "replicas of the event stream, as the servers run it (3 in production)")
+	level := fs.String("log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("dmgr projections rebuild: unexpected argument %q", fs.Arg(0))
+	}
+	if *chAddr == "" {
+		return errors.New("dmgr projections rebuild: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
+	}
+	lv, err := zerolog.ParseLevel(*level)
+	if err != nil {
+		return fmt.Errorf("--log-level %q: %w", *level, err)
+	}
+	log := zerolog.New(stderr).With().Timestamp().Logger().Level(lv)
+	nc, err := nats.Connect(*natsURL, nats.Name("dmgr projections rebuild"))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: *replicas})
+	if err != nil {
+		return err
+	}
+	conn, err := projections.Dial(*chAddr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	st, err := projections.New(conn, projections.Options{JS: js, Log: log})
+	if err != nil {
+		return err
+	}
+	res, err := projections.Rebuild(ctx, projections.ProjectorConfig{Store: st, JS: js, Events: store, Log: log})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "projections rebuilt: generation %d -> %d, %d events up to commit_seq %d in %s\n",
+		res.From, res.To, res.Events, res.Seq, res.Took.Round(time.Millisecond))
+	return nil
+}
