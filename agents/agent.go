@@ -179,6 +179,12 @@ func (a *Agent) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Info().Uint64("delivery", md.NumDelivered).Msg("step redelivered")
 	}
 
+	if stale, leader := a.staleDispatch(ctx, d); stale {
+		log.Info().Int64("token", d.Token).Int64("leader_token", leader).Msg("step of an old leader dropped")
+		_ = msg.Term()
+		return
+	}
+
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	defer stopHeartbeat()
 	go a.heartbeat(hbCtx, msg)
@@ -221,6 +227,22 @@ func (a *Agent) handle(ctx context.Context, msg jetstream.Msg) {
 		// coordinator drops the duplicate.
 		log.Warn().Err(err).Msg("ack step")
 	}
+}
+
+// staleDispatch reports whether the step was dispatched by a leader older
+// than the cluster's current one (whose election key was created later).
+// Without a current leader, or when etcd cannot be asked, the step runs:
+// steps are idempotent, and the leader that takes over ignores results of
+// dispatches that are not its own.
+func (a *Agent) staleDispatch(ctx context.Context, d workqueue.Dispatch) (bool, int64) {
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := a.cfg.Etcd.Get(gctx, workqueue.LeaderKeyPrefix(d.Cluster), clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return false, 0
+	}
+	leader := resp.Kvs[0].CreateRevision
+	return d.Token < leader, leader
 }
 
 // publish stores a result, retrying while JetStream is briefly away.

@@ -3,11 +3,18 @@
 // (StepStarted, StepSucceeded, StepFailed and the operation's outcome), and
 // dispatches what became ready.
 //
-// All work for one cluster goes through that cluster's driver, which runs
-// one thing at a time and re-reads the cluster's events before it acts.
-// A driver is the unit that leadership (one writer per cluster, elected
-// through etcd) turns on and off; with a single coordinator every driver
-// runs.
+// Every dmgr server runs a coordinator, and each cluster has one leader
+// among them, elected through etcd (one election per cluster, a session
+// lease of SessionTTL; rendezvous hashing over the live coordinators picks
+// who campaigns, so leadership spreads and moves back when a server
+// returns). Only the leader of a cluster dispatches its steps and appends
+// its progress, with its election key's revision as fencing token in every
+// commit and step: the first thing a new leader appends is
+// ClusterLeaderElected, after which the domain refuses the old token's
+// writes and ignores its steps' results, and agents drop its queued steps.
+// A leader stops all work for a cluster the moment its session ends or its
+// keepalives stop answering for two thirds of the TTL, before etcd can
+// expire its lease.
 package coordinator
 
 import (
@@ -19,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
@@ -28,19 +36,25 @@ import (
 
 // Config wires a coordinator.
 type Config struct {
+	ID      string // unique among the coordinators, e.g. the server's host and a random suffix
 	Service *service.Service
 	JS      jetstream.JetStream
-	Pool    string // agent pool for steps (default workqueue.DefaultPool)
-	Log     zerolog.Logger
+	Etcd    *clientv3.Client
+	// SessionTTL is the etcd lease behind leadership (default 5 s): a dead
+	// leader's clusters are taken over about this long after it died.
+	SessionTTL time.Duration
+	Pool       string // agent pool for steps (default workqueue.DefaultPool)
+	Log        zerolog.Logger
 }
 
-// Coordinator drives every cluster's operations.
+// Coordinator drives the operations of the clusters it leads.
 type Coordinator struct {
-	cfg Config
-	log zerolog.Logger
+	cfg    Config
+	log    zerolog.Logger
+	leader *leadership
 
 	mu      sync.Mutex
-	drivers map[string]*driver
+	drivers map[string]*driver // the clusters this coordinator leads now
 }
 
 // New returns a coordinator; Run starts it.
@@ -48,16 +62,22 @@ func New(cfg Config) *Coordinator {
 	if cfg.Pool == "" {
 		cfg.Pool = workqueue.DefaultPool
 	}
-	return &Coordinator{cfg: cfg, log: cfg.Log.With().Str("component", "coordinator").Logger(), drivers: map[string]*driver{}}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 5 * time.Second
+	}
+	c := &Coordinator{cfg: cfg, drivers: map[string]*driver{},
+		log: cfg.Log.With().Str("component", "coordinator").Str("coordinator", cfg.ID).Logger()}
+	c.leader = newLeadership(cfg.Etcd, cfg.ID, cfg.SessionTTL, c.log, c.lead)
+	return c
 }
 
-// Run drives operations until ctx ends: it watches the clusters' events
-// (from the start of the stream, so that operations left running by an
-// earlier process resume) and consumes step results.
+// Run drives operations until ctx ends: it keeps an etcd session, campaigns
+// for the clusters it is preferred for, and watches the clusters' events
+// (from the start of the stream, so that it knows every cluster and picks
+// up operations an earlier leader left running).
 func (c *Coordinator) Run(ctx context.Context) error {
-	results, err := c.cfg.JS.CreateOrUpdateConsumer(ctx, workqueue.ResultsStream, workqueue.ResultsConsumerConfig())
-	if err != nil {
-		return fmt.Errorf("coordinator: results consumer: %w", err)
+	if c.cfg.ID == "" || c.cfg.Etcd == nil {
+		return errors.New("coordinator: an id and an etcd client are required")
 	}
 	watch, err := c.cfg.JS.OrderedConsumer(ctx, eventstore.StreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{eventstore.TypeSubjects(domain.AggregateCluster)},
@@ -71,20 +91,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); c.watchEvents(ctx, watch) }()
-	go func() { defer wg.Done(); c.consumeResults(ctx, results) }()
-	c.log.Info().Str("pool", c.cfg.Pool).Msg("coordinator started")
+	go func() { defer wg.Done(); _ = c.leader.Run(ctx) }()
+	c.log.Info().Str("pool", c.cfg.Pool).Dur("session_ttl", c.cfg.SessionTTL).Msg("coordinator started")
 	<-ctx.Done()
 	wg.Wait()
-	c.mu.Lock()
-	for _, d := range c.drivers {
-		d.stop()
-	}
-	c.mu.Unlock()
 	c.log.Info().Msg("coordinator stopped")
 	return nil
 }
 
-// watchEvents kicks a cluster's driver on every commit to the cluster.
+// watchEvents tracks every cluster and kicks the driver of a cluster this
+// coordinator leads on every commit to it.
 func (c *Coordinator) watchEvents(ctx context.Context, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
 		msgs, err := cons.Messages()
@@ -93,7 +109,7 @@ func (c *Coordinator) watchEvents(ctx context.Context, cons jetstream.Consumer) 
 			sleep(ctx, time.Second)
 			continue
 		}
-		go func() { <-ctx.Done(); msgs.Stop() }()
+		stop := context.AfterFunc(ctx, msgs.Stop)
 		for {
 			msg, err := msgs.Next()
 			if err != nil {
@@ -103,62 +119,43 @@ func (c *Coordinator) watchEvents(ctx context.Context, cons jetstream.Consumer) 
 				break
 			}
 			if cluster := msg.Headers().Get(eventstore.HeaderAggregateID); cluster != "" {
-				c.driver(ctx, cluster).kick()
+				c.leader.track(cluster)
+				c.mu.Lock()
+				d := c.drivers[cluster]
+				c.mu.Unlock()
+				if d != nil {
+					d.kick()
+				}
 			}
 		}
+		stop()
 	}
 }
 
-// consumeResults turns results into events, one at a time per cluster, and
-// acks each once its events are stored (or it is known to be stale).
-func (c *Coordinator) consumeResults(ctx context.Context, cons jetstream.Consumer) {
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn().Err(err).Msg("fetch results")
-				sleep(ctx, time.Second)
-			}
-			continue
-		}
-		for msg := range batch.Messages() {
-			var r workqueue.Result
-			if err := workqueue.Decode(msg, &r); err != nil {
-				c.log.Error().Err(err).Msg("undecodable result dropped")
-				_ = msg.Term()
-				continue
-			}
-			if err := c.driver(ctx, r.Cluster).report(ctx, r); err != nil {
-				if code := domain.ErrorCode(err); code == domain.NotFound || code == domain.Invalid {
-					// Redelivery cannot help a result for a cluster that
-					// does not exist.
-					c.log.Warn().Err(err).Str("cluster", r.Cluster).Str("operation", r.Operation).Str("step", r.Step).
-						Msg("step result dropped")
-					_ = msg.Term()
-					continue
-				}
-				if ctx.Err() == nil {
-					c.log.Warn().Err(err).Str("cluster", r.Cluster).Str("operation", r.Operation).Str("step", r.Step).
-						Msg("record step result; it will be redelivered")
-				}
-				_ = msg.NakWithDelay(time.Second)
-				continue
-			}
-			_ = msg.Ack()
-		}
+// lead drives one cluster while this coordinator leads it; ctx ends with
+// the leadership.
+func (c *Coordinator) lead(ctx context.Context, cluster string, token int64, l *lease) {
+	d := newDriver(c, cluster, token, l)
+	c.mu.Lock()
+	c.drivers[cluster] = d
+	c.mu.Unlock()
+	d.run(ctx)
+	c.mu.Lock()
+	if c.drivers[cluster] == d {
+		delete(c.drivers, cluster)
 	}
+	c.mu.Unlock()
 }
 
-// driver returns the cluster's driver, starting it on first use.
-func (c *Coordinator) driver(ctx context.Context, cluster string) *driver {
+// Leading lists the clusters this coordinator leads now, with their tokens.
+func (c *Coordinator) Leading() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d := c.drivers[cluster]
-	if d == nil {
-		d = newDriver(ctx, c, cluster)
-		c.drivers[cluster] = d
+	out := make(map[string]int64, len(c.drivers))
+	for name, d := range c.drivers {
+		out[name] = d.token
 	}
-	return d
+	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -4,46 +4,37 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/workqueue"
 )
 
-// driver does one cluster's work, one thing at a time: record a result,
-// then dispatch what became ready.
+// driver does one cluster's work while this coordinator leads it, one
+// thing at a time: record a result, then dispatch what became ready. Every
+// write and dispatch carries the leader's token and happens only while the
+// lease is known to be alive.
 type driver struct {
 	c       *Coordinator
 	cluster string
+	token   int64
+	lease   *lease
 	log     zerolog.Logger
 	kicks   chan struct{}
-	reports chan reportRequest
-	cancel  context.CancelFunc
-	done    chan struct{}
+	results chan workqueue.Result
+	sub     jetstream.ConsumeContext // the cluster's results, while an operation runs
 
-	// dispatched remembers the steps published in this process, so that a
-	// kick does not publish them again; after a restart they are published
-	// again and JetStream drops the duplicates by message id.
+	// dispatched remembers the steps published under this leadership, so
+	// that a kick does not publish them again; a new leader publishes them
+	// again with its own token.
 	dispatched map[string]bool
 }
 
-type reportRequest struct {
-	result workqueue.Result
-	errc   chan error
-}
-
-func newDriver(ctx context.Context, c *Coordinator, cluster string) *driver {
-	ctx, cancel := context.WithCancel(ctx)
-	d := &driver{c: c, cluster: cluster, log: c.log.With().Str("cluster", cluster).Logger(),
-		kicks: make(chan struct{}, 1), reports: make(chan reportRequest), cancel: cancel, done: make(chan struct{}),
-		dispatched: map[string]bool{}}
-	go d.loop(ctx)
-	return d
-}
-
-func (d *driver) stop() {
-	d.cancel()
-	<-d.done
+func newDriver(c *Coordinator, cluster string, token int64, l *lease) *driver {
+	return &driver{c: c, cluster: cluster, token: token, lease: l,
+		log:   c.log.With().Str("cluster", cluster).Int64("token", token).Logger(),
+		kicks: make(chan struct{}, 1), results: make(chan workqueue.Result), dispatched: map[string]bool{}}
 }
 
 // kick asks the driver to look at the cluster again; kicks coalesce.
@@ -54,41 +45,49 @@ func (d *driver) kick() {
 	}
 }
 
-// report records a result through the driver and waits until it is stored.
-func (d *driver) report(ctx context.Context, r workqueue.Result) error {
-	req := reportRequest{result: r, errc: make(chan error, 1)}
-	select {
-	case d.reports <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.errc:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (d *driver) loop(ctx context.Context) {
-	defer close(d.done)
+// run drives the cluster until ctx (the leadership) ends.
+func (d *driver) run(ctx context.Context) {
+	defer d.stopResults()
+	d.kick()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.kicks:
-		case req := <-d.reports:
-			req.errc <- d.record(ctx, req.result)
+		case r := <-d.results:
+			if err := d.record(ctx, r); err != nil && ctx.Err() == nil {
+				d.log.Warn().Err(err).Str("operation", r.Operation).Str("step", r.Step).Msg("record step result")
+				d.kick() // the result is in the stream; the next read of it retries
+			}
 		}
 		if err := d.advance(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn().Err(err).Msg("dispatch ready steps")
+			d.log.Warn().Err(err).Msg("advance operation")
 		}
 	}
 }
 
-// record appends the events a result decides.
+// leaderCtx bounds a write by the lease's safety deadline, so that nothing
+// is written after etcd may have handed the cluster to someone else.
+func (d *driver) leaderCtx(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if !d.lease.valid() {
+		return nil, nil, fmt.Errorf("lease not confirmed within its safety window; not acting")
+	}
+	wctx, cancel := context.WithDeadline(ctx, d.lease.deadline())
+	return wctx, cancel, nil
+}
+
+// record appends the events a result decides. Results of another leader's
+// dispatches are not taken: their steps are dispatched again.
 func (d *driver) record(ctx context.Context, r workqueue.Result) error {
-	acc, recorded, err := d.c.cfg.Service.ReportStep(ctx, d.cluster, r.Report())
+	if r.Token != d.token {
+		return nil
+	}
+	wctx, cancel, err := d.leaderCtx(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	acc, recorded, err := d.c.cfg.Service.ReportStep(wctx, d.cluster, r.Report(), d.token)
 	if err != nil {
 		return err
 	}
@@ -103,8 +102,10 @@ func (d *driver) record(ctx context.Context, r workqueue.Result) error {
 	return nil
 }
 
-// advance re-reads the cluster and publishes every ready step of its
-// active operation that this process has not published yet.
+// advance re-reads the cluster; when an operation runs it records the
+// leadership (once), follows the cluster's results, settles an operation
+// with nothing left to run, and publishes every ready step not published
+// yet under this leadership.
 func (d *driver) advance(ctx context.Context) error {
 	c, _, ok, err := d.c.cfg.Service.ClusterState(ctx, d.cluster)
 	if err != nil || !ok {
@@ -112,22 +113,54 @@ func (d *driver) advance(ctx context.Context) error {
 	}
 	op := c.ActiveOperation()
 	if op == nil {
+		d.stopResults()
 		clear(d.dispatched)
 		return nil
 	}
-	p := domain.ProgressOf(op.Plan, op.Steps)
-	machines := map[string]domain.Machine{}
+	switch {
+	case c.LeaderToken > d.token:
+		return fmt.Errorf("cluster is led by token %d; this leadership is stale", c.LeaderToken)
+	case c.LeaderToken < d.token:
+		wctx, cancel, err := d.leaderCtx(ctx)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		if _, err := d.c.cfg.Service.TakeLeadership(wctx, d.cluster, d.token, d.c.cfg.ID); err != nil {
+			return fmt.Errorf("record leadership: %w", err)
+		}
+		d.log.Info().Str("operation", op.ID).Msg("took over the running operation")
+		d.kick() // re-read with the leadership recorded
+		return nil
+	}
+	if err := d.followResults(ctx); err != nil {
+		return err
+	}
+	p := op.Progress()
+	if p.Done {
+		wctx, cancel, err := d.leaderCtx(ctx)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		_, err = d.c.cfg.Service.SettleOperation(wctx, d.cluster, op.ID, d.token)
+		return err
+	}
+	var machines map[string]domain.Machine
 	for _, s := range p.Ready {
 		key := fmt.Sprintf("%s/%d/%s", op.ID, op.Attempt, s.ID)
 		if d.dispatched[key] {
 			continue
 		}
+		if machines == nil {
+			machines = map[string]domain.Machine{}
+		}
 		m, ok := machines[s.Host]
-		if !ok {
+		if !ok && s.Host != "" {
 			m, err = d.c.cfg.Service.Machine(ctx, s.Host)
 			if err != nil {
 				if domain.ErrorCode(err) == domain.NotFound {
-					if err := d.failUnreachable(ctx, op, s, err); err != nil {
+					if err := d.failUndeliverable(ctx, op, s, err); err != nil {
 						return err
 					}
 					d.dispatched[key] = true
@@ -137,7 +170,10 @@ func (d *driver) advance(ctx context.Context) error {
 			}
 			machines[s.Host] = m
 		}
-		disp := workqueue.Dispatch{Cluster: d.cluster, Operation: op.ID, Attempt: op.Attempt, Step: s,
+		if !d.lease.valid() {
+			return fmt.Errorf("lease not confirmed within its safety window; not dispatching")
+		}
+		disp := workqueue.Dispatch{Cluster: d.cluster, Operation: op.ID, Attempt: op.Attempt, Token: d.token, Step: s,
 			Target: workqueue.Target{Host: m.Host, Port: m.SSHPort, User: m.User, Credential: m.Credential, HostKey: m.HostKey.Key}}
 		if err := workqueue.PublishDispatch(ctx, d.c.cfg.JS, d.c.cfg.Pool, disp); err != nil {
 			return err
@@ -148,11 +184,54 @@ func (d *driver) advance(ctx context.Context) error {
 	return nil
 }
 
-// failUnreachable records a step that cannot be dispatched because its
+// followResults reads the cluster's results from the start of the stream:
+// what was recorded before is recognised and skipped, so a new leader
+// misses nothing that arrived while nobody led.
+func (d *driver) followResults(ctx context.Context) error {
+	if d.sub != nil {
+		return nil
+	}
+	cons, err := d.c.cfg.JS.OrderedConsumer(ctx, workqueue.ResultsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{workqueue.ResultSubject(d.cluster)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("follow results: %w", err)
+	}
+	d.sub, err = cons.Consume(func(msg jetstream.Msg) {
+		var r workqueue.Result
+		if err := workqueue.Decode(msg, &r); err != nil {
+			d.log.Error().Err(err).Msg("undecodable result skipped")
+			return
+		}
+		select {
+		case d.results <- r:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("follow results: %w", err)
+	}
+	return nil
+}
+
+func (d *driver) stopResults() {
+	if d.sub != nil {
+		d.sub.Stop()
+		d.sub = nil
+	}
+}
+
+// failUndeliverable records a step that cannot be dispatched because its
 // machine is gone.
-func (d *driver) failUnreachable(ctx context.Context, op *domain.Operation, s domain.Step, cause error) error {
-	_, _, err := d.c.cfg.Service.ReportStep(ctx, d.cluster, domain.StepReport{Operation: op.ID, Step: s.ID,
-		Attempt: op.Attempt, Agent: "coordinator", Finished: true,
-		Error: fmt.Sprintf("step %s on %s: %s", s.ID, s.Host, domain.ErrorMessage(cause))})
+func (d *driver) failUndeliverable(ctx context.Context, op *domain.Operation, s domain.Step, cause error) error {
+	wctx, cancel, err := d.leaderCtx(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	_, _, err = d.c.cfg.Service.ReportStep(wctx, d.cluster, domain.StepReport{Operation: op.ID, Step: s.ID,
+		Attempt: op.Attempt, Token: d.token, Agent: "coordinator", Finished: true,
+		Error: fmt.Sprintf("step %s on %s: %s", s.ID, s.Host, domain.ErrorMessage(cause))}, d.token)
 	return err
 }

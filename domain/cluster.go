@@ -15,7 +15,10 @@ type Cluster struct {
 	Global     GlobalOptions `json:"global"`
 	Instances  []Instance    `json:"instances"`
 	Operations []Operation   `json:"operations"`
-	Revision   uint64        `json:"revision"` // number of events folded in
+	// LeaderToken is the fencing token of the newest coordinator that took
+	// the cluster over: reports and writes of older leaders are refused.
+	LeaderToken int64  `json:"leader_token,omitempty"`
+	Revision    uint64 `json:"revision"` // number of events folded in
 }
 
 // Cluster statuses.
@@ -41,6 +44,20 @@ type Operation struct {
 	Plan    []Step               `json:"plan,omitempty"`
 	Steps   map[string]StepState `json:"steps,omitempty"`
 	Error   string               `json:"error,omitempty"`
+	// Cancelling: a cancel was asked for; nothing more is dispatched and
+	// the operation ends once its running steps have.
+	Cancelling bool `json:"cancelling,omitempty"`
+}
+
+// Progress is what the operation can do next: as ProgressOf, but nothing
+// is ready once a cancel was asked for.
+func (o *Operation) Progress() Progress {
+	p := ProgressOf(o.Plan, o.Steps)
+	if o.Cancelling {
+		p.Ready = nil
+		p.Done = len(p.Running) == 0
+	}
+	return p
 }
 
 // Active reports whether the operation still runs (pending or running).
@@ -56,12 +73,14 @@ const (
 	OperationStatusRunning   = "running"
 	OperationStatusSucceeded = "succeeded"
 	OperationStatusFailed    = "failed"
+	OperationStatusCancelled = "cancelled"
 )
 
 // Cluster statuses after its deploy finished.
 const (
-	ClusterStatusRunning      = "running"
-	ClusterStatusDeployFailed = "deploy_failed"
+	ClusterStatusRunning         = "running"
+	ClusterStatusDeployFailed    = "deploy_failed"
+	ClusterStatusDeployCancelled = "deploy_cancelled"
 )
 
 // InstanceStatusUp is an instance's status once its start step succeeded
@@ -139,9 +158,31 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 				c.Status = ClusterStatusDeployFailed
 			}
 		})
+	case OperationCancelRequested:
+		c = c.withOperation(e.ID, func(_ *Cluster, o *Operation) { o.Cancelling = true })
+	case OperationCancelled:
+		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+			o.Status, o.Cancelling = OperationStatusCancelled, false
+			if o.Kind == OperationDeploy {
+				c.Status = ClusterStatusDeployCancelled
+			}
+		})
+	case ClusterLeaderElected:
+		c.LeaderToken = e.Token
+		// Steps running under the old leader are dispatched again by the
+		// new one: their results carry the old token and are not taken.
+		if op := c.ActiveOperation(); op != nil {
+			c = c.withOperation(op.ID, func(_ *Cluster, o *Operation) {
+				for id, st := range o.Steps {
+					if st.Status == StepStatusRunning {
+						delete(o.Steps, id)
+					}
+				}
+			})
+		}
 	case OperationRetried:
 		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
-			o.Status, o.Error, o.Attempt = OperationStatusPending, "", e.Attempt
+			o.Status, o.Error, o.Attempt, o.Cancelling = OperationStatusPending, "", e.Attempt, false
 			for _, id := range e.Steps {
 				delete(o.Steps, id)
 			}

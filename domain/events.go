@@ -21,45 +21,54 @@ type Event interface {
 
 // Event type names.
 const (
-	TypeMachineRegistered      = "MachineRegistered"
-	TypeMachineRemoved         = "MachineRemoved"
-	TypePackageUploaded        = "PackageUploaded"
-	TypeClusterDeployRequested = "ClusterDeployRequested"
-	TypeOperationRequested     = "OperationRequested"
-	TypeStepStarted            = "StepStarted"
-	TypeStepSucceeded          = "StepSucceeded"
-	TypeStepFailed             = "StepFailed"
-	TypeOperationSucceeded     = "OperationSucceeded"
-	TypeOperationFailed        = "OperationFailed"
-	TypeOperationRetried       = "OperationRetried"
+	TypeMachineRegistered        = "MachineRegistered"
+	TypeMachineRemoved           = "MachineRemoved"
+	TypePackageUploaded          = "PackageUploaded"
+	TypeClusterDeployRequested   = "ClusterDeployRequested"
+	TypeOperationRequested       = "OperationRequested"
+	TypeStepStarted              = "StepStarted"
+	TypeStepSucceeded            = "StepSucceeded"
+	TypeStepFailed               = "StepFailed"
+	TypeOperationSucceeded       = "OperationSucceeded"
+	TypeOperationFailed          = "OperationFailed"
+	TypeOperationRetried         = "OperationRetried"
+	TypeOperationCancelRequested = "OperationCancelRequested"
+	TypeOperationCancelled       = "OperationCancelled"
+	TypeClusterLeaderElected     = "ClusterLeaderElected"
 )
 
-func (MachineRegistered) EventType() string      { return TypeMachineRegistered }
-func (MachineRemoved) EventType() string         { return TypeMachineRemoved }
-func (PackageUploaded) EventType() string        { return TypePackageUploaded }
-func (ClusterDeployRequested) EventType() string { return TypeClusterDeployRequested }
-func (OperationRequested) EventType() string     { return TypeOperationRequested }
-func (StepStarted) EventType() string            { return TypeStepStarted }
-func (StepSucceeded) EventType() string          { return TypeStepSucceeded }
-func (StepFailed) EventType() string             { return TypeStepFailed }
-func (OperationSucceeded) EventType() string     { return TypeOperationSucceeded }
-func (OperationFailed) EventType() string        { return TypeOperationFailed }
-func (OperationRetried) EventType() string       { return TypeOperationRetried }
+func (MachineRegistered) EventType() string        { return TypeMachineRegistered }
+func (MachineRemoved) EventType() string           { return TypeMachineRemoved }
+func (PackageUploaded) EventType() string          { return TypePackageUploaded }
+func (ClusterDeployRequested) EventType() string   { return TypeClusterDeployRequested }
+func (OperationRequested) EventType() string       { return TypeOperationRequested }
+func (StepStarted) EventType() string              { return TypeStepStarted }
+func (StepSucceeded) EventType() string            { return TypeStepSucceeded }
+func (StepFailed) EventType() string               { return TypeStepFailed }
+func (OperationSucceeded) EventType() string       { return TypeOperationSucceeded }
+func (OperationFailed) EventType() string          { return TypeOperationFailed }
+func (OperationRetried) EventType() string         { return TypeOperationRetried }
+func (OperationCancelRequested) EventType() string { return TypeOperationCancelRequested }
+func (OperationCancelled) EventType() string       { return TypeOperationCancelled }
+func (ClusterLeaderElected) EventType() string     { return TypeClusterLeaderElected }
 
 // decoders decode schema 1 of every event type into its value type, so
 // that Evolve switches on value types only.
 var decoders = map[string]func([]byte) (Event, error){
-	TypeMachineRegistered:      decodeAs[MachineRegistered],
-	TypeMachineRemoved:         decodeAs[MachineRemoved],
-	TypePackageUploaded:        decodeAs[PackageUploaded],
-	TypeClusterDeployRequested: decodeAs[ClusterDeployRequested],
-	TypeOperationRequested:     decodeAs[OperationRequested],
-	TypeStepStarted:            decodeAs[StepStarted],
-	TypeStepSucceeded:          decodeAs[StepSucceeded],
-	TypeStepFailed:             decodeAs[StepFailed],
-	TypeOperationSucceeded:     decodeAs[OperationSucceeded],
-	TypeOperationFailed:        decodeAs[OperationFailed],
-	TypeOperationRetried:       decodeAs[OperationRetried],
+	TypeMachineRegistered:        decodeAs[MachineRegistered],
+	TypeMachineRemoved:           decodeAs[MachineRemoved],
+	TypePackageUploaded:          decodeAs[PackageUploaded],
+	TypeClusterDeployRequested:   decodeAs[ClusterDeployRequested],
+	TypeOperationRequested:       decodeAs[OperationRequested],
+	TypeStepStarted:              decodeAs[StepStarted],
+	TypeStepSucceeded:            decodeAs[StepSucceeded],
+	TypeStepFailed:               decodeAs[StepFailed],
+	TypeOperationSucceeded:       decodeAs[OperationSucceeded],
+	TypeOperationFailed:          decodeAs[OperationFailed],
+	TypeOperationRetried:         decodeAs[OperationRetried],
+	TypeOperationCancelRequested: decodeAs[OperationCancelRequested],
+	TypeOperationCancelled:       decodeAs[OperationCancelled],
+	TypeClusterLeaderElected:     decodeAs[ClusterLeaderElected],
 }
 
 func decodeAs[T Event](payload []byte) (Event, error) {

@@ -16,7 +16,7 @@ func deployingProdA(t *testing.T) Cluster {
 // report is refused.
 func report(t *testing.T, c Cluster, r StepReport) (Cluster, []Event) {
 	t.Helper()
-	evs, err := DecideStepReport(&c, r)
+	evs, err := DecideStepReport(&c, r, c.LeaderToken)
 	if err != nil {
 		t.Fatalf("report %+v: %v", r, err)
 	}
@@ -112,7 +112,7 @@ func TestStepReportsThatChangeNothing(t *testing.T) {
 		{"a result for an unknown operation", StepReport{Operation: "op-x", Step: check, Attempt: 1, Finished: true, OK: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			evs, err := DecideStepReport(&c, tc.r)
+			evs, err := DecideStepReport(&c, tc.r, 0)
 			if err != nil || len(evs) != 0 {
 				t.Errorf("DecideStepReport = %v, %v; want no events", evs, err)
 			}
@@ -121,10 +121,10 @@ func TestStepReportsThatChangeNothing(t *testing.T) {
 	// The same agent starting again (a redelivery to it) is not news; another
 	// agent taking the step over is.
 	c, _ = report(t, c, started("check/198.18.0.12", "agent-1", 1))
-	if evs, _ := DecideStepReport(&c, started("check/198.18.0.12", "agent-1", 1)); len(evs) != 0 {
+	if evs, _ := DecideStepReport(&c, started("check/198.18.0.12", "agent-1", 1), 0); len(evs) != 0 {
 		t.Errorf("repeated start by the same agent: %v", evs)
 	}
-	if evs, _ := DecideStepReport(&c, started("check/198.18.0.12", "agent-2", 1)); len(evs) != 1 {
+	if evs, _ := DecideStepReport(&c, started("check/198.18.0.12", "agent-2", 1), 0); len(evs) != 1 {
 		t.Errorf("start by another agent: %v, want StepStarted", evs)
 	}
 }
@@ -184,7 +184,7 @@ func TestAFailedStepBlocksItsDependentsOnlyThenFailsTheOperation(t *testing.T) {
 	if c.Status != ClusterStatusDeploying {
 		t.Errorf("cluster %s after retry, want deploying", c.Status)
 	}
-	if evs, _ := DecideStepReport(&c, succeeded("check/198.18.0.13", "agent-1", 1)); len(evs) != 0 {
+	if evs, _ := DecideStepReport(&c, succeeded("check/198.18.0.13", "agent-1", 1), 0); len(evs) != 0 {
 		t.Errorf("a result of attempt 1 after the retry was recorded: %v", evs)
 	}
 	c, evs = runAll(t, c, 2)
@@ -203,7 +203,7 @@ func TestDecideRetryOperationRefuses(t *testing.T) {
 		msg  string
 	}{
 		{"unknown operation", c, "op-x", NotFound, "operation op-x does not exist"},
-		{"a pending operation", c, "op-deploy-prod-a", Conflict, "is pending: only a failed operation can be retried"},
+		{"a pending operation", c, "op-deploy-prod-a", Conflict, "is pending: only a failed or cancelled operation can be retried"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			evs, err := DecideRetryOperation(&tc.c, RetryOperation{ID: tc.id})

@@ -90,3 +90,59 @@ func listenURL(addr string) (*url.URL, error) {
 	}
 	return url.Parse("http://" + addr)
 }
+
+// Member is one member of a multi-member etcd cluster.
+type Member struct {
+	Name           string
+	Dir            string
+	ClientURL      string // http://host:port
+	PeerURL        string // http://host:port
+	InitialCluster string // name=peerURL,… of every member
+}
+
+// StartEtcdMember starts one member of a new multi-member cluster; it is
+// ready once the cluster has a leader, so start the members concurrently.
+func StartEtcdMember(m Member) (*Etcd, error) {
+	cu, err := url.Parse(m.ClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("etcd member %s: client URL: %w", m.Name, err)
+	}
+	pu, err := url.Parse(m.PeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("etcd member %s: peer URL: %w", m.Name, err)
+	}
+	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd dir: %w", err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = m.Name
+	cfg.Dir = m.Dir
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = m.InitialCluster
+	cfg.InitialClusterToken = "dmgr-test"
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{filepath.Join(m.Dir, "etcd.log")}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd member %s: %w", m.Name, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("etcd member %s: not ready after 60s", m.Name)
+	}
+	return &Etcd{e: e, clientURL: cu.String()}, nil
+}
+
+// FreeURL returns http://host:port with a port that was free a moment ago.
+func FreeURL(host string) (string, error) {
+	u, err := listenURL(net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,7 +38,10 @@ type Commit struct {
 	OperationID   string
 	CorrelationID string
 	CausationID   string
-	Events        []NewEvent
+	// FencingToken is the leader-key revision of the coordinator that made
+	// the commit (0 for commands from the API).
+	FencingToken int64
+	Events       []NewEvent
 }
 
 // Expect is the optimistic-concurrency condition of an append.
@@ -69,6 +73,7 @@ type Event struct {
 	OperationID      string          `json:"operation_id,omitempty"`
 	CorrelationID    string          `json:"correlation_id,omitempty"`
 	CausationID      string          `json:"causation_id,omitempty"`
+	FencingToken     int64           `json:"fencing_token,omitempty"`
 	Payload          json.RawMessage `json:"payload"`
 }
 
@@ -99,6 +104,7 @@ type wireCommit struct {
 	OperationID   string      `json:"operation_id,omitempty"`
 	CorrelationID string      `json:"correlation_id,omitempty"`
 	CausationID   string      `json:"causation_id,omitempty"`
+	FencingToken  int64       `json:"fencing_token,omitempty"`
 	Events        []wireEvent `json:"events"`
 }
 
@@ -116,6 +122,7 @@ const (
 	HeaderAggregateType = "Dmgr-Aggregate-Type"
 	HeaderAggregateID   = "Dmgr-Aggregate-Id"
 	HeaderOperationID   = "Dmgr-Operation-Id"
+	HeaderFencingToken  = "Dmgr-Fencing-Token"
 )
 
 // Store appends commits to and loads aggregates from the event stream.
@@ -165,7 +172,7 @@ func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error
 	w := wireCommit{
 		CommitID: c.CommitID, AggregateType: c.AggregateType, AggregateID: c.AggregateID,
 		Time: c.Time.UTC(), Actor: c.Actor, OperationID: c.OperationID,
-		CorrelationID: c.CorrelationID, CausationID: c.CausationID,
+		CorrelationID: c.CorrelationID, CausationID: c.CausationID, FencingToken: c.FencingToken,
 		Events: make([]wireEvent, len(c.Events)),
 	}
 	for i, e := range c.Events {
@@ -190,6 +197,9 @@ func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error
 	msg.Header.Set(HeaderAggregateID, c.AggregateID)
 	if c.OperationID != "" {
 		msg.Header.Set(HeaderOperationID, c.OperationID)
+	}
+	if c.FencingToken != 0 {
+		msg.Header.Set(HeaderFencingToken, strconv.FormatInt(c.FencingToken, 10))
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(StreamName)}
 	if exp.Filter != "" {
@@ -320,7 +330,7 @@ func decodeCommit(seq uint64, data []byte) ([]Event, error) {
 			SchemaVersion: e.SchemaVersion, AggregateType: w.AggregateType,
 			AggregateID: w.AggregateID, AggregateVersion: e.AggregateVersion,
 			Time: w.Time, Actor: w.Actor, OperationID: w.OperationID,
-			CorrelationID: w.CorrelationID, CausationID: w.CausationID, Payload: e.Payload,
+			CorrelationID: w.CorrelationID, CausationID: w.CausationID, FencingToken: w.FencingToken, Payload: e.Payload,
 		}
 	}
 	return out, nil

@@ -36,6 +36,15 @@ func (a *api) retryOperation(w http.ResponseWriter, r *http.Request) {
 	accepted(w, acc)
 }
 
+func (a *api) cancelOperation(w http.ResponseWriter, r *http.Request) {
+	acc, err := a.svc.CancelOperation(r.Context(), meta(r), chi.URLParam(r, "id"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	accepted(w, acc)
+}
+
 func (a *api) listAgents(w http.ResponseWriter, r *http.Request) {
 	list, err := a.agents(r.Context())
 	if err != nil {

@@ -189,11 +189,11 @@ func TestQueriesFromProjectionsAnswerAsFromTheEventStore(t *testing.T) {
 		if i == 5 {
 			break
 		}
-		if _, _, err := p.svc.ReportStep(context.Background(), "prod-a", domain.StepReport{Operation: op.ID, Step: st.ID, Attempt: 1, Agent: "a1"}); err != nil {
+		if _, _, err := p.svc.ReportStep(context.Background(), "prod-a", domain.StepReport{Operation: op.ID, Step: st.ID, Attempt: 1, Agent: "a1"}, 0); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := p.svc.ReportStep(context.Background(), "prod-a", domain.StepReport{Operation: op.ID, Step: st.ID, Attempt: 1, Agent: "a1",
-			Finished: true, OK: i%2 == 0, ExitCode: 2, Error: map[bool]string{true: "", false: "boom"}[i%2 == 0], DurationMS: 42}); err != nil {
+			Finished: true, OK: i%2 == 0, ExitCode: 2, Error: map[bool]string{true: "", false: "boom"}[i%2 == 0], DurationMS: 42}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -103,6 +103,7 @@ func Handler(c Config) http.Handler {
 			r.Post("/api/v1/packages", a.uploadPackage)
 			r.Post("/api/v1/clusters", a.deployCluster)
 			r.Post("/api/v1/operations/{id}/retry", a.retryOperation)
+			r.Post("/api/v1/operations/{id}/cancel", a.cancelOperation)
 		})
 	})
 	return r

@@ -356,7 +356,7 @@ func (s *scenario) deploy(name, topology string) string {
 // report sends an agent's report on a step, as the coordinator does.
 func (s *scenario) report(cluster string, r domain.StepReport) {
 	s.e.t.Helper()
-	if _, _, err := s.e.svc.ReportStep(s.e.ctx, cluster, r); err != nil {
+	if _, _, err := s.e.svc.ReportStep(s.e.ctx, cluster, r, 0); err != nil {
 		s.e.t.Fatalf("report %s %s: %v", r.Operation, r.Step, err)
 	}
 }

@@ -117,7 +117,7 @@ func operationsOf(events []eventstore.Event) []OperationView {
 		}
 		switch e.Type {
 		case domain.TypeOperationRequested, domain.TypeStepStarted, domain.TypeOperationSucceeded,
-			domain.TypeOperationFailed, domain.TypeOperationRetried:
+			domain.TypeOperationFailed, domain.TypeOperationRetried, domain.TypeOperationCancelled:
 		default:
 			continue
 		}
@@ -136,6 +136,8 @@ func operationsOf(events []eventstore.Event) []OperationView {
 			op.Status, op.Error = domain.OperationStatusFailed, ev.Error
 		case domain.OperationRetried:
 			op.Status, op.Error, op.Attempt = domain.OperationStatusPending, "", ev.Attempt
+		case domain.OperationCancelled:
+			op.Status = domain.OperationStatusCancelled
 		}
 	}
 	// Events come in stream order, so operations were first seen in commit

@@ -59,6 +59,8 @@ type Meta struct {
 	// fresh one.
 	OperationID   string
 	CorrelationID string
+	// FencingToken is the coordinator's leader token (0 for the API).
+	FencingToken int64
 }
 
 // Accepted is what a command answers: the operation it started and the
@@ -91,7 +93,7 @@ func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Co
 		commit := eventstore.Commit{
 			CommitID: meta.CommitID, AggregateType: d.aggregateType, AggregateID: d.aggregateID,
 			Time: s.now().UTC(), Actor: meta.Actor, OperationID: meta.OperationID,
-			CorrelationID: meta.CorrelationID, CausationID: meta.CommitID,
+			CorrelationID: meta.CorrelationID, CausationID: meta.CommitID, FencingToken: meta.FencingToken,
 		}
 		for _, e := range d.events {
 			payload, err := json.Marshal(e)

@@ -10,12 +10,56 @@ import (
 // CoordinatorActor is the actor of the commits the coordinator makes.
 const CoordinatorActor = "dmgr-coordinator"
 
-// ReportStep records an agent's report on a step of a cluster's operation.
-// A report that changes nothing (stale, repeated) appends nothing and
-// answers recorded=false.
-func (s *Service) ReportStep(ctx context.Context, cluster string, r domain.StepReport) (acc Accepted, recorded bool, err error) {
-	meta := Meta{Actor: CoordinatorActor, OperationID: r.Operation}
-	acc, err = s.run(ctx, meta, func(ctx context.Context) (decision, error) {
+// ReportStep records an agent's report on a step of a cluster's operation,
+// written by the coordinator that leads the cluster with token. A report
+// that changes nothing (stale, repeated) appends nothing and answers
+// recorded=false; a stale leader gets a conflict.
+func (s *Service) ReportStep(ctx context.Context, cluster string, r domain.StepReport, token int64) (acc Accepted, recorded bool, err error) {
+	meta := Meta{Actor: CoordinatorActor, OperationID: r.Operation, FencingToken: token}
+	acc, err = s.onCluster(ctx, meta, cluster, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideStepReport(c, r, token)
+	})
+	return acc, err == nil && acc.CommitSeq != 0, err
+}
+
+// TakeLeadership records that the coordinator with token leads the
+// cluster (nothing when it already did).
+func (s *Service) TakeLeadership(ctx context.Context, cluster string, token int64, coordinator string) (Accepted, error) {
+	meta := Meta{Actor: CoordinatorActor, FencingToken: token}
+	return s.onCluster(ctx, meta, cluster, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideLeadership(c, token, coordinator)
+	})
+}
+
+// SettleOperation records the outcome of an active operation with nothing
+// left to run, as the coordinator with token.
+func (s *Service) SettleOperation(ctx context.Context, cluster, id string, token int64) (Accepted, error) {
+	meta := Meta{Actor: CoordinatorActor, OperationID: id, FencingToken: token}
+	return s.onCluster(ctx, meta, cluster, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideSettle(c, id, token)
+	})
+}
+
+// CancelOperation stops a running operation: nothing more is dispatched,
+// running steps finish, then it is cancelled.
+func (s *Service) CancelOperation(ctx context.Context, meta Meta, id string) (Accepted, error) {
+	view, err := s.Operation(ctx, id)
+	if err != nil {
+		return Accepted{}, err
+	}
+	if view.Cluster == "" {
+		return Accepted{}, domain.Errorf(domain.Conflict, "operation %s (%s) completed in its commit; there is nothing to cancel", id, view.Kind)
+	}
+	meta.OperationID = id
+	return s.onCluster(ctx, meta, view.Cluster, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideCancelOperation(c, domain.CancelOperation{ID: id})
+	})
+}
+
+// onCluster loads a cluster, decides on it and appends, deciding again on
+// a conflict.
+func (s *Service) onCluster(ctx context.Context, meta Meta, cluster string, decide func(*domain.Cluster) ([]domain.Event, error)) (Accepted, error) {
+	return s.run(ctx, meta, func(ctx context.Context) (decision, error) {
 		c, err := load(ctx, s, domain.AggregateCluster, cluster, domain.EvolveCluster)
 		if err != nil {
 			return decision{}, err
@@ -23,10 +67,9 @@ func (s *Service) ReportStep(ctx context.Context, cluster string, r domain.StepR
 		if c.state == nil {
 			return decision{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", cluster)
 		}
-		evs, err := domain.DecideStepReport(c.state, r)
+		evs, err := decide(c.state)
 		return decision{domain.AggregateCluster, cluster, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version}}, err
 	})
-	return acc, err == nil && acc.CommitSeq != 0, err
 }
 
 // RetryOperation resumes a failed operation from its failed steps.
@@ -39,16 +82,8 @@ func (s *Service) RetryOperation(ctx context.Context, meta Meta, id string) (Acc
 		return Accepted{}, domain.Errorf(domain.Conflict, "operation %s (%s) completed in its commit; there is nothing to retry", id, view.Kind)
 	}
 	meta.OperationID = id
-	return s.run(ctx, meta, func(ctx context.Context) (decision, error) {
-		c, err := load(ctx, s, domain.AggregateCluster, view.Cluster, domain.EvolveCluster)
-		if err != nil {
-			return decision{}, err
-		}
-		if c.state == nil {
-			return decision{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", view.Cluster)
-		}
-		evs, err := domain.DecideRetryOperation(c.state, domain.RetryOperation{ID: id})
-		return decision{domain.AggregateCluster, view.Cluster, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version}}, err
+	return s.onCluster(ctx, meta, view.Cluster, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideRetryOperation(c, domain.RetryOperation{ID: id})
 	})
 }
 

@@ -31,8 +31,6 @@ const (
 	// DefaultPool is the pool of agents that takes steps not routed
 	// elsewhere.
 	DefaultPool = "default"
-	// ResultsConsumer is the coordinator's durable consumer of results.
-	ResultsConsumer = "coordinator"
 )
 
 // StepSubject is the subject of steps for agents of pool.
@@ -43,6 +41,11 @@ func ResultSubject(cluster string) string { return "dmgr.result." + eventstore.E
 
 // AgentConsumer is the durable consumer shared by every agent of pool.
 func AgentConsumer(pool string) string { return "agents-" + eventstore.EscapeToken(pool) }
+
+// LeaderKeyPrefix is the etcd prefix of a cluster's election keys: the key
+// created first under it is the leader's, and its create revision is the
+// leader's fencing token, carried by every step it dispatches.
+func LeaderKeyPrefix(cluster string) string { return "/dmgr/leader/" + cluster + "/" }
 
 // Target is the machine a step runs on, as the coordinator resolved it when
 // it dispatched the step. The credential is a reference into the vault.
@@ -59,13 +62,15 @@ type Dispatch struct {
 	Cluster   string      `json:"cluster"`
 	Operation string      `json:"operation"`
 	Attempt   int         `json:"attempt"`
-	Token     int64       `json:"token,omitempty"` // leader fencing token, 0 for a single coordinator
+	Token     int64       `json:"token"` // the dispatching leader's fencing token
 	Step      domain.Step `json:"step"`
 	Target    Target      `json:"target"`
 }
 
 // MsgID is the deduplication id of a dispatch.
-func (d Dispatch) MsgID() string { return fmt.Sprintf("%s/%d/%s", d.Operation, d.Attempt, d.Step.ID) }
+func (d Dispatch) MsgID() string {
+	return fmt.Sprintf("%s/%d/%d/%s", d.Operation, d.Attempt, d.Token, d.Step.ID)
+}
 
 // Result is what an agent reports about a step: once when it starts it
 // (Finished false) and once when it is over.
@@ -73,7 +78,7 @@ type Result struct {
 	Cluster    string    `json:"cluster"`
 	Operation  string    `json:"operation"`
 	Attempt    int       `json:"attempt"`
-	Token      int64     `json:"token,omitempty"`
+	Token      int64     `json:"token"` // of the dispatch
 	Step       string    `json:"step"`
 	Host       string    `json:"host"`
 	Agent      string    `json:"agent"`
@@ -93,12 +98,12 @@ func (r Result) MsgID() string {
 	if r.Finished {
 		phase = "finished"
 	}
-	return fmt.Sprintf("%s/%d/%s/%s/%s", r.Operation, r.Attempt, r.Step, r.Agent, phase)
+	return fmt.Sprintf("%s/%d/%d/%s/%s/%s", r.Operation, r.Attempt, r.Token, r.Step, r.Agent, phase)
 }
 
 // Report turns a result into the domain's step report.
 func (r Result) Report() domain.StepReport {
-	return domain.StepReport{Operation: r.Operation, Step: r.Step, Attempt: r.Attempt, Agent: r.Agent,
+	return domain.StepReport{Operation: r.Operation, Step: r.Step, Attempt: r.Attempt, Token: r.Token, Agent: r.Agent,
 		Finished: r.Finished, OK: r.OK, ExitCode: r.ExitCode, Error: r.Error, DurationMS: r.DurationMS,
 		Stdout: r.Stdout, Stderr: r.Stderr}
 }
@@ -171,19 +176,6 @@ func AgentConsumerConfig(pool string, ackWait time.Duration) jetstream.ConsumerC
 		MaxDeliver:    -1,
 		MaxAckPending: 10000,
 		Description:   "agents of pool " + pool,
-	}
-}
-
-// ResultsConsumerConfig is the coordinator's durable consumer of results.
-func ResultsConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       ResultsConsumer,
-		FilterSubject: resultSubjects,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    -1,
-		MaxAckPending: 10000,
-		Description:   "dmgr coordinator: step results to events",
 	}
 }
 

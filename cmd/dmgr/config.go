@@ -29,9 +29,13 @@ type config struct {
 	clickhouseAddr string
 
 	// agent (and the agent that dev runs in-process)
-	pool            string
-	agentID         string
-	devAgent        bool // dev: run one agent in-process
+	pool     string
+	agentID  string
+	devAgent bool // dev: run one agent in-process
+
+	// server and dev: the coordinator
+	coordinatorID   string
+	sessionTTL      time.Duration
 	concurrency     int
 	ackWait         time.Duration
 	retries         int
@@ -77,6 +81,10 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.IntVar(&c.sessionsPerHost, "max-sessions-per-host", 8, "SSH sessions the agent opens at once on one host")
 		fs.DurationVar(&c.sshDialTimeout, "ssh-dial-timeout", 10*time.Second, "timeout of an SSH connection and handshake")
 	}
+	if mode != "agent" {
+		fs.StringVar(&c.coordinatorID, "coordinator-id", envOr("DMGR_COORDINATOR_ID", ""), "this server's coordinator id, unique among the servers; default <hostname>-<random> (env DMGR_COORDINATOR_ID)")
+		fs.DurationVar(&c.sessionTTL, "session-ttl", 5*time.Second, "etcd lease behind cluster leadership: a dead server's clusters move to another after about this long")
+	}
 	fs.DurationVar(&c.ackWait, "ack-wait", 30*time.Second, "how long a running step may go without an in-progress ack before another agent gets it")
 	if mode == "agent" {
 		fs.StringVar(&c.natsURL, "nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
@@ -118,6 +126,9 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if mode != "server" && c.concurrency < 1 {
 		return c, fmt.Errorf("--concurrency must be at least 1")
+	}
+	if mode != "agent" && c.sessionTTL < 2*time.Second {
+		return c, fmt.Errorf("--session-ttl must be at least 2s")
 	}
 	if c.ackWait < 3*time.Second {
 		return c, fmt.Errorf("--ack-wait must be at least 3s")

@@ -31,7 +31,11 @@ import (
 // controlPlane is `dmgr server` running in-process against a NATS
 // JetStream and an etcd of the test, with agents as child processes.
 type controlPlane struct {
-	main      *Main
+	main *Main // nil when the servers are child processes
+	// baseURL picks the server a request goes to (any server takes any
+	// command).
+	baseURL   func() string
+	token     string
 	natsURL   string
 	etcdURL   string
 	masterKey string
@@ -80,6 +84,8 @@ func startControlPlane(t testing.TB) *controlPlane {
 		t.Fatalf("dmgr server: %v\n%s", err, cp.logs.String())
 	}
 	t.Cleanup(func() { _ = cp.main.Close() })
+	cp.baseURL = func() string { return cp.main.URL }
+	cp.token = cp.main.AdminToken
 	_, cp.js = testenv.JetStream(t, cp.natsURL)
 	if cp.store, err = eventstore.Open(ctx, cp.js, eventstore.Config{}); err != nil {
 		t.Fatal(err)
@@ -153,11 +159,11 @@ func (cp *controlPlane) api(t testing.TB, method, path string, body any, out any
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequest(method, cp.main.URL+path, rd)
+	req, err := http.NewRequest(method, cp.baseURL()+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+cp.main.AdminToken)
+	req.Header.Set("Authorization", "Bearer "+cp.token)
 	if rd != nil {
 		req.Header.Set("Content-Type", ct)
 	}

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	if os.Getenv("DMGR_TEST_RUN_ETCD") == "1" {
+		os.Exit(runEtcdMember())
+	}
 	os.Exit(m.Run())
 }
 
