@@ -126,7 +126,7 @@ func (d *driver) advance(ctx context.Context) error {
 			return err
 		}
 		defer cancel()
-		if _, err := d.c.cfg.Service.TakeLeadership(wctx, d.cluster, d.token, d.c.cfg.ID); err != nil {
+		if _, err := d.c.cfg.Service.TakeLeadership(wctx, d.cluster, op.ID, d.token, d.c.cfg.ID); err != nil {
 			return fmt.Errorf("record leadership: %w", err)
 		}
 		d.log.Info().Str("operation", op.ID).Msg("took over the running operation")

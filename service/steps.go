@@ -23,9 +23,10 @@ func (s *Service) ReportStep(ctx context.Context, cluster string, r domain.StepR
 }
 
 // TakeLeadership records that the coordinator with token leads the
-// cluster (nothing when it already did).
-func (s *Service) TakeLeadership(ctx context.Context, cluster string, token int64, coordinator string) (Accepted, error) {
-	meta := Meta{Actor: CoordinatorActor, FencingToken: token}
+// cluster (nothing when it already did), as part of the operation it takes
+// over.
+func (s *Service) TakeLeadership(ctx context.Context, cluster, operationID string, token int64, coordinator string) (Accepted, error) {
+	meta := Meta{Actor: CoordinatorActor, OperationID: operationID, FencingToken: token}
 	return s.onCluster(ctx, meta, cluster, func(c *domain.Cluster) ([]domain.Event, error) {
 		return domain.DecideLeadership(c, token, coordinator)
 	})

@@ -299,55 +299,64 @@ func (h *haCluster) waitLeader(t testing.TB, cluster, not string, timeout time.D
 	}
 }
 
-// leaderWatch records every leader key change, to check afterwards that
-// every coordinator commit was made under the token of the key that led
-// the cluster when it was made.
+// leaderWatch records every key that led a cluster, to check afterwards
+// that every coordinator commit was made under the token of a key that led
+// the cluster. It watches through every member separately, so that a frozen
+// member does not blind it.
 type leaderWatch struct {
 	mu     sync.Mutex
 	tokens map[string]map[int64]string // cluster → token → coordinator, for every key that ever led
-	keys   map[string]map[string]int64 // cluster → live key → create revision
 }
 
 func (h *haCluster) watchLeaders(t testing.TB) *leaderWatch {
 	t.Helper()
-	w := &leaderWatch{tokens: map[string]map[int64]string{}, keys: map[string]map[string]int64{}}
+	w := &leaderWatch{tokens: map[string]map[int64]string{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	wch := h.etcdCli.Watch(ctx, "/dmgr/leader/", clientv3.WithPrefix(), clientv3.WithRev(1))
-	go func() {
-		for wr := range wch {
-			w.mu.Lock()
-			for _, ev := range wr.Events {
-				rest := strings.TrimPrefix(string(ev.Kv.Key), "/dmgr/leader/")
-				cluster := rest[:strings.LastIndexByte(rest, '/')]
-				if w.keys[cluster] == nil {
-					w.keys[cluster], w.tokens[cluster] = map[string]int64{}, map[int64]string{}
-				}
-				if ev.Type == clientv3.EventTypeDelete {
-					delete(w.keys[cluster], string(ev.Kv.Key))
-				} else if ev.IsCreate() {
-					w.keys[cluster][string(ev.Kv.Key)] = ev.Kv.CreateRevision
-				}
-				// The leader is the live key created first.
-				var leaderKey string
-				var leaderRev int64
-				for k, rev := range w.keys[cluster] {
-					if leaderRev == 0 || rev < leaderRev {
-						leaderKey, leaderRev = k, rev
-					}
-				}
-				if leaderKey != "" {
-					if ev.IsCreate() && string(ev.Kv.Key) == leaderKey {
-						w.tokens[cluster][leaderRev] = string(ev.Kv.Value)
-					} else if _, known := w.tokens[cluster][leaderRev]; !known {
-						w.tokens[cluster][leaderRev] = "?"
-					}
+	for _, cli := range h.single {
+		wch := cli.Watch(ctx, "/dmgr/leader/", clientv3.WithPrefix(), clientv3.WithRev(1))
+		go w.follow(wch)
+	}
+	return w
+}
+
+// follow folds one member's watch: the leader of a cluster is its live key
+// created first.
+func (w *leaderWatch) follow(wch clientv3.WatchChan) {
+	type key struct {
+		rev   int64
+		value string
+	}
+	keys := map[string]map[string]key{} // cluster → key → create revision, coordinator
+	for wr := range wch {
+		for _, ev := range wr.Events {
+			rest := strings.TrimPrefix(string(ev.Kv.Key), "/dmgr/leader/")
+			cluster := rest[:strings.LastIndexByte(rest, '/')]
+			if keys[cluster] == nil {
+				keys[cluster] = map[string]key{}
+			}
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(keys[cluster], string(ev.Kv.Key))
+			} else if ev.IsCreate() {
+				keys[cluster][string(ev.Kv.Key)] = key{ev.Kv.CreateRevision, string(ev.Kv.Value)}
+			}
+			var leader key
+			for _, k := range keys[cluster] {
+				if leader.rev == 0 || k.rev < leader.rev {
+					leader = k
 				}
 			}
+			if leader.rev == 0 {
+				continue
+			}
+			w.mu.Lock()
+			if w.tokens[cluster] == nil {
+				w.tokens[cluster] = map[int64]string{}
+			}
+			w.tokens[cluster][leader.rev] = leader.value
 			w.mu.Unlock()
 		}
-	}()
-	return w
+	}
 }
 
 // assertFenced checks a cluster's commits over the stream: the
@@ -426,5 +435,3 @@ func (cp *controlPlane) waitStepRunning(t testing.TB, opID, step string, timeout
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-
