@@ -253,36 +253,38 @@ func (s *Store) LoadFilter(ctx context.Context, filter string) (Stream, error) {
 		return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
 	}
 	out := Stream{LastSeq: last}
+	// An iterator, stopped as soon as the last commit is read, leaves no
+	// pull request waiting on the server (a Fetch would, until it expires).
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	for {
-		batch, err := cons.Fetch(512, jetstream.FetchMaxWait(5*time.Second))
+		m, err := it.Next()
 		if err != nil {
+			if ctx.Err() != nil {
+				return Stream{}, fmt.Errorf("load %s: %w", filter, ctx.Err())
+			}
 			return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			meta, err := m.Metadata()
-			if err != nil {
-				return Stream{}, fmt.Errorf("load %s: %w", filter, err)
-			}
-			seq := meta.Sequence.Stream
-			if seq > last {
-				continue // appended after we started; not part of this read
-			}
-			evs, err := decodeCommit(seq, m.Data())
-			if err != nil {
-				return Stream{}, fmt.Errorf("load %s: %w", filter, err)
-			}
-			out.Events = append(out.Events, evs...)
-			if seq == last {
-				return out, nil
-			}
+		meta, err := m.Metadata()
+		if err != nil {
+			return Stream{}, fmt.Errorf("load %s: %w", filter, err)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
+		seq := meta.Sequence.Stream
+		if seq > last {
+			continue // appended after we started; not part of this read
 		}
-		if got == 0 && ctx.Err() != nil {
-			return Stream{}, fmt.Errorf("load %s: %w", filter, ctx.Err())
+		evs, err := decodeCommit(seq, m.Data())
+		if err != nil {
+			return Stream{}, fmt.Errorf("load %s: %w", filter, err)
+		}
+		out.Events = append(out.Events, evs...)
+		if seq == last {
+			return out, nil
 		}
 	}
 }
