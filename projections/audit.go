@@ -53,10 +53,11 @@ type AuditEvent struct {
 	OperationID      string          `json:"operation_id,omitempty"`
 	CorrelationID    string          `json:"correlation_id,omitempty"`
 	CausationID      string          `json:"causation_id,omitempty"`
+	FencingToken     int64           `json:"fencing_token,omitempty"` // of the coordinator that made the commit
 	Cluster          string          `json:"cluster,omitempty"`
 	Machines         []string        `json:"machines,omitempty"`
 	Step             string          `json:"step,omitempty"`
-	Outcome          string          `json:"outcome,omitempty"` // succeeded, failed, or empty when the event reports no result
+	Outcome          string          `json:"outcome,omitempty"` // succeeded, failed, cancelled, or empty when the event reports no result
 	Payload          json.RawMessage `json:"payload"`
 }
 
@@ -196,7 +197,7 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 		var sec, ns uint32
 		var payload string
 		if err := r.Scan(&e.Seq, &e.Index, &e.CommitID, &e.EventID, &e.Type, &e.SchemaVersion, &e.AggregateType, &e.AggregateID,
-			&e.AggregateVersion, &sec, &ns, &e.Actor, &e.OperationID, &e.CorrelationID, &e.CausationID, &e.Cluster,
+			&e.AggregateVersion, &sec, &ns, &e.Actor, &e.OperationID, &e.CorrelationID, &e.CausationID, &e.FencingToken, &e.Cluster,
 			&e.Machines, &e.Step, &e.Outcome, &payload); err != nil {
 			return err
 		}
@@ -215,7 +216,7 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 		rows[i] = &e
 		return nil
 	}, "SELECT seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, "+
-		"toUInt32(time), time_ns, actor, operation, correlation_id, causation_id, cluster, machines, step, outcome, payload FROM "+
+		"toUInt32(time), time_ns, actor, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload FROM "+
 		events+" WHERE "+cond+"seq >= ? AND seq <= ? AND seq IN ?", append(cargs, seqs[len(seqs)-1], seqs[0], inSet(seqs))...)
 	if err != nil {
 		return AuditPage{}, err

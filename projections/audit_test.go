@@ -149,6 +149,13 @@ func TestAuditFiltersAndPagination(t *testing.T) {
 		t.Fatalf("audit event:\n got %s\nfrom %s", jsonOf(t, got), jsonOf(t, orig))
 	}
 
+	// The coordinator's fencing token is in the trail.
+	p, err = e.store.Audit(e.ctx, AuditQuery{Cluster: "prod-c", Types: []string{domain.TypeClusterLeaderElected, domain.TypeOperationCancelled}})
+	must(t, err, "audit")
+	if len(p.Events) != 2 || p.Events[0].Outcome != "cancelled" || p.Events[0].FencingToken != 7 || p.Events[1].FencingToken != 7 {
+		t.Fatalf("leadership and cancel in the audit trail: %s", jsonOf(t, p.Events))
+	}
+
 	// Paging is stable while events arrive: the pages after the first are
 	// the ones the first page's moment had.
 	want := expectedAudit(t, evs, func(eventstore.Event, int) bool { return true })

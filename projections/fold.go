@@ -16,10 +16,42 @@ import (
 	"github.com/dmgr/dmgr/eventstore"
 )
 
-// commit is one message of the event stream: the events of one commit.
+// commit is one message of the event stream: the events of one commit,
+// decoded by prepare.
 type commit struct {
 	seq    uint64
 	events []eventstore.Event
+	// Filled in by prepare, for each event: the domain event (nil when
+	// the aggregate has no state here, or on a decode error), the error,
+	// and the payload fields the audit trail files it under.
+	decoded  []domain.Event
+	errs     []error
+	fields   []auditFields
+	prepared bool
+}
+
+// prepare decodes a commit's events: the JSON work of a batch, which
+// does not depend on any state, so that batches decode their commits in
+// parallel before the fold.
+func (c *commit) prepare() {
+	if c.prepared {
+		return
+	}
+	c.prepared = true
+	c.decoded = make([]domain.Event, len(c.events))
+	c.errs = make([]error, len(c.events))
+	c.fields = make([]auditFields, len(c.events))
+	for i, e := range c.events {
+		_ = json.Unmarshal(e.Payload, &c.fields[i]) // a payload that is not an object has none of the fields
+		switch {
+		case stateful(e.AggregateType):
+			c.decoded[i], c.errs[i] = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		case operationTypes[e.Type]:
+			// Other aggregates have no state here; their operations are
+			// folded as service.Operations folds them.
+			c.decoded[i], _ = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		}
+	}
 }
 
 type aggKey struct{ typ, id string }
@@ -87,7 +119,7 @@ func stateful(typ string) bool {
 // status.
 var operationTypes = map[string]bool{
 	domain.TypeOperationRequested: true, domain.TypeStepStarted: true, domain.TypeOperationSucceeded: true,
-	domain.TypeOperationFailed: true, domain.TypeOperationRetried: true,
+	domain.TypeOperationFailed: true, domain.TypeOperationRetried: true, domain.TypeOperationCancelled: true,
 }
 
 // immediateKinds are the commands that complete in their commit, by the
@@ -100,20 +132,13 @@ var immediateKinds = map[string]string{
 
 // apply folds one commit into the aggregate. It is deterministic: the
 // state after a commit depends only on the state before and the commit.
-func (a *aggregate) apply(c commit, onDecodeError func(eventstore.Event, error)) {
-	for _, e := range c.events {
-		var de domain.Event
-		var err error
-		switch {
-		case stateful(a.key.typ):
-			if de, err = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload); err != nil {
-				// The audit trail still gets the event; the state cannot.
-				onDecodeError(e, err)
-			}
-		case operationTypes[e.Type]:
-			// Other aggregates have no state here; their operations are
-			// folded as service.Operations folds them.
-			de, _ = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+func (a *aggregate) apply(c *commit, onDecodeError func(eventstore.Event, error)) {
+	c.prepare()
+	for i, e := range c.events {
+		de := c.decoded[i]
+		if c.errs[i] != nil {
+			// The audit trail still gets the event; the state cannot.
+			onDecodeError(e, c.errs[i])
 		}
 		if de != nil {
 			switch a.key.typ {
@@ -158,6 +183,8 @@ func (a *aggregate) foldOperation(e eventstore.Event, de domain.Event) {
 		op.status, op.errMsg = domain.OperationStatusFailed, ev.Error
 	case domain.OperationRetried:
 		op.status, op.errMsg, op.attempt = domain.OperationStatusPending, "", ev.Attempt
+	case domain.OperationCancelled:
+		op.status = domain.OperationStatusCancelled
 	}
 	a.ops[e.OperationID] = op
 }
@@ -188,10 +215,15 @@ func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error)
 	out := &rowSet{}
 	before := map[aggKey]aggregate{}
 	var touched []aggKey
-	for _, c := range commits {
+	for ci := range commits {
+		c := &commits[ci]
+		c.prepare()
 		out.maxSeq = max(out.maxSeq, c.seq)
+		if out.minSeq == 0 || c.seq < out.minSeq {
+			out.minSeq = c.seq
+		}
 		for i, e := range c.events {
-			out.events = append(out.events, auditRow(e, i))
+			out.events = append(out.events, auditRow(e, i, c.fields[i]))
 		}
 		if len(c.events) == 0 {
 			continue
@@ -251,7 +283,7 @@ func (f *folder) load(ctx context.Context, key aggKey, seq uint64) (*aggregate, 
 		if evs[i].Seq >= seq {
 			break
 		}
-		a.apply(commit{seq: evs[i].Seq, events: evs[i:j]}, f.onDecodeError)
+		a.apply(&commit{seq: evs[i].Seq, events: evs[i:j]}, f.onDecodeError)
 		i = j
 	}
 	return a, nil
@@ -269,15 +301,13 @@ type auditFields struct {
 	} `json:"instances"`
 }
 
-func auditRow(e eventstore.Event, idx int) eventRow {
-	var p auditFields
-	_ = json.Unmarshal(e.Payload, &p) // a payload that is not an object has none of the fields
+func auditRow(e eventstore.Event, idx int, p auditFields) eventRow {
 	sec, ns := splitTime(e.Time)
 	r := eventRow{
 		Seq: e.Seq, Idx: uint16(idx), CommitID: e.CommitID, EventID: e.EventID, Type: e.Type,
 		SchemaVersion: uint16(e.SchemaVersion), AggregateType: e.AggregateType, AggregateID: e.AggregateID,
 		AggregateVersion: e.AggregateVersion, TimeSec: sec, TimeNS: ns, Actor: e.Actor,
-		Operation: e.OperationID, CorrelationID: e.CorrelationID, CausationID: e.CausationID,
+		Operation: e.OperationID, CorrelationID: e.CorrelationID, CausationID: e.CausationID, FencingToken: e.FencingToken,
 		Cluster: p.Cluster, Step: p.Step, Payload: string(e.Payload), Machines: []string{},
 	}
 	if r.Operation == "" {
@@ -307,6 +337,8 @@ func auditRow(e eventstore.Event, idx int) eventRow {
 		r.Outcome = "succeeded"
 	case strings.HasSuffix(e.Type, "Failed"):
 		r.Outcome = "failed"
+	case strings.HasSuffix(e.Type, "Cancelled"):
+		r.Outcome = "cancelled"
 	}
 	return r
 }
@@ -497,12 +529,17 @@ func diffSteps(out *rowSet, bo, o *domain.Operation, seq uint64) error {
 				continue
 			}
 		}
-		spec, err := json.Marshal(st)
-		if err != nil {
-			return fmt.Errorf("encode step %s of operation %s: %w", st.ID, o.ID, err)
-		}
 		out.steps = append(out.steps, stepRow{Operation: o.ID, ID: st.ID, Idx: uint32(i), InPlan: 1, Kind: st.Kind,
-			Host: st.Host, Instance: st.Instance, Needs: nonNil(st.Needs), Spec: string(spec), Seq: seq}.withState(state, hasKey(o.Steps, st.ID)))
+			Host: st.Host, Instance: st.Instance, Needs: nonNil(st.Needs), Seq: seq}.withState(state, hasKey(o.Steps, st.ID)))
+	}
+	if !plan {
+		// The plan itself (rendered files and all) is written once, not
+		// with every change of a step's state.
+		spec, err := json.Marshal(o.Plan)
+		if err != nil {
+			return fmt.Errorf("encode the plan of operation %s: %w", o.ID, err)
+		}
+		out.plans = append(out.plans, planRow{Operation: o.ID, Plan: string(spec), Seq: seq})
 	}
 	// States of steps that are not in the plan (no event makes them today,
 	// but the fold allows it), in id order.

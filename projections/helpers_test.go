@@ -284,10 +284,13 @@ type scenario struct {
 	clusters []string
 	ops      []string
 	machines []string
-	n        int // how many machines so far
+	n        int              // how many machines so far
+	tokens   map[string]int64 // fencing token of each cluster's coordinator
 }
 
-func newScenario(e *env) *scenario { return &scenario{e: e, prefix: "198.18"} }
+func newScenario(e *env) *scenario {
+	return &scenario{e: e, prefix: "198.18", tokens: map[string]int64{}}
+}
 
 // load registers machines (in 198.19.0.0/16) until stop is closed, the
 // commands that keep arriving while a test does something else; it reports
@@ -356,7 +359,8 @@ func (s *scenario) deploy(name, topology string) string {
 // report sends an agent's report on a step, as the coordinator does.
 func (s *scenario) report(cluster string, r domain.StepReport) {
 	s.e.t.Helper()
-	if _, _, err := s.e.svc.ReportStep(s.e.ctx, cluster, r, 0); err != nil {
+	r.Token = s.tokens[cluster]
+	if _, _, err := s.e.svc.ReportStep(s.e.ctx, cluster, r, r.Token); err != nil {
 		s.e.t.Fatalf("report %s %s: %v", r.Operation, r.Step, err)
 	}
 }
@@ -422,6 +426,25 @@ func (s *scenario) run() {
 	s.runSteps("prod-a", opA, 2, nil, 0)
 	// prod.b: half done, one step running.
 	s.runSteps("prod.b", opB, 1, nil, 4)
+	// prod-c: a coordinator takes it over, runs part of the deploy, and
+	// the deploy is cancelled while a step runs.
+	opC := s.deploy("prod-c", topologyOn(hosts[4]))
+	_, err = s.e.svc.TakeLeadership(s.e.ctx, "prod-c", opC, 7, "coordinator-a")
+	must(s.e.t, err, "take leadership")
+	s.tokens["prod-c"] = 7
+	s.runSteps("prod-c", opC, 1, nil, 3)
+	_, err = s.e.svc.CancelOperation(s.e.ctx, s.meta("carol"), opC)
+	must(s.e.t, err, "cancel")
+	view, err = s.e.svc.Operation(s.e.ctx, opC)
+	must(s.e.t, err, "operation")
+	for _, st := range view.Steps {
+		if st.Status == domain.StepStatusRunning {
+			s.report("prod-c", domain.StepReport{Operation: opC, Step: st.ID, Attempt: 1, Agent: st.Agent, Finished: true, OK: true})
+		}
+	}
+	if view, _ = s.e.svc.Operation(s.e.ctx, opC); view.Status != domain.OperationStatusCancelled {
+		s.e.t.Fatalf("prod-c's deploy is %s after the cancel, want cancelled", view.Status)
+	}
 	// A machine comes and goes.
 	h, _ := s.registerMachine("admin")
 	err = retryBusy(func() error {

@@ -2,6 +2,8 @@ package projections
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -68,6 +70,14 @@ func (p *insertPlan) parts() []tableInsert {
 			}
 			return nil
 		}},
+		{tablePlans, "operation, plan, seq", len(r.plans), func(b driver.Batch) error {
+			for _, x := range r.plans {
+				if err := b.Append(x.Operation, x.Plan, x.Seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 		{tableOperations, "id, kind, status, cluster, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, state, deleted, seq", len(r.operations), func(b driver.Batch) error {
 			for _, x := range r.operations {
 				if err := b.Append(x.ID, x.Kind, x.Status, x.Cluster, x.AggregateType, x.AggregateID, x.Actor, dateTime(x.CreatedSec),
@@ -77,12 +87,35 @@ func (p *insertPlan) parts() []tableInsert {
 			}
 			return nil
 		}},
-		{tableEvents, "seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, time, time_ns, actor, operation, correlation_id, causation_id, cluster, machines, step, outcome, payload", len(r.events), func(b driver.Batch) error {
-			for _, x := range r.events {
-				if err := b.Append(x.Seq, x.Idx, x.CommitID, x.EventID, x.Type, x.SchemaVersion, x.AggregateType, x.AggregateID,
-					x.AggregateVersion, dateTime(x.TimeSec), x.TimeNS, x.Actor, x.Operation, x.CorrelationID, x.CausationID,
-					x.Cluster, x.Machines, x.Step, x.Outcome, x.Payload); err != nil {
-					return err
+		{tableEvents, "seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, time, time_ns, actor, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload", len(r.events), func(b driver.Batch) error {
+			// Column by column: the audit trail is most of the rows, and
+			// clickhouse-go appends whole columns without reflection.
+			n := len(r.events)
+			var (
+				seq, version = make([]uint64, n), make([]uint64, n)
+				fencing      = make([]int64, n)
+				idx, schema  = make([]uint16, n), make([]uint16, n)
+				at           = make([]time.Time, n)
+				ns           = make([]uint32, n)
+				machines     = make([][]string, n)
+				str          [13][]string
+			)
+			for i := range str {
+				str[i] = make([]string, n)
+			}
+			for i, x := range r.events {
+				seq[i], idx[i], schema[i], version[i], at[i], ns[i], machines[i] = x.Seq, x.Idx, x.SchemaVersion, x.AggregateVersion, dateTime(x.TimeSec), x.TimeNS, x.Machines
+				fencing[i] = x.FencingToken
+				for j, v := range [13]string{x.CommitID, x.EventID, x.Type, x.AggregateType, x.AggregateID, x.Actor, x.Operation,
+					x.CorrelationID, x.CausationID, x.Cluster, x.Step, x.Outcome, x.Payload} {
+					str[j][i] = v
+				}
+			}
+			cols := []any{seq, idx, str[0], str[1], str[2], schema, str[3], str[4], version, at, ns, str[5], str[6], str[7], str[8],
+				fencing, str[9], machines, str[10], str[11], str[12]}
+			for i, c := range cols {
+				if err := b.Column(i).Append(c); err != nil {
+					return fmt.Errorf("column %d: %w", i, err)
 				}
 			}
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -38,7 +39,8 @@ type ProjectorConfig struct {
 	// ID names this projector in the election (default the hostname-less
 	// "projector").
 	ID string
-	// MaxBatch is the most events one batch holds (default 10,000).
+	// MaxBatch is the most commits one batch holds (default 10,000; a
+	// commit holds one event, or a few).
 	MaxBatch int
 	// MaxWait is how long a batch waits for more commits after its first
 	// one (default 50 ms): the bound on the lag batching adds.
@@ -233,45 +235,74 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 	defer stop()
 	p.log.Info().Uint32("generation", gen).Uint64("commit_seq", wm).Msg("projector consuming")
 
+	// Two stages: while one batch is inserted (insertBatch, in its own
+	// goroutine), the next is collected and folded. Inserts stay in
+	// order: a batch's insert starts after the previous one has its
+	// progress recorded and its ack sent.
+	var inflight chan error
+	wait := func() error {
+		if inflight == nil {
+			return nil
+		}
+		err := <-inflight
+		inflight = nil
+		return err
+	}
+	defer func() { _ = wait() }()
 	nextGenCheck := time.Now().Add(2 * time.Second)
-	var next uint64 // the first commit delivered may be any at or after wm+1
+	var next uint64    // the first commit delivered may be any at or after wm+1
+	folded := wm       // the last commit folded (inserted or being inserted)
+	var pending uint64 // what the stream held beyond the last commit collected
 	for {
 		b, err := p.collect(ctx, iter)
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
 		if err != nil {
+			if werr := wait(); werr != nil {
+				return false, werr
+			}
 			if g, gerr := st.readGeneration(ctx); gerr == nil && g != gen && !untilCaughtUp {
 				return false, &switchError{g}
 			}
 			return false, err
 		}
 		if len(b.msgs) > 0 {
-			if err := p.project(ctx, f, gen, wm, &next, b); err != nil {
+			rows, err := p.fold(ctx, f, folded, &next, b)
+			if err != nil {
+				_ = wait()
 				return false, err
 			}
-			wm = max(wm, b.lastSeq)
-			if !untilCaughtUp {
-				st.local.set(gen, wm)
+			folded, pending = max(folded, b.lastSeq), b.pending
+			if err := wait(); err != nil {
+				return false, err
 			}
+			inflight = make(chan error, 1)
+			go func(done chan<- error) { done <- p.insertBatch(ctx, gen, rows, b, !untilCaughtUp) }(inflight)
 		}
 		if untilCaughtUp {
-			if len(b.msgs) > 0 && b.pending == 0 {
-				return true, nil
-			}
+			// Caught up: the stream held nothing beyond the last commit
+			// when it was delivered, or nothing came and the stream ends
+			// where the projections do.
+			caught := len(b.msgs) > 0 && pending == 0
 			if len(b.msgs) == 0 {
 				head, err := st.streamHead(ctx)
 				if err != nil {
+					_ = wait()
 					return false, err
 				}
-				if wm >= head {
-					return true, nil
-				}
+				caught = folded >= head
+			}
+			if caught {
+				return true, wait()
 			}
 		}
 		if !untilCaughtUp && time.Now().After(nextGenCheck) {
 			nextGenCheck = time.Now().Add(2 * time.Second)
 			if g, err := st.readGeneration(ctx); err == nil && g != gen && g != 0 {
+				if err := wait(); err != nil {
+					return false, err
+				}
 				return false, &switchError{g}
 			}
 		}
@@ -289,12 +320,20 @@ type batch struct {
 }
 
 // collect waits up to a second for a commit, then gathers more until the
-// batch holds MaxBatch events or MaxWait has passed since its first one.
+// batch holds MaxBatch commits or MaxWait has passed since its first one,
+// and decodes them.
 func (p *Projector) collect(ctx context.Context, iter jetstream.MessagesContext) (*batch, error) {
+	b, err := p.gather(ctx, iter)
+	p.decode(b)
+	return b, err
+}
+
+// gather is collect without the decoding.
+func (p *Projector) gather(ctx context.Context, iter jetstream.MessagesContext) (*batch, error) {
 	b := &batch{}
 	wait := time.Second
 	var deadline time.Time
-	for b.events < p.cfg.MaxBatch {
+	for len(b.msgs) < p.cfg.MaxBatch {
 		msg, err := iter.Next(jetstream.NextMaxWait(wait))
 		if errors.Is(err, nats.ErrTimeout) {
 			return b, nil
@@ -311,15 +350,9 @@ func (p *Projector) collect(ctx context.Context, iter jetstream.MessagesContext)
 			return b, fmt.Errorf("commit metadata: %w", err)
 		}
 		seq := meta.Sequence.Stream
-		evs, err := decodeCommit(seq, msg.Data())
-		if err != nil {
-			p.m.decodeErrors.Add(1)
-			p.log.Error().Err(err).Uint64("commit_seq", seq).Msg("undecodable commit left out of the projections")
-		}
 		b.msgs = append(b.msgs, msg)
-		b.commits = append(b.commits, commit{seq: seq, events: evs})
+		b.commits = append(b.commits, commit{seq: seq})
 		b.stored = append(b.stored, meta.Timestamp)
-		b.events += len(evs)
 		b.lastSeq = max(b.lastSeq, seq)
 		b.pending = meta.NumPending
 		if deadline.IsZero() {
@@ -335,34 +368,71 @@ func (p *Projector) collect(ctx context.Context, iter jetstream.MessagesContext)
 	return b, nil
 }
 
-// project folds a batch, inserts it until ClickHouse has it, records the
-// progress and acks.
+// decode decodes a batch's commits, in parallel: JSON is most of a
+// projector's work.
+func (p *Projector) decode(b *batch) {
+	workers := min(runtime.GOMAXPROCS(0), max(len(b.commits)/256, 1))
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(b.commits); i += workers {
+				c := &b.commits[i]
+				var err error
+				if c.events, err = decodeCommit(c.seq, b.msgs[i].Data()); err != nil {
+					p.m.decodeErrors.Add(1)
+					p.log.Error().Err(err).Uint64("commit_seq", c.seq).Msg("undecodable commit left out of the projections")
+				}
+				c.prepare()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range b.commits {
+		b.events += len(c.events)
+	}
+}
+
+// fold folds a batch's new commits (those after folded; the others are
+// redeliveries) into the rows that record them; nil when there are none.
 //
-// next is the sequence the next fresh commit must have (0: any, right
-// after the consumer was positioned).
-func (p *Projector) project(ctx context.Context, f *folder, gen uint32, wm uint64, next *uint64, b *batch) error {
+// next is the sequence the next new commit must have (0: any, right after
+// the consumer was positioned).
+func (p *Projector) fold(ctx context.Context, f *folder, folded uint64, next *uint64, b *batch) (*rowSet, error) {
 	var fresh []commit
 	for _, c := range b.commits {
-		if c.seq <= wm {
-			continue // in ClickHouse already: a redelivery
+		if c.seq <= folded {
+			continue // a redelivery
 		}
 		// Commits come in stream order and the stream has no holes (it
 		// denies deletes): a commit that skips one means the consumer is
 		// not where the projector thinks; start it again at the progress.
 		if c.seq != *next && *next != 0 {
-			return fmt.Errorf("commit %d arrived where %d was expected; restarting the consumer at the recorded progress", c.seq, *next)
+			return nil, fmt.Errorf("commit %d arrived where %d was expected; restarting the consumer at the recorded progress", c.seq, *next)
 		}
 		*next = c.seq + 1
 		fresh = append(fresh, c)
 	}
+	if len(fresh) == 0 {
+		return nil, nil
+	}
+	loads := f.loads
+	rows, err := f.project(ctx, fresh)
+	if err != nil {
+		return nil, err
+	}
+	rows.commits = len(fresh)
+	p.m.loads.Add(uint64(f.loads - loads))
+	return rows, nil
+}
+
+// insertBatch inserts a folded batch until ClickHouse has all of it (or
+// ctx ends), records the progress, acks, and, when live, reports the new
+// watermark to this process's readers.
+func (p *Projector) insertBatch(ctx context.Context, gen uint32, rows *rowSet, b *batch, live bool) error {
 	st := p.cfg.Store
-	if len(fresh) > 0 {
-		loads := f.loads
-		rows, err := f.project(ctx, fresh)
-		if err != nil {
-			return err
-		}
-		p.m.loads.Add(uint64(f.loads - loads))
+	if rows != nil {
 		plan := &insertPlan{rows: rows}
 		began := time.Now()
 		failures := 0
@@ -391,21 +461,24 @@ func (p *Projector) project(ctx context.Context, f *folder, gen uint32, wm uint6
 		now := time.Now()
 		p.m.insertDur.observe(now.Sub(began).Seconds())
 		p.m.batches.Add(1)
-		p.m.commits.Add(uint64(len(fresh)))
+		p.m.commits.Add(uint64(rows.commits))
 		p.m.events.Add(uint64(len(rows.events)))
 		p.m.batchSize.observe(float64(len(rows.events)))
 		for i, c := range b.commits {
-			if c.seq > wm {
+			if c.seq >= rows.minSeq {
 				p.m.delay.observeN(now.Sub(b.stored[i]).Seconds(), uint64(max(len(c.events), 1)))
 			}
 		}
+		if live {
+			st.local.set(gen, rows.maxSeq)
+		}
 	}
 	// AckAll: the last message acks the batch. A lost ack costs a
-	// redelivery, which the watermark skips.
+	// redelivery, which the progress skips.
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := b.msgs[len(b.msgs)-1].DoubleAck(actx); err != nil && ctx.Err() == nil {
-		p.log.Warn().Err(err).Uint64("commit_seq", b.lastSeq).Msg("ack of a projected batch; it will be redelivered and skipped")
+		p.log.Debug().Err(err).Uint64("commit_seq", b.lastSeq).Msg("ack of a projected batch failed; it will be redelivered and skipped")
 	}
 	p.stage("acked")
 	return nil

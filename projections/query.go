@@ -159,9 +159,28 @@ func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string)
 	if err != nil {
 		return nil, err
 	}
+	plans := map[string][]domain.Step{}
+	err = s.query(ctx, func(r driver.Rows) error {
+		var op, plan string
+		if err := r.Scan(&op, &plan); err != nil {
+			return err
+		}
+		var p []domain.Step
+		if err := json.Unmarshal([]byte(plan), &p); err != nil {
+			return fmt.Errorf("plan of operation %s: %w", op, err)
+		}
+		plans[op] = p
+		return nil
+	}, "SELECT operation, argMax(plan, seq) FROM "+table(s.db, tablePlans, gen)+" "+stepCond+" GROUP BY operation", args...)
+	if err != nil {
+		return nil, err
+	}
 	byOwner := map[string][]indexed[domain.Operation]{}
 	for _, x := range rows {
-		x.op.Plan, x.op.Steps = steps.plan(x.op.ID), steps.states(x.op.ID)
+		x.op.Plan, x.op.Steps = plans[x.op.ID], steps.states(x.op.ID)
+		if _, ok := plans[x.op.ID]; !ok {
+			x.op.Plan = steps.plan(x.op.ID) // written by schema 1
+		}
 		byOwner[x.owner] = append(byOwner[x.owner], indexed[domain.Operation]{x.ord, x.op})
 	}
 	out := map[string][]domain.Operation{}
@@ -199,7 +218,8 @@ func (s *Store) steps(ctx context.Context, gen uint32, where string, args ...any
 	return out, err
 }
 
-// plan is an operation's plan, from its steps' specs.
+// plan is an operation's plan from its steps' specs, as schema 1 wrote
+// them (since schema 2 the plans table has it).
 func (ss stepSet) plan(op string) []domain.Step {
 	var out []domain.Step
 	for _, x := range ss[op] {

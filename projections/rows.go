@@ -23,6 +23,7 @@ type eventRow struct {
 	Operation        string
 	CorrelationID    string
 	CausationID      string
+	FencingToken     int64
 	Cluster          string
 	Machines         []string
 	Step             string
@@ -102,10 +103,16 @@ type stepRow struct {
 	Error      string
 	ExitCode   int32
 	DurationMS int64
-	Spec       string // the plan step's JSON ("" when not in the plan)
+	Spec       string // the plan step's JSON: written by schema 1 only, since then the plans table has it
 	State      string // the step's state JSON (domain.StepState), "" when pending
 	Deleted    uint8
 	Seq        uint64
+}
+
+type planRow struct {
+	Operation string
+	Plan      string // the plan's JSON ([]domain.Step)
+	Seq       uint64
 }
 
 type packageRow struct {
@@ -128,9 +135,12 @@ type rowSet struct {
 	machines   []machineRow
 	operations []operationRow
 	steps      []stepRow
+	plans      []planRow
 	packages   []packageRow
-	// maxSeq is the last commit of the batch: the progress it records.
-	maxSeq uint64
+	// minSeq and maxSeq are the first and last commit of the batch; maxSeq
+	// is the progress it records.
+	minSeq, maxSeq uint64
+	commits        int
 }
 
 // dateTime clamps a time to what a DateTime column holds (1970–2106).

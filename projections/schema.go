@@ -18,6 +18,7 @@ const (
 	tableMachines   = "machines"
 	tableOperations = "operations"
 	tableSteps      = "steps"
+	tablePlans      = "plans"
 	tablePackages   = "packages"
 	tableProgress   = "progress"
 
@@ -28,7 +29,7 @@ const (
 // dataTables are the tables of one generation, in the order they are
 // created and dropped.
 var dataTables = []string{tableEvents, tableClusters, tableInstances, tableMachines, tableOperations, tableSteps,
-	tablePackages, tableProgress}
+	tablePlans, tablePackages, tableProgress}
 
 // Migration is one versioned change of a generation's tables. Statements
 // are templates: {db} is the database and {g} the generation suffix
@@ -41,6 +42,15 @@ type Migration struct {
 	Version    uint32
 	Name       string
 	Statements []string
+	// AddColumns are added to the generation's tables unless they are
+	// there already (after the statements).
+	AddColumns []AddColumn
+}
+
+// AddColumn adds a column to a data table.
+type AddColumn struct {
+	Table, Column, Type string
+	After               string // the column it follows
 }
 
 // migrations is the schema of the data tables, oldest first. A new
@@ -99,6 +109,20 @@ var migrations = []Migration{{
 		// How far this generation has projected: every commit up to
 		// max(seq) is in the tables above.
 		`CREATE TABLE IF NOT EXISTS {db}.progress{g} (seq UInt64) ENGINE = ReplacingMergeTree(seq) ORDER BY tuple()`,
+	},
+}, {
+	Version: 2,
+	Name:    "fencing tokens in the audit trail; plans apart from step states",
+	Statements: []string{
+		// An operation's plan, written once; steps_gN rows written since
+		// carry the step's state without its spec (plans with rendered
+		// files are large, and a step's state changes three times).
+		`CREATE TABLE IF NOT EXISTS {db}.plans{g} (operation String, plan String, seq UInt64)
+			ENGINE = ReplacingMergeTree(seq) ORDER BY operation`,
+	},
+	AddColumns: []AddColumn{
+		// The leader token of the coordinator that made the commit.
+		{Table: tableEvents, Column: "fencing_token", Type: "Int64", After: "causation_id"},
 	},
 }}
 
@@ -169,6 +193,11 @@ func applyMigrations(ctx context.Context, conn driver.Conn, db string, gen uint3
 				return applied, fmt.Errorf("migration %d (%s) on generation %d: %w", m.Version, m.Name, gen, err)
 			}
 		}
+		for _, c := range m.AddColumns {
+			if err := addColumn(ctx, conn, db, gen, c); err != nil {
+				return applied, fmt.Errorf("migration %d (%s) on generation %d: %w", m.Version, m.Name, gen, err)
+			}
+		}
 		if err := insertTable(ctx, conn, db+"."+tableMigrations, "generation, version, name", func(b driver.Batch) error {
 			return b.Append(gen, m.Version, m.Name)
 		}); err != nil {
@@ -177,6 +206,27 @@ func applyMigrations(ctx context.Context, conn driver.Conn, db string, gen uint3
 		applied++
 	}
 	return applied, nil
+}
+
+// addColumn adds a column unless the table has it: 18.16 knows no ADD
+// COLUMN IF NOT EXISTS.
+func addColumn(ctx context.Context, conn driver.Conn, db string, gen uint32, c AddColumn) error {
+	if !identRE.MatchString(c.Column) || !identRE.MatchString(c.After) {
+		return fmt.Errorf("add column %q after %q: not identifiers", c.Column, c.After)
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+		db, c.Table+suffix(gen), c.Column).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	after := ""
+	if c.After != "" {
+		after = " AFTER " + c.After
+	}
+	return conn.Exec(ctx, "ALTER TABLE "+table(db, c.Table, gen)+" ADD COLUMN "+c.Column+" "+c.Type+after)
 }
 
 // dropGeneration drops every data table of generation gen. Its migration

@@ -21,6 +21,7 @@ type wireCommit struct {
 	OperationID   string      `json:"operation_id,omitempty"`
 	CorrelationID string      `json:"correlation_id,omitempty"`
 	CausationID   string      `json:"causation_id,omitempty"`
+	FencingToken  int64       `json:"fencing_token,omitempty"`
 	Events        []wireEvent `json:"events"`
 }
 
@@ -45,7 +46,7 @@ func decodeCommit(seq uint64, data []byte) ([]eventstore.Event, error) {
 			SchemaVersion: e.SchemaVersion, AggregateType: w.AggregateType,
 			AggregateID: w.AggregateID, AggregateVersion: e.AggregateVersion,
 			Time: w.Time, Actor: w.Actor, OperationID: w.OperationID,
-			CorrelationID: w.CorrelationID, CausationID: w.CausationID, Payload: e.Payload,
+			CorrelationID: w.CorrelationID, CausationID: w.CausationID, FencingToken: w.FencingToken, Payload: e.Payload,
 		}
 	}
 	return out, nil
