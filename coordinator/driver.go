@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -24,6 +25,7 @@ type driver struct {
 	kicks   chan struct{}
 	results chan workqueue.Result
 	sub     jetstream.ConsumeContext // the cluster's results, while an operation runs
+	subDone chan struct{}            // closed before sub stops: its callback must not wait for the driver then
 
 	// dispatched remembers the steps published under this leadership, so
 	// that a kick does not publish them again; a new leader publishes them
@@ -192,12 +194,14 @@ func (d *driver) followResults(ctx context.Context) error {
 		return nil
 	}
 	cons, err := d.c.cfg.JS.OrderedConsumer(ctx, workqueue.ResultsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{workqueue.ResultSubject(d.cluster)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		FilterSubjects:    []string{workqueue.ResultSubject(d.cluster)},
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: 30 * time.Second, // gone soon after the operation ends
 	})
 	if err != nil {
 		return fmt.Errorf("follow results: %w", err)
 	}
+	done := make(chan struct{})
 	d.sub, err = cons.Consume(func(msg jetstream.Msg) {
 		var r workqueue.Result
 		if err := workqueue.Decode(msg, &r); err != nil {
@@ -206,19 +210,25 @@ func (d *driver) followResults(ctx context.Context) error {
 		}
 		select {
 		case d.results <- r:
+		case <-done:
 		case <-ctx.Done():
 		}
 	})
+	d.subDone = done
 	if err != nil {
 		return fmt.Errorf("follow results: %w", err)
 	}
 	return nil
 }
 
+// stopResults stops following the results. The driver is the only reader
+// of the callback's channel, so the callback is released first: Stop waits
+// for a callback in flight.
 func (d *driver) stopResults() {
 	if d.sub != nil {
+		close(d.subDone)
 		d.sub.Stop()
-		d.sub = nil
+		d.sub, d.subDone = nil, nil
 	}
 }
 

@@ -245,13 +245,25 @@ func (s *Store) LoadFilter(ctx context.Context, filter string) (Stream, error) {
 	if err != nil || last == 0 {
 		return Stream{}, err
 	}
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	// An ephemeral consumer of our own, deleted when the read is done: an
+	// ordered consumer would stay on the server for 5 minutes, and the
+	// server allows 1,000 consumers per stream by default.
+	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     filter,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: 30 * time.Second, // in case the delete below does not get through
+		MemoryStorage:     true,
+		Replicas:          1,
 	})
 	if err != nil {
 		return Stream{}, fmt.Errorf("load %s: %w", filter, classify(err))
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
 	out := Stream{LastSeq: last}
 	// An iterator, stopped as soon as the last commit is read, leaves no
 	// pull request waiting on the server (a Fetch would, until it expires).

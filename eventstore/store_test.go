@@ -228,3 +228,25 @@ func TestEscapeTokenKeepsIdsOneToken(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// Loads leave no consumer behind: the server allows 1,000 consumers per
+// stream by default, and a busy server loads far more often than that.
+func TestLoadsLeaveNoConsumerBehind(t *testing.T) {
+	s, js := openStore(t)
+	ctx := testenv.Context(t, 2*time.Minute)
+	if _, err := s.Append(ctx, commit("machine", "198.18.0.11", "MachineRegistered"), eventstore.Expect{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1100 {
+		if st, err := s.Load(ctx, "machine", "198.18.0.11"); err != nil || len(st.Events) != 1 {
+			t.Fatalf("load %d: %d events, %v", i, len(st.Events), err)
+		}
+	}
+	info, err := js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Consumers; n > 5 {
+		t.Errorf("%d consumers left on the stream after 1,100 loads", n)
+	}
+}
