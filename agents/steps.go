@@ -117,6 +117,10 @@ func (r *run) dispatch(ctx context.Context) error {
 		return r.start(ctx)
 	case domain.StepCheckCluster:
 		return r.checkCluster(ctx)
+	case domain.StepStop:
+		return r.stop(ctx)
+	case domain.StepRemoveDirs:
+		return r.removeDirs(ctx)
 	case domain.StepNoop:
 		return r.sh(ctx, "noop", remote.RunOptions{}, "true")
 	}
@@ -503,4 +507,63 @@ func (r *run) checkMembersOnce(ctx context.Context, client *http.Client, c *doma
 		return nil
 	}
 	return last
+}
+
+// stopScript stops the process its pid file names (TERM, then KILL after
+// 10 s) and removes the pid file; a missing pid file or a dead process is
+// already stopped.
+const stopScript = `
+pidfile=$1
+if [ ! -f "$pidfile" ]; then echo "not running (no pid file)"; exit 0; fi
+pid=$(cat "$pidfile")
+if ! kill -0 "$pid" 2>/dev/null; then rm -f -- "$pidfile"; echo "not running (pid $pid is gone)"; exit 0; fi
+kill -TERM "$pid"
+i=0
+while [ $i -lt 100 ]; do
+  if ! kill -0 "$pid" 2>/dev/null; then rm -f -- "$pidfile"; echo "stopped pid $pid"; exit 0; fi
+  sleep 0.1; i=$((i+1))
+done
+kill -KILL "$pid" 2>/dev/null
+sleep 0.2
+rm -f -- "$pidfile"
+echo "killed pid $pid after 10s"
+`
+
+// stop stops the instance unless it is stopped.
+func (r *run) stop(ctx context.Context) error {
+	svc := r.d.Step.Service
+	if svc == nil {
+		return errors.New("stop step without a service")
+	}
+	if svc.Manager == domain.ServiceManagerNone {
+		return r.sh(ctx, "stop "+svc.Name, remote.RunOptions{Sudo: true}, stopScript, svc.PIDFile)
+	}
+	return r.sh(ctx, "stop "+svc.Name, remote.RunOptions{Sudo: true},
+		`systemctl stop "$1" 2>/dev/null || ! systemctl is-active --quiet "$1"`, svc.Name+".service")
+}
+
+// removeDirsScript removes directories, refusing any that is not an
+// absolute path at least two levels deep.
+const removeDirsScript = `
+for d; do
+  case "$d" in
+  /*/*) ;;
+  *) echo "refusing to remove $d: not an absolute path two levels deep" >&2; exit 1;;
+  esac
+done
+rm -rf -- "$@" && echo "removed $*"
+`
+
+// removeDirs removes the instance's directories, and its systemd unit.
+func (r *run) removeDirs(ctx context.Context) error {
+	if len(r.d.Step.Dirs) > 0 {
+		if err := r.sh(ctx, "remove directories", remote.RunOptions{Sudo: true}, removeDirsScript, r.d.Step.Dirs...); err != nil {
+			return err
+		}
+	}
+	if svc := r.d.Step.Service; svc != nil && svc.UnitFile != "" {
+		return r.sh(ctx, "remove unit "+svc.Name, remote.RunOptions{Sudo: true},
+			`systemctl disable "$1" 2>/dev/null; rm -f -- "$2"; systemctl daemon-reload 2>/dev/null; exit 0`, svc.Name+".service", svc.UnitFile)
+	}
+	return nil
 }

@@ -135,8 +135,13 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 	case StepSucceeded:
 		c = c.withStep(e.Operation, e.Step, func(c *Cluster, o *Operation, st *StepState) {
 			*st = StepState{Status: StepStatusSucceeded, Attempt: e.Attempt, Agent: e.Agent, DurationMS: e.DurationMS}
-			if s := o.step(e.Step); s != nil && s.Kind == StepStart {
-				c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusUp)
+			if s := o.step(e.Step); s != nil {
+				switch s.Kind {
+				case StepStart:
+					c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusUp)
+				case StepStop:
+					c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusDown)
+				}
 			}
 		})
 	case StepFailed:
@@ -147,8 +152,15 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 	case OperationSucceeded:
 		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
 			o.Status, o.Error = OperationStatusSucceeded, ""
-			if o.Kind == OperationDeploy {
+			switch o.Kind {
+			case OperationDeploy, OperationStart, OperationRestart:
 				c.Status = ClusterStatusRunning
+			case OperationStop:
+				if !slices.ContainsFunc(c.Instances, func(in Instance) bool { return in.Status != InstanceStatusDown }) {
+					c.Status = ClusterStatusStopped
+				}
+			case OperationDestroy:
+				c.Status = ClusterStatusDestroyed
 			}
 		})
 	case OperationFailed:

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/agents"
+	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/service"
 )
@@ -89,7 +90,7 @@ func Handler(c Config) http.Handler {
 		r.Get("/api/v1/machines/{host}", q.getMachine)
 		r.Get("/api/v1/packages", q.listPackages)
 		r.Get("/api/v1/clusters", q.listClusters)
-		r.Get("/api/v1/clusters/{name}", q.getCluster)
+		r.Get("/api/v1/clusters/{name}", a.liveOr(q.getCluster))
 		r.Get("/api/v1/operations", q.listOperations)
 		r.Get("/api/v1/operations/{id}", q.getOperation)
 		r.Get("/api/v1/audit", a.audit)
@@ -102,6 +103,10 @@ func Handler(c Config) http.Handler {
 			r.Delete("/api/v1/machines/{host}", a.removeMachine)
 			r.Post("/api/v1/packages", a.uploadPackage)
 			r.Post("/api/v1/clusters", a.deployCluster)
+			r.Post("/api/v1/clusters/{name}/start", a.controlCluster(domain.OperationStart))
+			r.Post("/api/v1/clusters/{name}/stop", a.controlCluster(domain.OperationStop))
+			r.Post("/api/v1/clusters/{name}/restart", a.controlCluster(domain.OperationRestart))
+			r.Delete("/api/v1/clusters/{name}", a.destroyCluster)
 			r.Post("/api/v1/operations/{id}/retry", a.retryOperation)
 			r.Post("/api/v1/operations/{id}/cancel", a.cancelOperation)
 		})

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -91,6 +92,15 @@ func startControlPlane(t testing.TB) *controlPlane {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if dir := os.Getenv("DMGR_TEST_LOG_DIR"); dir != "" {
+			// Whole logs for debugging: DMGR_TEST_LOG_DIR=/tmp/logs go test …
+			_ = os.WriteFile(filepath.Join(dir, "server.log"), []byte(cp.logs.String()), 0o644)
+			cp.mu.Lock()
+			for id, a := range cp.agents {
+				_ = os.WriteFile(filepath.Join(dir, id+".log"), []byte(a.stderr.String()), 0o644)
+			}
+			cp.mu.Unlock()
+		}
 		if t.Failed() {
 			t.Logf("server log (tail):\n%s", tailOf(cp.logs.String(), 8000))
 			cp.mu.Lock()

@@ -1,0 +1,69 @@
+package service
+
+import (
+	"context"
+
+	"github.com/dmgr/dmgr/domain"
+)
+
+// ControlClusterRequest starts, stops or restarts instances of a cluster.
+type ControlClusterRequest struct {
+	Kind  string // domain.OperationStart, OperationStop or OperationRestart
+	Name  string
+	Roles []string
+	Nodes []string
+}
+
+// ControlCluster records a start, stop or restart of a cluster's instances.
+func (s *Service) ControlCluster(ctx context.Context, meta Meta, r ControlClusterRequest) (Accepted, error) {
+	meta = s.complete(meta)
+	return s.onCluster(ctx, meta, r.Name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideControlCluster(c, domain.ControlCluster{Kind: r.Kind, Name: r.Name, Roles: r.Roles, Nodes: r.Nodes,
+			OperationID: meta.OperationID})
+	})
+}
+
+// PlanControlCluster is ControlCluster's dry run: the steps it would run.
+func (s *Service) PlanControlCluster(ctx context.Context, r ControlClusterRequest) ([]domain.Step, error) {
+	return s.planOnCluster(ctx, r.Name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideControlCluster(c, domain.ControlCluster{Kind: r.Kind, Name: r.Name, Roles: r.Roles, Nodes: r.Nodes,
+			OperationID: "dry-run"})
+	})
+}
+
+// DestroyCluster records a destroy of a cluster.
+func (s *Service) DestroyCluster(ctx context.Context, meta Meta, name string, retainData bool) (Accepted, error) {
+	meta = s.complete(meta)
+	return s.onCluster(ctx, meta, name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideDestroyCluster(c, domain.DestroyCluster{Name: name, RetainData: retainData, OperationID: meta.OperationID})
+	})
+}
+
+// PlanDestroyCluster is DestroyCluster's dry run.
+func (s *Service) PlanDestroyCluster(ctx context.Context, name string, retainData bool) ([]domain.Step, error) {
+	return s.planOnCluster(ctx, name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideDestroyCluster(c, domain.DestroyCluster{Name: name, RetainData: retainData, OperationID: "dry-run"})
+	})
+}
+
+// planOnCluster decides on a cluster without recording: the plan of the
+// operation it would request.
+func (s *Service) planOnCluster(ctx context.Context, name string, decide func(*domain.Cluster) ([]domain.Event, error)) ([]domain.Step, error) {
+	l, err := load(ctx, s, domain.AggregateCluster, name, domain.EvolveCluster)
+	if err != nil {
+		return nil, err
+	}
+	if l.state == nil {
+		return nil, domain.Errorf(domain.NotFound, "cluster %s does not exist", name)
+	}
+	evs, err := decide(l.state)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range evs {
+		if op, ok := e.(domain.OperationRequested); ok {
+			return op.Plan, nil
+		}
+	}
+	return nil, domain.Errorf(domain.Internal, "cluster %s: the decision requested no operation", name)
+}
