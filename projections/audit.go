@@ -159,15 +159,7 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 
 	// First the keys of the page (distinct, so that a duplicate not yet
 	// merged away takes no place on it), then their rows.
-	var keys []cursor
-	err = s.query(ctx, func(r driver.Rows) error {
-		var c cursor
-		if err := r.Scan(&c.seq, &c.idx); err != nil {
-			return err
-		}
-		keys = append(keys, c)
-		return nil
-	}, "SELECT seq, idx FROM "+events+" "+where+" GROUP BY seq, idx ORDER BY seq DESC, idx DESC LIMIT ?", append(args, limit+1)...)
+	keys, err := s.auditKeys(ctx, gen, q, where, args, limit+1)
 	if err != nil {
 		return AuditPage{}, err
 	}
@@ -228,6 +220,75 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 		page.Events = append(page.Events, *e)
 	}
 	return page, nil
+}
+
+// auditKeys finds the newest n (seq, idx) that match. Filtered by cluster,
+// the table's key takes the query straight to the cluster's rows. Without
+// one, it looks at the newest sequences first and widens the window only
+// when it holds fewer than n: parts older than the window are skipped by
+// their minmax index on seq, so a page of recent events reads recent parts.
+func (s *Store) auditKeys(ctx context.Context, gen uint32, q AuditQuery, where string, args []any, n int) ([]cursor, error) {
+	events := table(s.db, tableEvents, gen)
+	read := func(extra string, extraArgs ...any) ([]cursor, error) {
+		w := where
+		if extra != "" {
+			if w == "" {
+				w = "WHERE " + extra
+			} else {
+				w += " AND " + extra
+			}
+		}
+		var keys []cursor
+		err := s.query(ctx, func(r driver.Rows) error {
+			var c cursor
+			if err := r.Scan(&c.seq, &c.idx); err != nil {
+				return err
+			}
+			keys = append(keys, c)
+			return nil
+		}, "SELECT seq, idx FROM "+events+" "+w+" GROUP BY seq, idx ORDER BY seq DESC, idx DESC LIMIT ?",
+			append(append(append([]any(nil), args...), extraArgs...), n)...)
+		return keys, err
+	}
+	if q.Cluster != "" {
+		return read("")
+	}
+	var hi uint64
+	if !q.Until.IsZero() {
+		// A time range that may lie far back: start at its newest match
+		// (the range's parts only are read).
+		var found uint64
+		if err := s.conn.QueryRow(ctx, "SELECT max(seq), count() FROM "+events+" "+where, args...).Scan(&hi, &found); err != nil {
+			return nil, unavailable(fmt.Errorf("query projections: %w", err))
+		}
+		if found == 0 {
+			return nil, nil
+		}
+		hi++ // the window is (hi - window, ∞)
+	} else {
+		var err error
+		if hi, err = s.progress(ctx, gen); err != nil {
+			return nil, err
+		}
+		if q.Cursor != "" {
+			if c, err := parseCursor(q.Cursor); err == nil {
+				hi = min(hi, c.seq)
+			}
+		}
+	}
+	window := uint64(max(64*n, 4096))
+	if s.auditWindow != 0 {
+		window = s.auditWindow
+	}
+	for ; ; window *= 16 {
+		if window >= hi {
+			return read("")
+		}
+		keys, err := read("seq > ?", hi-window)
+		if err != nil || len(keys) >= n {
+			return keys, err
+		}
+	}
 }
 
 // boundTime is a time as DateTime seconds and nanoseconds, clamped to the

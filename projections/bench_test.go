@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
@@ -186,7 +187,7 @@ func BenchmarkProjectionThroughput(b *testing.B) {
 		st := e.newStore()
 		st.db = fmt.Sprintf("%s_tp%d", e.db, i)
 		began := time.Now()
-		p := e.start(st, func(c *ProjectorConfig, _ *Projector) {
+		p := e.start(st, func(c *ProjectorConfig) {
 			c.MaxWait = 200 * time.Millisecond
 			c.MaxBatch = envInt("DMGR_BENCH_BATCH", 20000)
 		})
@@ -222,7 +223,7 @@ func BenchmarkProjectionLag(b *testing.B) {
 	rate := envInt("DMGR_BENCH_RATE", 2000)
 	seconds := envInt("DMGR_BENCH_SECONDS", 20)
 	e := newEnv(b, "")
-	e.start(e.store)
+	e.start(e.store, func(c *ProjectorConfig) { c.MaxWait = 0 }) // the default
 	g := newGenerator(200, 20)
 	publish(b, e.js, g.machines())
 	e.caughtUp(e.store, time.Minute)
@@ -395,3 +396,33 @@ func BenchmarkAuditQuery(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFold is the projector's own work per event, without JetStream
+// or ClickHouse: decoding a commit and folding it into rows.
+func BenchmarkFold(b *testing.B) {
+	g := newGenerator(500, 20)
+	var raw []genCommit
+	for i := 0; len(raw) < 50000; i++ {
+		raw = append(raw, g.next(i%500))
+	}
+	b.ResetTimer()
+	events := 0
+	for n := 0; n < b.N; n++ {
+		f := newFolder(nil, zerologNop, func(eventstore.Event, error) {})
+		for start := 0; start < len(raw); start += 10000 {
+			batch := make([]commit, 0, 10000)
+			for i := start; i < min(start+10000, len(raw)); i++ {
+				evs, err := decodeCommit(uint64(i+1), raw[i].body)
+				must(b, err, "decode")
+				batch = append(batch, commit{seq: uint64(i + 1), events: evs})
+				events += len(evs)
+			}
+			if _, err := f.project(context.Background(), batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}
+
+var zerologNop = zerolog.Nop()

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -42,7 +43,6 @@ func (c *commit) prepare() {
 	c.errs = make([]error, len(c.events))
 	c.fields = make([]auditFields, len(c.events))
 	for i, e := range c.events {
-		_ = json.Unmarshal(e.Payload, &c.fields[i]) // a payload that is not an object has none of the fields
 		switch {
 		case stateful(e.AggregateType):
 			c.decoded[i], c.errs[i] = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
@@ -51,7 +51,78 @@ func (c *commit) prepare() {
 			// folded as service.Operations folds them.
 			c.decoded[i], _ = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		}
+		if c.decoded[i] != nil {
+			c.fields[i] = fieldsOf(c.decoded[i])
+		} else {
+			_ = json.Unmarshal(e.Payload, &c.fields[i]) // a payload that is not an object has none of the fields
+		}
 	}
+}
+
+// fieldsOf reads the audit fields from a decoded event: the fields whose
+// JSON names auditFields has, found once per event type by reflection. The
+// payload was encoded from the same struct, so this reads what decoding
+// the payload again into auditFields would, without a third JSON pass.
+func fieldsOf(e domain.Event) auditFields {
+	v := reflect.ValueOf(e)
+	if v.Kind() != reflect.Struct {
+		return auditFields{}
+	}
+	ix := auditIndexOf(v.Type())
+	var f auditFields
+	str := func(i []int) string {
+		if i == nil {
+			return ""
+		}
+		return v.FieldByIndex(i).String()
+	}
+	f.Cluster, f.Operation, f.Step, f.Host = str(ix.cluster), str(ix.operation), str(ix.step), str(ix.host)
+	if ix.instances != nil {
+		insts := v.FieldByIndex(ix.instances)
+		for j := 0; j < insts.Len(); j++ {
+			f.Instances = append(f.Instances, struct {
+				Host string `json:"host"`
+			}{insts.Index(j).FieldByIndex(ix.instanceHost).String()})
+		}
+	}
+	return f
+}
+
+// auditIndex is where an event type keeps the audit fields.
+type auditIndex struct {
+	cluster, operation, step, host []int
+	instances, instanceHost        []int
+}
+
+var auditIndexes sync.Map // reflect.Type → auditIndex
+
+func auditIndexOf(t reflect.Type) auditIndex {
+	if ix, ok := auditIndexes.Load(t); ok {
+		return ix.(auditIndex)
+	}
+	var ix auditIndex
+	for _, sf := range reflect.VisibleFields(t) {
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		switch {
+		case !sf.IsExported() || len(sf.Index) != 1:
+		case sf.Type.Kind() == reflect.String && name == "cluster":
+			ix.cluster = sf.Index
+		case sf.Type.Kind() == reflect.String && name == "operation":
+			ix.operation = sf.Index
+		case sf.Type.Kind() == reflect.String && name == "step":
+			ix.step = sf.Index
+		case sf.Type.Kind() == reflect.String && name == "host":
+			ix.host = sf.Index
+		case name == "instances" && sf.Type.Kind() == reflect.Slice && sf.Type.Elem().Kind() == reflect.Struct:
+			for _, hf := range reflect.VisibleFields(sf.Type.Elem()) {
+				if n, _, _ := strings.Cut(hf.Tag.Get("json"), ","); n == "host" && hf.Type.Kind() == reflect.String && len(hf.Index) == 1 {
+					ix.instances, ix.instanceHost = sf.Index, hf.Index
+				}
+			}
+		}
+	}
+	auditIndexes.Store(t, ix)
+	return ix
 }
 
 type aggKey struct{ typ, id string }
@@ -437,10 +508,11 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 		}
 	}
 
-	// The cluster's operations and their steps. Evolve replaces an
-	// operation it changes with a copy whose step map is new, so an
-	// operation with the same plan and the same step map as before is
-	// unchanged, and only the others are encoded and compared.
+	// The cluster's operations and their steps. Evolve copies what it
+	// changes and shares the rest, so reflect.DeepEqual, which takes a
+	// shared plan or step map as equal without walking it, finds the
+	// unchanged operations cheaply; only the others are encoded and
+	// compared.
 	oldOps := map[string]int{}
 	for i := range b.cluster.Operations {
 		oldOps[b.cluster.Operations[i].ID] = i
@@ -451,7 +523,7 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 		j, existed := oldOps[o.ID]
 		if existed {
 			bo = &b.cluster.Operations[j]
-			if samePlan(bo.Plan, o.Plan) && sameMap(bo.Steps, o.Steps) && envelopeOf(b.ops, o.ID) == envelopeOf(a.ops, o.ID) {
+			if reflect.DeepEqual(*bo, *o) && envelopeOf(b.ops, o.ID) == envelopeOf(a.ops, o.ID) {
 				continue
 			}
 		}

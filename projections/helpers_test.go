@@ -156,12 +156,12 @@ func (e *env) projectorConfig(st *Store) ProjectorConfig {
 }
 
 // start runs a projector on st until the test ends or stop.
-func (e *env) start(st *Store, mod ...func(*ProjectorConfig, *Projector)) *Projector {
+func (e *env) start(st *Store, mod ...func(*ProjectorConfig)) *Projector {
 	cfg := e.projectorConfig(st)
-	p := NewProjector(cfg)
 	for _, m := range mod {
-		m(&p.cfg, p)
+		m(&cfg)
 	}
+	p := NewProjector(cfg)
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan struct{})
 	go func() {
@@ -526,4 +526,17 @@ func retryBusy(f func() error) error {
 			return err
 		}
 	}
+}
+
+// newEnvWithClickHouseUnused is an env for tests of the fold: NATS and the
+// service, no ClickHouse.
+func newEnvWithClickHouseUnused(t testing.TB) *env {
+	t.Helper()
+	base := newEnvWithoutClickHouse(t)
+	vault, err := secrets.Open(base.ctx, base.js, bytes.Repeat([]byte{3}, secrets.KeySize), 1)
+	must(t, err, "open vault")
+	pkgs, err := pkgstore.Open(base.ctx, base.js, 1)
+	must(t, err, "open package store")
+	base.svc = service.New(service.Config{Store: base.events, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: zerolog.Nop()})
+	return base
 }

@@ -62,13 +62,28 @@ func (p *insertPlan) parts() []tableInsert {
 			return nil
 		}},
 		{tableSteps, "operation, id, idx, in_plan, kind, host, instance, needs, status, attempt, agent, error, exit_code, duration_ms, spec, state, deleted, seq", len(r.steps), func(b driver.Batch) error {
-			for _, x := range r.steps {
-				if err := b.Append(x.Operation, x.ID, x.Idx, x.InPlan, x.Kind, x.Host, x.Instance, x.Needs, x.Status, x.Attempt,
-					x.Agent, x.Error, x.ExitCode, x.DurationMS, x.Spec, x.State, x.Deleted, x.Seq); err != nil {
-					return err
+			// Column by column, like the audit trail: a step row per event.
+			n := len(r.steps)
+			var (
+				idx, attempt = make([]uint32, n), make([]uint32, n)
+				inPlan, del  = make([]uint8, n), make([]uint8, n)
+				needs        = make([][]string, n)
+				exit         = make([]int32, n)
+				dur          = make([]int64, n)
+				seq          = make([]uint64, n)
+				str          [10][]string
+			)
+			for i := range str {
+				str[i] = make([]string, n)
+			}
+			for i, x := range r.steps {
+				idx[i], attempt[i], inPlan[i], del[i], needs[i], exit[i], dur[i], seq[i] = x.Idx, x.Attempt, x.InPlan, x.Deleted, x.Needs, x.ExitCode, x.DurationMS, x.Seq
+				for j, v := range [10]string{x.Operation, x.ID, x.Kind, x.Host, x.Instance, x.Status, x.Agent, x.Error, x.Spec, x.State} {
+					str[j][i] = v
 				}
 			}
-			return nil
+			return appendColumns(b, str[0], str[1], idx, inPlan, str[2], str[3], str[4], needs, str[5], attempt, str[6], str[7], exit, dur,
+				str[8], str[9], del, seq)
 		}},
 		{tablePlans, "operation, plan, seq", len(r.plans), func(b driver.Batch) error {
 			for _, x := range r.plans {
@@ -111,14 +126,8 @@ func (p *insertPlan) parts() []tableInsert {
 					str[j][i] = v
 				}
 			}
-			cols := []any{seq, idx, str[0], str[1], str[2], schema, str[3], str[4], version, at, ns, str[5], str[6], str[7], str[8],
-				fencing, str[9], machines, str[10], str[11], str[12]}
-			for i, c := range cols {
-				if err := b.Column(i).Append(c); err != nil {
-					return fmt.Errorf("column %d: %w", i, err)
-				}
-			}
-			return nil
+			return appendColumns(b, seq, idx, str[0], str[1], str[2], schema, str[3], str[4], version, at, ns, str[5], str[6], str[7], str[8],
+				fencing, str[9], machines, str[10], str[11], str[12])
 		}},
 	}
 }
@@ -139,4 +148,15 @@ func insertTable(ctx context.Context, conn driver.Conn, qualified, columns strin
 // gen's tables.
 func recordProgress(ctx context.Context, conn driver.Conn, db string, gen uint32, seq uint64) error {
 	return insertTable(ctx, conn, table(db, tableProgress, gen), "seq", func(b driver.Batch) error { return b.Append(seq) })
+}
+
+// appendColumns appends whole columns, in the order of the INSERT's column
+// list.
+func appendColumns(b driver.Batch, cols ...any) error {
+	for i, c := range cols {
+		if err := b.Column(i).Append(c); err != nil {
+			return fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return nil
 }

@@ -150,7 +150,7 @@ func TestProjectorStartedLateLoadsAggregatesFromTheStream(t *testing.T) {
 	s := newScenario(e)
 	s.run()
 	// Project the first half, stop, then the rest with a fresh projector.
-	p := e.start(e.store, func(c *ProjectorConfig, _ *Projector) { c.MaxBatch = 3 })
+	p := e.start(e.store, func(c *ProjectorConfig) { c.MaxBatch = 3 })
 	half := e.head() / 2
 	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
 	_, err := e.store.WaitFor(ctx, half)
@@ -172,4 +172,27 @@ func TestProjectorStartedLateLoadsAggregatesFromTheStream(t *testing.T) {
 		t.Fatalf("ClickHouse has %d events, the stream %d", got, n)
 	}
 	_ = p
+}
+
+// The audit fields read from a decoded event are the ones decoding its
+// payload gives, for every event of a scenario.
+func TestAuditFieldsOfDecodedEventsMatchTheirPayloads(t *testing.T) {
+	e := newEnvWithClickHouseUnused(t)
+	newScenario(e).run()
+	st, err := e.events.LoadFilter(e.ctx, eventstore.AllSubjects)
+	must(t, err, "load")
+	types := map[string]bool{}
+	for _, ev := range st.Events {
+		de, err := domain.DecodeEvent(ev.Type, ev.SchemaVersion, ev.Payload)
+		must(t, err, "decode")
+		var want auditFields
+		must(t, json.Unmarshal(ev.Payload, &want), "unmarshal")
+		if got := fieldsOf(de); jsonOf(t, got) != jsonOf(t, want) {
+			t.Fatalf("%s: fields %s, payload says %s", ev.Type, jsonOf(t, got), jsonOf(t, want))
+		}
+		types[ev.Type] = true
+	}
+	if len(types) < 12 {
+		t.Fatalf("the scenario has only %d event types: %v", len(types), types)
+	}
 }

@@ -70,15 +70,18 @@ var migrations = []Migration{{
 	Name:    "audit trail and current-state views",
 	Statements: []string{
 		// The audit trail: one row per event. cluster first in the key
-		// makes "audit of one cluster" read only that cluster's granules;
-		// partitions by month let a time range skip whole parts (the
-		// partition key's minmax index on time).
+		// makes "audit of one cluster" read only that cluster's granules.
+		// Partitions by month and by blocks of 2^20 sequences give every
+		// part a narrow range of times and sequences (the partition key's
+		// minmax indexes), so a time range or the newest events skip
+		// whole parts. (Generations made before this layout keep
+		// monthly partitions until a rebuild.)
 		`CREATE TABLE IF NOT EXISTS {db}.events{g} (
 			seq UInt64, idx UInt16, commit_id String, event_id String, type String, schema_version UInt16,
 			aggregate_type String, aggregate_id String, aggregate_version UInt64,
 			time DateTime, time_ns UInt32, actor String, operation String, correlation_id String, causation_id String,
 			cluster String, machines Array(String), step String, outcome String, payload String
-		) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(time) ORDER BY (cluster, seq, idx)`,
+		) ENGINE = ReplacingMergeTree() PARTITION BY (toYYYYMM(time), intDiv(seq, 1048576)) ORDER BY (cluster, seq, idx)`,
 		// Current state. Every row carries seq, the stream sequence of the
 		// last commit folded into it: the ReplacingMergeTree version.
 		`CREATE TABLE IF NOT EXISTS {db}.clusters{g} (

@@ -55,6 +55,9 @@ type Store struct {
 	genRead time.Time
 
 	local watermark
+	// auditWindow, when set (tests), is the first window of sequences an
+	// audit query without a cluster looks at.
+	auditWindow uint64
 }
 
 // Dial returns a clickhouse-go connection pool for the native protocol at
