@@ -47,6 +47,13 @@ type Operation struct {
 	// Cancelling: a cancel was asked for; nothing more is dispatched and
 	// the operation ends once its running steps have.
 	Cancelling bool `json:"cancelling,omitempty"`
+	// Upgrades and rollbacks: the version (and package) the cluster takes
+	// when the operation succeeds, and the one it ran before.
+	Version       string `json:"version,omitempty"`
+	PackageID     string `json:"package_id,omitempty"`
+	FromVersion   string `json:"from_version,omitempty"`
+	FromPackageID string `json:"from_package_id,omitempty"`
+	RollbackOf    string `json:"rollback_of,omitempty"` // a rollback: the upgrade it rolls back
 }
 
 // Progress is what the operation can do next: as ProgressOf, but nothing
@@ -93,6 +100,12 @@ type OperationRequested struct {
 	Kind    string `json:"kind"`
 	Cluster string `json:"cluster"`
 	Plan    []Step `json:"plan,omitempty"`
+	// Upgrades, rollbacks and patches (see Operation).
+	Version       string `json:"version,omitempty"`
+	PackageID     string `json:"package_id,omitempty"`
+	FromVersion   string `json:"from_version,omitempty"`
+	FromPackageID string `json:"from_package_id,omitempty"`
+	RollbackOf    string `json:"rollback_of,omitempty"`
 }
 
 // ActiveOperation returns the cluster's running or pending operation, or
@@ -126,7 +139,11 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 			Operations: c.Operations, Revision: c.Revision}
 	case OperationRequested:
 		c.Operations = append(slices.Clone(c.Operations),
-			Operation{ID: e.ID, Kind: e.Kind, Cluster: e.Cluster, Status: OperationStatusPending, Attempt: 1, Plan: e.Plan})
+			Operation{ID: e.ID, Kind: e.Kind, Cluster: e.Cluster, Status: OperationStatusPending, Attempt: 1, Plan: e.Plan,
+				Version: e.Version, PackageID: e.PackageID, FromVersion: e.FromVersion, FromPackageID: e.FromPackageID, RollbackOf: e.RollbackOf})
+		if i := slices.IndexFunc(c.Operations, func(o Operation) bool { return e.RollbackOf != "" && o.ID == e.RollbackOf }); i >= 0 {
+			c.Operations[i].Status = OperationStatusRolledBack
+		}
 	case StepStarted:
 		c = c.withStep(e.Operation, e.Step, func(_ *Cluster, o *Operation, st *StepState) {
 			*st = StepState{Status: StepStatusRunning, Attempt: e.Attempt, Agent: e.Agent}
@@ -161,6 +178,8 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 				}
 			case OperationDestroy:
 				c.Status = ClusterStatusDestroyed
+			case OperationUpgrade, OperationRollback:
+				c.Version, c.PackageID, c.Status = o.Version, o.PackageID, ClusterStatusRunning
 			}
 		})
 	case OperationFailed:

@@ -36,6 +36,7 @@ type Step struct {
 	Copies   []CopySpec    `json:"copies,omitempty"` // files from the package
 	Service  *ServiceSpec  `json:"service,omitempty"`
 	Check    *ClusterCheck `json:"check,omitempty"`
+	Switches []SwitchSpec  `json:"switches,omitempty"` // StepSwitchFiles
 }
 
 // PortCheck is a port that must be free on a host, unless the instance's
