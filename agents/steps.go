@@ -121,6 +121,8 @@ func (r *run) dispatch(ctx context.Context) error {
 		return r.stop(ctx)
 	case domain.StepRemoveDirs:
 		return r.removeDirs(ctx)
+	case domain.StepSwitchFiles:
+		return r.switchFiles(ctx)
 	case domain.StepNoop:
 		return r.sh(ctx, "noop", remote.RunOptions{}, "true")
 	}

@@ -109,6 +109,9 @@ func Handler(c Config) http.Handler {
 			r.Delete("/api/v1/clusters/{name}", a.destroyCluster)
 			r.Post("/api/v1/operations/{id}/retry", a.retryOperation)
 			r.Post("/api/v1/operations/{id}/cancel", a.cancelOperation)
+			r.Post("/api/v1/clusters/{name}/upgrade", a.upgradeCluster)
+			r.Post("/api/v1/clusters/{name}/patch", a.patchCluster)
+			r.Post("/api/v1/operations/{id}/rollback", a.rollbackOperation)
 		})
 	})
 	return r
