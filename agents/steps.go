@@ -123,6 +123,8 @@ func (r *run) dispatch(ctx context.Context) error {
 		return r.removeDirs(ctx)
 	case domain.StepSwitchFiles:
 		return r.switchFiles(ctx)
+	case domain.StepOffline:
+		return r.offline(ctx)
 	case domain.StepNoop:
 		return r.sh(ctx, "noop", remote.RunOptions{}, "true")
 	}
@@ -568,4 +570,53 @@ func (r *run) removeDirs(ctx context.Context) error {
 			`systemctl disable "$1" 2>/dev/null; rm -f -- "$2"; systemctl daemon-reload 2>/dev/null; exit 0`, svc.Name+".service", svc.UnitFile)
 	}
 	return nil
+}
+
+// offline takes a master or worker out of the DM cluster through a
+// remaining dm-master: DELETE /apis/v1alpha1/members/{master|worker}/{name}.
+// A member that is already gone is fine (the step may run twice).
+func (r *run) offline(ctx context.Context) error {
+	c := r.d.Step.Check
+	if c == nil || len(c.MasterAddrs) == 0 {
+		return errors.New("offline step without a dm-master to ask")
+	}
+	kind, name := "worker", ""
+	if len(c.Masters) == 1 {
+		kind, name = "master", c.Masters[0]
+	} else if len(c.Workers) == 1 {
+		name = c.Workers[0]
+	}
+	if name == "" {
+		return errors.New("offline step without a member name")
+	}
+	client := r.httpClient()
+	var last error
+	for _, addr := range c.MasterAddrs {
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+addr+"/apis/v1alpha1/members/"+kind+"/"+name, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			last = fmt.Errorf("dm-master %s: %w", addr, err)
+			continue
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		var res struct {
+			Result bool   `json:"result"`
+			Msg    string `json:"msg"`
+		}
+		_ = json.Unmarshal(body, &res)
+		switch {
+		case resp.StatusCode == http.StatusOK && res.Result:
+			r.out.stdout.add(fmt.Sprintf("%s %s taken offline through %s", kind, name, addr))
+			return nil
+		case strings.Contains(res.Msg, "not exist"):
+			r.out.stdout.add(fmt.Sprintf("%s %s is not a member any more", kind, name))
+			return nil
+		}
+		last = fmt.Errorf("dm-master %s: offline %s %s: %s %s", addr, kind, name, resp.Status, firstLine(body))
+	}
+	return last
 }

@@ -158,6 +158,10 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 					c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusUp)
 				case StepStop:
 					c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusDown)
+				case StepRemoveDirs:
+					if o.Kind == OperationScaleIn {
+						c.Instances = slices.DeleteFunc(c.Instances, func(in Instance) bool { return in.ID == s.Instance })
+					}
 				}
 			}
 		})
@@ -189,6 +193,8 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 				c.Status = ClusterStatusDeployFailed
 			}
 		})
+	case ClusterScaleOutRequested:
+		c.Instances = slices.Concat(c.Instances, e.Instances)
 	case OperationCancelRequested:
 		c = c.withOperation(e.ID, func(_ *Cluster, o *Operation) { o.Cancelling = true })
 	case OperationCancelled:

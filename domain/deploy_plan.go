@@ -35,6 +35,9 @@ type planner struct {
 	topo     *Topology
 	packages map[string]*Package
 	steps    []Step
+	// join, when set, is the client addresses of running masters: new
+	// masters join them (scale-out) instead of forming an initial cluster.
+	join []string
 }
 
 func (pl *planner) add(s Step) string {

@@ -35,6 +35,8 @@ const (
 	TypeOperationCancelRequested = "OperationCancelRequested"
 	TypeOperationCancelled       = "OperationCancelled"
 	TypeClusterLeaderElected     = "ClusterLeaderElected"
+	TypeClusterScaleOutRequested = "ClusterScaleOutRequested"
+	TypeClusterScaleInRequested  = "ClusterScaleInRequested"
 )
 
 func (MachineRegistered) EventType() string        { return TypeMachineRegistered }
@@ -51,6 +53,8 @@ func (OperationRetried) EventType() string         { return TypeOperationRetried
 func (OperationCancelRequested) EventType() string { return TypeOperationCancelRequested }
 func (OperationCancelled) EventType() string       { return TypeOperationCancelled }
 func (ClusterLeaderElected) EventType() string     { return TypeClusterLeaderElected }
+func (ClusterScaleOutRequested) EventType() string { return TypeClusterScaleOutRequested }
+func (ClusterScaleInRequested) EventType() string  { return TypeClusterScaleInRequested }
 
 // decoders decode schema 1 of every event type into its value type, so
 // that Evolve switches on value types only.
@@ -69,6 +73,8 @@ var decoders = map[string]func([]byte) (Event, error){
 	TypeOperationCancelRequested: decodeAs[OperationCancelRequested],
 	TypeOperationCancelled:       decodeAs[OperationCancelled],
 	TypeClusterLeaderElected:     decodeAs[ClusterLeaderElected],
+	TypeClusterScaleOutRequested: decodeAs[ClusterScaleOutRequested],
+	TypeClusterScaleInRequested:  decodeAs[ClusterScaleInRequested],
 }
 
 func decodeAs[T Event](payload []byte) (Event, error) {

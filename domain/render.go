@@ -3,6 +3,7 @@ package domain
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/dmgr/dmgr/agents/shell"
@@ -121,6 +122,11 @@ func (pl *planner) masterTOML(in Instance) (string, error) {
 		"initial-cluster":     strings.Join(initial, ","),
 		"data-dir":            in.DataDir,
 		"log-file":            path.Join(in.LogDir, "dm-master.log"),
+	}
+	if len(pl.join) > 0 && !slices.Contains(pl.join, hostPort(in.Host, in.Port)) {
+		// A master added to a running cluster joins it.
+		delete(own, "initial-cluster")
+		own["join"] = strings.Join(pl.join, ",")
 	}
 	return pl.serverTOML("master", in, own)
 }

@@ -166,6 +166,20 @@ func ParseTopology(text string) (*Topology, error) {
 	return p.topology(root)
 }
 
+// parseTopologyFragment parses a scale-out topology: as ParseTopology, but
+// it need not have a dm-master.
+func parseTopologyFragment(text string) (*Topology, error) {
+	if err := checkTopologyText(text); err != nil {
+		return nil, err
+	}
+	root, err := decodeTopologyYAML(text)
+	if err != nil {
+		return nil, err
+	}
+	p := &topoParser{budget: maxYAMLNodes, fragment: true}
+	return p.topology(root)
+}
+
 // checkTopologyText refuses what YAML cannot hold (invalid UTF-8, control
 // characters) with a line number; yaml.v3 reports these without one.
 func checkTopologyText(text string) error {
@@ -268,6 +282,8 @@ func topologyErr(line int, format string, args ...any) *Error {
 // aliases cannot make the walk explode.
 type topoParser struct {
 	budget int
+	// fragment: a scale-out topology, which may have no dm-master.
+	fragment bool
 }
 
 // yamlEntry is one entry of a YAML mapping.
@@ -325,7 +341,7 @@ func (p *topoParser) topology(root *yaml.Node) (*Topology, error) {
 		}
 		t.Instances = append(t.Instances, insts...)
 	}
-	if len(t.Instances) == 0 || t.Instances[0].Role != RoleMaster {
+	if !p.fragment && (len(t.Instances) == 0 || t.Instances[0].Role != RoleMaster) {
 		return nil, Errorf(Invalid, msgNoMaster)
 	}
 	if err := checkTopologyClashes(t.Instances); err != nil {

@@ -107,6 +107,8 @@ func Handler(c Config) http.Handler {
 			r.Post("/api/v1/clusters/{name}/stop", a.controlCluster(domain.OperationStop))
 			r.Post("/api/v1/clusters/{name}/restart", a.controlCluster(domain.OperationRestart))
 			r.Delete("/api/v1/clusters/{name}", a.destroyCluster)
+			r.Post("/api/v1/clusters/{name}/scale-out", a.scaleOut)
+			r.Post("/api/v1/clusters/{name}/scale-in", a.scaleIn)
 			r.Post("/api/v1/operations/{id}/retry", a.retryOperation)
 			r.Post("/api/v1/operations/{id}/cancel", a.cancelOperation)
 			r.Post("/api/v1/clusters/{name}/upgrade", a.upgradeCluster)
