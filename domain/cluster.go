@@ -15,6 +15,9 @@ type Cluster struct {
 	Global     GlobalOptions `json:"global"`
 	Instances  []Instance    `json:"instances"`
 	Operations []Operation   `json:"operations"`
+	// ServerConfigs replaces the topology's server_configs once a reload
+	// changed them (nil: the topology's own).
+	ServerConfigs map[string]map[string]any `json:"server_configs,omitempty"`
 	// LeaderToken is the fencing token of the newest coordinator that took
 	// the cluster over: reports and writes of older leaders are refused.
 	LeaderToken int64  `json:"leader_token,omitempty"`
@@ -26,6 +29,18 @@ const (
 	ClusterStatusDeploying = "deploying"
 	ClusterStatusDestroyed = "destroyed"
 )
+
+// EffectiveServerConfigs is the server_configs the cluster's configs are
+// rendered from: the last reload's, or the topology's.
+func (c *Cluster) EffectiveServerConfigs() map[string]map[string]any {
+	if c.ServerConfigs != nil {
+		return c.ServerConfigs
+	}
+	if t, err := ParseTopology(c.Topology); err == nil {
+		return t.ServerConfigs
+	}
+	return nil
+}
 
 // Exists reports whether the name is taken by a cluster that has not been
 // destroyed.
@@ -193,6 +208,8 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 				c.Status = ClusterStatusDeployFailed
 			}
 		})
+	case ClusterReloadRequested:
+		c.ServerConfigs = e.ServerConfigs
 	case ClusterScaleOutRequested:
 		c.Instances = slices.Concat(c.Instances, e.Instances)
 	case OperationCancelRequested:

@@ -37,6 +37,7 @@ const (
 	TypeClusterLeaderElected     = "ClusterLeaderElected"
 	TypeClusterScaleOutRequested = "ClusterScaleOutRequested"
 	TypeClusterScaleInRequested  = "ClusterScaleInRequested"
+	TypeClusterReloadRequested   = "ClusterReloadRequested"
 )
 
 func (MachineRegistered) EventType() string        { return TypeMachineRegistered }
@@ -55,6 +56,7 @@ func (OperationCancelled) EventType() string       { return TypeOperationCancell
 func (ClusterLeaderElected) EventType() string     { return TypeClusterLeaderElected }
 func (ClusterScaleOutRequested) EventType() string { return TypeClusterScaleOutRequested }
 func (ClusterScaleInRequested) EventType() string  { return TypeClusterScaleInRequested }
+func (ClusterReloadRequested) EventType() string   { return TypeClusterReloadRequested }
 
 // decoders decode schema 1 of every event type into its value type, so
 // that Evolve switches on value types only.
@@ -75,6 +77,7 @@ var decoders = map[string]func([]byte) (Event, error){
 	TypeClusterLeaderElected:     decodeAs[ClusterLeaderElected],
 	TypeClusterScaleOutRequested: decodeAs[ClusterScaleOutRequested],
 	TypeClusterScaleInRequested:  decodeAs[ClusterScaleInRequested],
+	TypeClusterReloadRequested:   decodeAs[ClusterReloadRequested],
 }
 
 func decodeAs[T Event](payload []byte) (Event, error) {

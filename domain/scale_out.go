@@ -91,9 +91,7 @@ func parseFragment(c *Cluster, text string) (*Topology, error) {
 	if len(t.Instances) == 0 {
 		return nil, Errorf(Invalid, "the scale-out topology has no instance")
 	}
-	if orig, err := ParseTopology(c.Topology); err == nil {
-		t.ServerConfigs = orig.ServerConfigs
-	}
+	t.ServerConfigs = c.EffectiveServerConfigs()
 	return t, nil
 }
 

@@ -73,7 +73,8 @@ func DecideControlCluster(c *Cluster, cmd ControlCluster) ([]Event, error) {
 
 // clusterPlanner plans on a deployed cluster's topology.
 func clusterPlanner(c *Cluster) *planner {
-	return &planner{cluster: c.Name, version: c.Version, topo: &Topology{Global: c.Global, Instances: c.Instances}}
+	return &planner{cluster: c.Name, version: c.Version,
+		topo: &Topology{Global: c.Global, ServerConfigs: c.EffectiveServerConfigs(), Instances: c.Instances}}
 }
 
 // roleGroups are the start order: masters, workers, then monitoring.

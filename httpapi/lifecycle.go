@@ -91,3 +91,31 @@ func (a *api) liveOr(next http.HandlerFunc) http.HandlerFunc {
 		}
 	}
 }
+
+type reloadBody struct {
+	// ServerConfigs replaces the cluster's server_configs (the sections
+	// "master" and "worker"); omitted, the configs are re-rendered as they
+	// are.
+	ServerConfigs map[string]map[string]any `json:"server_configs"`
+}
+
+func (a *api) reloadCluster(w http.ResponseWriter, r *http.Request) {
+	var b reloadBody
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, a.maxJSON, &b); err != nil {
+			writeError(w, r, err)
+			return
+		}
+	}
+	name := chi.URLParam(r, "name")
+	if dryRun(r) {
+		writePlan(w, r, func() ([]domain.Step, error) { return a.svc.PlanReloadCluster(r.Context(), name, b.ServerConfigs) })
+		return
+	}
+	acc, err := a.svc.ReloadCluster(r.Context(), meta(r), name, b.ServerConfigs)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	accepted(w, acc)
+}

@@ -109,6 +109,7 @@ func Handler(c Config) http.Handler {
 			r.Delete("/api/v1/clusters/{name}", a.destroyCluster)
 			r.Post("/api/v1/clusters/{name}/scale-out", a.scaleOut)
 			r.Post("/api/v1/clusters/{name}/scale-in", a.scaleIn)
+			r.Post("/api/v1/clusters/{name}/reload", a.reloadCluster)
 			r.Post("/api/v1/operations/{id}/retry", a.retryOperation)
 			r.Post("/api/v1/operations/{id}/cancel", a.cancelOperation)
 			r.Post("/api/v1/clusters/{name}/upgrade", a.upgradeCluster)

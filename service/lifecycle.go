@@ -67,3 +67,19 @@ func (s *Service) planOnCluster(ctx context.Context, name string, decide func(*d
 	}
 	return nil, domain.Errorf(domain.Internal, "cluster %s: the decision requested no operation", name)
 }
+
+// ReloadCluster records a reload: new server_configs (nil: unchanged),
+// and restarts of the instances whose rendered configs change.
+func (s *Service) ReloadCluster(ctx context.Context, meta Meta, name string, serverConfigs map[string]map[string]any) (Accepted, error) {
+	meta = s.complete(meta)
+	return s.onCluster(ctx, meta, name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideReloadCluster(c, domain.ReloadCluster{Name: name, ServerConfigs: serverConfigs, OperationID: meta.OperationID})
+	})
+}
+
+// PlanReloadCluster is ReloadCluster's dry run.
+func (s *Service) PlanReloadCluster(ctx context.Context, name string, serverConfigs map[string]map[string]any) ([]domain.Step, error) {
+	return s.planOnCluster(ctx, name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideReloadCluster(c, domain.ReloadCluster{Name: name, ServerConfigs: serverConfigs, OperationID: "dry-run"})
+	})
+}

@@ -127,6 +127,20 @@ func TestClusterLifecycleStartStopRestartDestroy(t *testing.T) {
 		t.Errorf("live display after restart: %v, want %v", got, want)
 	}
 
+	// Reload after a change of the workers' config: only the workers
+	// restart, and their config file on the hosts has the new value.
+	cp.runOperation(t, "POST", "/api/v1/clusters/life/reload", map[string]any{"server_configs": map[string]any{
+		"master": map[string]any{"log-level": "info"}, "worker": map[string]any{"log-level": "debug"}}})
+	if m, w := starts(t, bed); m != 6 || w != 12 {
+		t.Errorf("after the reload: masters started %d times, workers %d; want 6 and 12", m, w)
+	}
+	if out, _ := bed.Exec(t, 2, "cat /srv/dm/deploy/dm-worker-8262/conf/dm-worker.toml"); !strings.Contains(out, `log-level = "debug"`) {
+		t.Errorf("dm-worker.toml after the reload:\n%s", out)
+	}
+	if got := liveSummary(cp.live(t, "life")); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("live display after the reload: %v, want %v", got, want)
+	}
+
 	// Refusals change nothing.
 	for _, r := range []struct {
 		method, path string
