@@ -3,9 +3,12 @@ package projections
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -264,19 +267,50 @@ func (a *aggregate) foldOperation(e eventstore.Event, de domain.Event) {
 // state between batches; an aggregate it has not seen, or whose history it
 // missed (a gap in aggregate versions), is loaded from the event stream, so
 // the state is always the fold of the aggregate's whole history.
+//
+// Aggregates are independent: the folder keeps them in shards (by a hash
+// of the aggregate) that fold a batch in parallel, each its aggregates'
+// commits in stream order.
 type folder struct {
-	aggs    map[aggKey]*aggregate
+	shards  []*shard
 	history func(ctx context.Context, typ, id string) ([]eventstore.Event, error)
 	log     zerolog.Logger
-	// onDecodeError counts and logs events the domain cannot decode.
+	// onDecodeError counts and logs events the domain cannot decode; it
+	// is called from several goroutines.
 	onDecodeError func(eventstore.Event, error)
-	// loads counts aggregates loaded from the stream (for tests and logs).
-	loads int
+}
+
+// shard is the aggregates of one part of the hash space.
+type shard struct {
+	f     *folder
+	aggs  map[aggKey]*aggregate
+	loads int // aggregates loaded from the stream
 }
 
 func newFolder(history func(ctx context.Context, typ, id string) ([]eventstore.Event, error), log zerolog.Logger,
 	onDecodeError func(eventstore.Event, error)) *folder {
-	return &folder{aggs: map[aggKey]*aggregate{}, history: history, log: log, onDecodeError: onDecodeError}
+	f := &folder{history: history, log: log, onDecodeError: onDecodeError}
+	for i := 0; i < max(runtime.GOMAXPROCS(0), 1); i++ {
+		f.shards = append(f.shards, &shard{f: f, aggs: map[aggKey]*aggregate{}})
+	}
+	return f
+}
+
+// loads is how many aggregates the folder loaded from the stream.
+func (f *folder) loads() int {
+	n := 0
+	for _, s := range f.shards {
+		n += s.loads
+	}
+	return n
+}
+
+func (f *folder) shardOf(key aggKey) int {
+	h := fnv.New32a()
+	h.Write([]byte(key.typ))
+	h.Write([]byte{0})
+	h.Write([]byte(key.id))
+	return int(h.Sum32() % uint32(len(f.shards)))
 }
 
 // project folds a batch (commits in stream order) and returns the rows
@@ -284,8 +318,7 @@ func newFolder(history func(ctx context.Context, typ, id string) ([]eventstore.E
 // rows that changed.
 func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error) {
 	out := &rowSet{}
-	before := map[aggKey]aggregate{}
-	var touched []aggKey
+	parts := make([][]*commit, len(f.shards))
 	for ci := range commits {
 		c := &commits[ci]
 		c.prepare()
@@ -296,12 +329,46 @@ func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error)
 		for i, e := range c.events {
 			out.events = append(out.events, auditRow(e, i, c.fields[i]))
 		}
-		if len(c.events) == 0 {
+		if len(c.events) > 0 {
+			i := f.shardOf(aggKey{c.events[0].AggregateType, c.events[0].AggregateID})
+			parts[i] = append(parts[i], c)
+		}
+	}
+	results := make([]*rowSet, len(f.shards))
+	errs := make([]error, len(f.shards))
+	var wg sync.WaitGroup
+	for i, sh := range f.shards {
+		if len(parts[i]) == 0 {
 			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = sh.project(ctx, parts[i])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, r := range results {
+		if r != nil {
+			out.merge(r)
+		}
+	}
+	return out, nil
+}
+
+// project folds one shard's commits of a batch into the state rows that
+// changed.
+func (sh *shard) project(ctx context.Context, commits []*commit) (*rowSet, error) {
+	out := &rowSet{}
+	before := map[aggKey]aggregate{}
+	var touched []aggKey
+	for _, c := range commits {
 		first := c.events[0]
 		key := aggKey{first.AggregateType, first.AggregateID}
-		a := f.aggs[key]
+		a := sh.aggs[key]
 		if a != nil && c.seq <= a.seq {
 			continue // folded before: a redelivery
 		}
@@ -311,14 +378,14 @@ func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error)
 		}
 		if a == nil && first.AggregateVersion == 1 {
 			a = &aggregate{key: key}
-			f.aggs[key] = a
+			sh.aggs[key] = a
 		} else if a == nil || first.AggregateVersion != a.version+1 {
-			loaded, err := f.load(ctx, key, c.seq)
+			loaded, err := sh.load(ctx, key, c.seq)
 			if err != nil {
 				return nil, err
 			}
 			a = loaded
-			f.aggs[key] = a
+			sh.aggs[key] = a
 		}
 		if _, ok := before[key]; !ok {
 			// Not seen before in this process: its rows up to here are
@@ -326,10 +393,10 @@ func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error)
 			before[key] = a.snapshot()
 			touched = append(touched, key)
 		}
-		a.apply(c, f.onDecodeError)
+		a.apply(c, sh.f.onDecodeError)
 	}
 	for _, key := range touched {
-		b, a := before[key], f.aggs[key]
+		b, a := before[key], sh.aggs[key]
 		if err := diff(out, &b, a); err != nil {
 			return nil, err
 		}
@@ -339,12 +406,12 @@ func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error)
 
 // load folds an aggregate's history from the event stream up to (not
 // including) commit seq.
-func (f *folder) load(ctx context.Context, key aggKey, seq uint64) (*aggregate, error) {
-	evs, err := f.history(ctx, key.typ, key.id)
+func (sh *shard) load(ctx context.Context, key aggKey, seq uint64) (*aggregate, error) {
+	evs, err := sh.f.history(ctx, key.typ, key.id)
 	if err != nil {
 		return nil, fmt.Errorf("load %s %s from the event stream: %w", key.typ, key.id, err)
 	}
-	f.loads++
+	sh.loads++
 	a := &aggregate{key: key}
 	for i := 0; i < len(evs); {
 		j := i
@@ -354,7 +421,7 @@ func (f *folder) load(ctx context.Context, key aggKey, seq uint64) (*aggregate, 
 		if evs[i].Seq >= seq {
 			break
 		}
-		a.apply(&commit{seq: evs[i].Seq, events: evs[i:j]}, f.onDecodeError)
+		a.apply(&commit{seq: evs[i].Seq, events: evs[i:j]}, sh.f.onDecodeError)
 		i = j
 	}
 	return a, nil

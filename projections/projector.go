@@ -215,6 +215,7 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 		return false, fmt.Errorf("consumer %s: %w", ConsumerName(gen), err)
 	}
 	if !untilCaughtUp {
+		st.noteGeneration(gen) // readers here follow a switch at once
 		st.local.set(gen, wm)
 		p.m.generation.Store(gen)
 	}
@@ -371,27 +372,35 @@ func (p *Projector) gather(ctx context.Context, iter jetstream.MessagesContext) 
 // decode decodes a batch's commits, in parallel: JSON is most of a
 // projector's work.
 func (p *Projector) decode(b *batch) {
-	workers := min(runtime.GOMAXPROCS(0), max(len(b.commits)/256, 1))
+	decodeAll(b.commits, func(i int) []byte { return b.msgs[i].Data() }, func(seq uint64, err error) {
+		p.m.decodeErrors.Add(1)
+		p.log.Error().Err(err).Uint64("commit_seq", seq).Msg("undecodable commit left out of the projections")
+	})
+	for _, c := range b.commits {
+		b.events += len(c.events)
+	}
+}
+
+// decodeAll decodes and prepares commits, data(i) being commit i's
+// message, on every processor.
+func decodeAll(commits []commit, data func(i int) []byte, onError func(seq uint64, err error)) {
+	workers := min(runtime.GOMAXPROCS(0), max(len(commits)/256, 1))
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(b.commits); i += workers {
-				c := &b.commits[i]
+			for i := w; i < len(commits); i += workers {
+				c := &commits[i]
 				var err error
-				if c.events, err = decodeCommit(c.seq, b.msgs[i].Data()); err != nil {
-					p.m.decodeErrors.Add(1)
-					p.log.Error().Err(err).Uint64("commit_seq", c.seq).Msg("undecodable commit left out of the projections")
+				if c.events, err = decodeCommit(c.seq, data(i)); err != nil {
+					onError(c.seq, err)
 				}
 				c.prepare()
 			}
 		}()
 	}
 	wg.Wait()
-	for _, c := range b.commits {
-		b.events += len(c.events)
-	}
 }
 
 // fold folds a batch's new commits (those after folded; the others are
@@ -417,13 +426,13 @@ func (p *Projector) fold(ctx context.Context, f *folder, folded uint64, next *ui
 	if len(fresh) == 0 {
 		return nil, nil
 	}
-	loads := f.loads
+	loads := f.loads()
 	rows, err := f.project(ctx, fresh)
 	if err != nil {
 		return nil, err
 	}
 	rows.commits = len(fresh)
-	p.m.loads.Add(uint64(f.loads - loads))
+	p.m.loads.Add(uint64(f.loads() - loads))
 	return rows, nil
 }
 

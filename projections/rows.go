@@ -167,3 +167,14 @@ func joinTime(sec int64, ns uint32) time.Time {
 	}
 	return time.Unix(sec, int64(ns)).UTC()
 }
+
+// merge appends another set's state rows (a shard's) to r.
+func (r *rowSet) merge(o *rowSet) {
+	r.clusters = append(r.clusters, o.clusters...)
+	r.instances = append(r.instances, o.instances...)
+	r.machines = append(r.machines, o.machines...)
+	r.operations = append(r.operations, o.operations...)
+	r.steps = append(r.steps, o.steps...)
+	r.plans = append(r.plans, o.plans...)
+	r.packages = append(r.packages, o.packages...)
+}

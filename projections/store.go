@@ -53,6 +53,7 @@ type Store struct {
 	mu      sync.Mutex
 	gen     uint32
 	genRead time.Time
+	stream  jetstream.Stream // the event stream, once looked up
 
 	local watermark
 	// auditWindow, when set (tests), is the first window of sequences an
@@ -303,9 +304,9 @@ func (s *Store) streamHead(ctx context.Context) (uint64, error) {
 	if s.js == nil {
 		return 0, nil
 	}
-	st, err := s.js.Stream(ctx, eventstore.StreamName)
+	st, err := s.eventStream(ctx)
 	if err != nil {
-		return 0, domain.Errorf(domain.Unavailable, "event stream: %v", err)
+		return 0, err
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
@@ -314,9 +315,26 @@ func (s *Store) streamHead(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+func (s *Store) eventStream(ctx context.Context) (jetstream.Stream, error) {
+	s.mu.Lock()
+	st := s.stream
+	s.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
+	st, err := s.js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		return nil, domain.Errorf(domain.Unavailable, "event stream: %v", err)
+	}
+	s.mu.Lock()
+	s.stream = st
+	s.mu.Unlock()
+	return st, nil
+}
+
 // commitTime is when the commit at seq was stored in the stream.
 func (s *Store) commitTime(ctx context.Context, seq uint64) (time.Time, error) {
-	st, err := s.js.Stream(ctx, eventstore.StreamName)
+	st, err := s.eventStream(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
