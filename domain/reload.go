@@ -28,13 +28,7 @@ var serverConfigSections = []string{"master", "worker"}
 // them, stop and start it (the start waits until it is healthy), in the
 // order masters, workers, monitoring, one instance at a time.
 func DecideReloadCluster(c *Cluster, cmd ReloadCluster) ([]Event, error) {
-	if !c.Exists() {
-		return nil, Errorf(NotFound, "cluster %s does not exist", cmd.Name)
-	}
-	if cmd.OperationID == "" {
-		return nil, Errorf(Invalid, "operation id is required")
-	}
-	if err := CheckIdle(c); err != nil {
+	if err := checkCommand(c, cmd.Name, cmd.OperationID); err != nil {
 		return nil, err
 	}
 	for section := range cmd.ServerConfigs {

@@ -89,19 +89,8 @@ func DecideScaleIn(c *Cluster, cmd ScaleIn) ([]Event, error) {
 			User: c.Global.User, Needs: []string{last}, Dirs: removableDirs(in, false), Service: pl.service(in)}
 		removes = append(removes, pl.add(rm))
 	}
-	for _, in := range kept {
-		if in.Role != RolePrometheus {
-			continue
-		}
-		files, err := pl.renderFiles(in)
-		if err != nil {
-			return nil, err
-		}
-		cfg := pl.add(Step{ID: "config/" + in.ID, Kind: StepWriteFiles, Host: in.Host, Instance: in.ID, Role: in.Role,
-			User: c.Global.User, Needs: slices.Clone(removes), Files: files})
-		stop := pl.addStop(in, []string{cfg})
-		pl.add(Step{ID: "start/" + in.ID, Kind: StepStart, Host: in.Host, Instance: in.ID, Role: in.Role,
-			User: c.Global.User, Needs: []string{stop}, Service: pl.service(in)})
+	if err := pl.rescrape(kept, removes); err != nil {
+		return nil, err
 	}
 	if err := CheckPlan(pl.steps); err != nil {
 		return nil, err

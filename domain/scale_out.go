@@ -34,13 +34,7 @@ type ClusterScaleOutRequested struct {
 // the members check covers the whole cluster.
 func DecideScaleOut(w *World, cmd ScaleOut) ([]Event, error) {
 	c := w.Clusters[cmd.Name]
-	if !c.Exists() {
-		return nil, Errorf(NotFound, "cluster %s does not exist", cmd.Name)
-	}
-	if cmd.OperationID == "" {
-		return nil, Errorf(Invalid, "operation id is required")
-	}
-	if err := CheckIdle(c); err != nil {
+	if err := checkCommand(c, cmd.Name, cmd.OperationID); err != nil {
 		return nil, err
 	}
 	fragment, err := parseFragment(c, cmd.Topology)
@@ -149,24 +143,33 @@ func scaleOutPlan(c *Cluster, fragment *Topology, packages map[string]*Package) 
 			pl.addStart(in, before)
 		}
 	}
-	// Existing prometheus: scrape the new instances (configs rewritten, then
-	// a restart to read them).
-	for _, in := range c.Instances {
-		if in.Role != RolePrometheus {
-			continue
-		}
-		files, err := pl.renderFiles(in)
-		if err != nil {
-			return nil, err
-		}
-		cfg := pl.add(Step{ID: "config/" + in.ID, Kind: StepWriteFiles, Host: in.Host, Instance: in.ID, Role: in.Role,
-			User: c.Global.User, Needs: slices.Clone(before), Files: files})
-		stop := pl.addStop(in, []string{cfg})
-		pl.add(Step{ID: "start/" + in.ID, Kind: StepStart, Host: in.Host, Instance: in.ID, Role: in.Role,
-			User: c.Global.User, Needs: []string{stop}, Service: pl.service(in)})
+	// Existing prometheus: scrape the new instances.
+	if err := pl.rescrape(c.Instances, before); err != nil {
+		return nil, err
 	}
 	if err := CheckPlan(pl.steps); err != nil {
 		return nil, err
 	}
 	return pl.steps, nil
+}
+
+// rescrape rewrites the configs of the prometheus instances among insts
+// (rendered with the planner's topology) after needs, and restarts them to
+// read the new scrape targets.
+func (pl *planner) rescrape(insts []Instance, needs []string) error {
+	for _, in := range insts {
+		if in.Role != RolePrometheus {
+			continue
+		}
+		files, err := pl.renderFiles(in)
+		if err != nil {
+			return err
+		}
+		cfg := pl.add(Step{ID: "config/" + in.ID, Kind: StepWriteFiles, Host: in.Host, Instance: in.ID, Role: in.Role,
+			User: pl.topo.Global.User, Needs: slices.Clone(needs), Files: files})
+		stop := pl.addStop(in, []string{cfg})
+		pl.add(Step{ID: "start/" + in.ID, Kind: StepStart, Host: in.Host, Instance: in.ID, Role: in.Role,
+			User: pl.topo.Global.User, Needs: []string{stop}, Service: pl.service(in)})
+	}
+	return nil
 }

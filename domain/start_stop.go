@@ -43,14 +43,11 @@ func DecideControlCluster(c *Cluster, cmd ControlCluster) ([]Event, error) {
 	if !c.Exists() {
 		return nil, Errorf(NotFound, "cluster %s does not exist", cmd.Name)
 	}
-	if cmd.OperationID == "" {
-		return nil, Errorf(Invalid, "operation id is required")
-	}
 	insts, err := selectInstances(c, cmd.Roles, cmd.Nodes)
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckIdle(c); err != nil {
+	if err := checkCommand(c, cmd.Name, cmd.OperationID); err != nil {
 		return nil, err
 	}
 	pl := clusterPlanner(c)
@@ -69,6 +66,19 @@ func DecideControlCluster(c *Cluster, cmd ControlCluster) ([]Event, error) {
 		return nil, err
 	}
 	return []Event{OperationRequested{ID: cmd.OperationID, Kind: cmd.Kind, Cluster: c.Name, Plan: plan}}, nil
+}
+
+// checkCommand checks what every command that starts an operation on an
+// existing cluster needs: the cluster exists, the operation has an id, and
+// no other operation runs.
+func checkCommand(c *Cluster, name, operationID string) error {
+	if !c.Exists() {
+		return Errorf(NotFound, "cluster %s does not exist", name)
+	}
+	if operationID == "" {
+		return Errorf(Invalid, "operation id is required")
+	}
+	return CheckIdle(c)
 }
 
 // clusterPlanner plans on a deployed cluster's topology.

@@ -431,33 +431,7 @@ awk 'NR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' /proc/net/tcp /proc/net/t
 	}
 
 	// dm-master's members API lists 3 masters and 3 workers.
-	var members struct {
-		Members []struct {
-			Master *struct{ Masters []struct{ Name string } } `json:"master"`
-			Worker *struct{ Workers []struct{ Name string } } `json:"worker"`
-		} `json:"members"`
-	}
-	resp, err := http.Get("http://" + bed.Hosts[1].Addr + ":8261/apis/v1alpha1/members?master=true&worker=true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&members)
-	resp.Body.Close()
-	var masters, workers []string
-	for _, m := range members.Members {
-		if m.Master != nil {
-			for _, x := range m.Master.Masters {
-				masters = append(masters, x.Name)
-			}
-		}
-		if m.Worker != nil {
-			for _, x := range m.Worker.Workers {
-				workers = append(workers, x.Name)
-			}
-		}
-	}
-	slices.Sort(masters)
-	slices.Sort(workers)
+	masters, workers := members(t, bed.Hosts[1].Addr+":8261")
 	if !slices.Equal(masters, []string{"master1", "master2", "master3"}) || !slices.Equal(workers, []string{"worker1", "worker2", "worker3"}) {
 		t.Errorf("members: masters %v, workers %v", masters, workers)
 	}
