@@ -10,7 +10,10 @@
 //     index in its commit, commit and event ids, time, type, aggregate,
 //     cluster, machines, operation, step, actor, outcome, payload);
 //   - clusters_gN, instances_gN, machines_gN, operations_gN, steps_gN,
-//     packages_gN: current state, one row per version of each thing;
+//     plans_gN, packages_gN: current state, one row per version of each
+//     thing (a cluster's row holds the cluster without its instances and
+//     operations, which have rows of their own; an operation's plan is
+//     written once, its steps' states as they change);
 //   - progress_gN: how far the generation has projected;
 //
 // and two bookkeeping tables, meta (which generation is current) and
@@ -23,7 +26,11 @@
 // The Projector is a durable JetStream consumer (one per generation,
 // ConsumerName) that folds commits in batches (by size and by time),
 // inserts every table's rows, records the batch's last sequence in
-// progress_gN and only then acks. A crash anywhere in between makes
+// progress_gN and only then acks. ClickHouse's progress, not the
+// consumer's ack floor, says where to resume: the consumer is positioned
+// right after it whenever the projector starts. Batches are pipelined: the
+// next is decoded (in parallel) and folded (in parallel shards of
+// aggregates) while ClickHouse takes the previous one. A crash anywhere in between makes
 // JetStream deliver the batch again; commits at or below the recorded
 // progress are skipped, and rows written again are equal to the ones
 // already there: every state row carries the stream sequence it was folded
@@ -57,6 +64,19 @@
 // Store answers the API's queries (clusters with instances and
 // operations, machines, operations with steps, packages, the audit trail
 // with filters and cursor pagination), with every value a bound parameter.
+// The audit trail is ordered by (cluster, seq, idx) and partitioned by
+// month and by blocks of 2^20 sequences: a cluster's page reads the
+// cluster's granules; a page without a cluster looks back over a growing
+// window of sequences and reads the recent (or in-range) parts only.
 // WaitFor gives read-your-writes: it waits until the projections have the
 // commit sequence a command answered.
+//
+// # ClickHouse 18.16
+//
+// The SQL is the subset 18.16 and current releases share: no ADD COLUMN
+// IF NOT EXISTS (migrations check system.columns), no server-side query
+// parameters (clickhouse-go binds ? on the client; "x IN ?" takes a
+// clickhouse.GroupSet, since a Go slice becomes an array literal), inserts
+// only through PrepareBatch (an INSERT … VALUES sent with Exec waits for
+// data that never comes).
 package projections

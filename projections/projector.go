@@ -39,7 +39,7 @@ type ProjectorConfig struct {
 	// ID names this projector in the election (default the hostname-less
 	// "projector").
 	ID string
-	// MaxBatch is the most commits one batch holds (default 10,000; a
+	// MaxBatch is the most commits one batch holds (default 20,000; a
 	// commit holds one event, or a few).
 	MaxBatch int
 	// MaxWait is how long a batch waits for more commits after its first
@@ -68,7 +68,7 @@ type Projector struct {
 // NewProjector returns a projector; Run starts it.
 func NewProjector(cfg ProjectorConfig) *Projector {
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 10000
+		cfg.MaxBatch = 20000
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 50 * time.Millisecond
@@ -227,7 +227,7 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 		p.log.Error().Err(err).Uint64("commit_seq", e.Seq).Str("type", e.Type).
 			Msg("event not folded into current state (it is in the audit trail); upgrade dmgr")
 	})
-	iter, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxBatch, 20000)))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxBatch, 100000)))
 	if err != nil {
 		return false, fmt.Errorf("consume %s: %w", ConsumerName(gen), err)
 	}
