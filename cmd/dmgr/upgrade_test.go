@@ -231,7 +231,7 @@ func TestUpgradeRollbackRetryAndPatch(t *testing.T) {
 	breakMaster(t, bed, third)
 	acc = cp.mustAccept(t, "POST", "/api/v1/clusters/up/upgrade", map[string]any{"version": "v8.5.0", "wait_timeout_sec": 5})
 	for _, path := range []string{"/api/v1/clusters/up/upgrade", "/api/v1/clusters/up/patch"} {
-		body := map[string]any{"version": "v8.5.0", "package": "dm-v8.5.0-linux-amd64", "roles": []string{"dm-worker"}}
+		body := map[string]any{"package": "dm-v8.5.0-linux-amd64", "roles": []string{"dm-worker"}}
 		if path == "/api/v1/clusters/up/upgrade" {
 			body = map[string]any{"version": "v8.5.0"}
 		}
