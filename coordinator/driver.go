@@ -27,6 +27,13 @@ type driver struct {
 	sub     jetstream.ConsumeContext // the cluster's results, while an operation runs
 	subDone chan struct{}            // closed before sub stops: its callback must not wait for the driver then
 
+	// active is the running operation and attempt as the last read of the
+	// cluster found them: results of anything else are skipped without a
+	// read of the cluster (a new operation's results subscription replays
+	// the cluster's older results first).
+	activeOp      string
+	activeAttempt int
+
 	// dispatched remembers the steps published under this leadership, so
 	// that a kick does not publish them again; a new leader publishes them
 	// again with its own token.
@@ -81,7 +88,7 @@ func (d *driver) leaderCtx(ctx context.Context) (context.Context, context.Cancel
 // record appends the events a result decides. Results of another leader's
 // dispatches are not taken: their steps are dispatched again.
 func (d *driver) record(ctx context.Context, r workqueue.Result) error {
-	if r.Token != d.token {
+	if r.Token != d.token || r.Operation != d.activeOp || r.Attempt != d.activeAttempt {
 		return nil
 	}
 	wctx, cancel, err := d.leaderCtx(ctx)
@@ -115,10 +122,12 @@ func (d *driver) advance(ctx context.Context) error {
 	}
 	op := c.ActiveOperation()
 	if op == nil {
+		d.activeOp, d.activeAttempt = "", 0
 		d.stopResults()
 		clear(d.dispatched)
 		return nil
 	}
+	d.activeOp, d.activeAttempt = op.ID, op.Attempt
 	switch {
 	case c.LeaderToken > d.token:
 		return fmt.Errorf("cluster is led by token %d; this leadership is stale", c.LeaderToken)
