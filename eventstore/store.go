@@ -169,27 +169,9 @@ func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error
 	if c.CommitID == "" || c.AggregateType == "" || c.AggregateID == "" {
 		return 0, errors.New("append: commit id, aggregate type and id are required")
 	}
-	w := wireCommit{
-		CommitID: c.CommitID, AggregateType: c.AggregateType, AggregateID: c.AggregateID,
-		Time: c.Time.UTC(), Actor: c.Actor, OperationID: c.OperationID,
-		CorrelationID: c.CorrelationID, CausationID: c.CausationID, FencingToken: c.FencingToken,
-		Events: make([]wireEvent, len(c.Events)),
-	}
-	for i, e := range c.Events {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return 0, fmt.Errorf("append: event id: %w", err)
-		}
-		sv := e.SchemaVersion
-		if sv == 0 {
-			sv = 1
-		}
-		w.Events[i] = wireEvent{EventID: id.String(), Type: e.Type, SchemaVersion: sv,
-			AggregateVersion: exp.Version + uint64(i) + 1, Payload: e.Payload}
-	}
-	body, err := json.Marshal(w)
+	body, err := EncodeCommit(c, exp.Version)
 	if err != nil {
-		return 0, fmt.Errorf("append: encode commit: %w", err)
+		return 0, fmt.Errorf("append: %w", err)
 	}
 	msg := &nats.Msg{Subject: Subject(c.AggregateType, c.AggregateID), Data: body, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, c.CommitID)
@@ -290,7 +272,7 @@ func (s *Store) LoadFilter(ctx context.Context, filter string) (Stream, error) {
 		if seq > last {
 			continue // appended after we started; not part of this read
 		}
-		evs, err := decodeCommit(seq, m.Data())
+		evs, err := DecodeCommit(seq, m.Data())
 		if err != nil {
 			return Stream{}, fmt.Errorf("load %s: %w", filter, err)
 		}
@@ -332,7 +314,39 @@ func (s *Store) Subjects(ctx context.Context, filter string) (map[string]uint64,
 	return info.State.Subjects, nil
 }
 
-func decodeCommit(seq uint64, data []byte) ([]Event, error) {
+// EncodeCommit is the body of the message that stores c, its events
+// numbered from version+1 with fresh event ids. Append uses it; tools that
+// write commits some other way (benchmarks) use it to write the same format.
+func EncodeCommit(c Commit, version uint64) ([]byte, error) {
+	w := wireCommit{
+		CommitID: c.CommitID, AggregateType: c.AggregateType, AggregateID: c.AggregateID,
+		Time: c.Time.UTC(), Actor: c.Actor, OperationID: c.OperationID,
+		CorrelationID: c.CorrelationID, CausationID: c.CausationID, FencingToken: c.FencingToken,
+		Events: make([]wireEvent, len(c.Events)),
+	}
+	for i, e := range c.Events {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("event id: %w", err)
+		}
+		sv := e.SchemaVersion
+		if sv == 0 {
+			sv = 1
+		}
+		w.Events[i] = wireEvent{EventID: id.String(), Type: e.Type, SchemaVersion: sv,
+			AggregateVersion: version + uint64(i) + 1, Payload: e.Payload}
+	}
+	body, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("encode commit: %w", err)
+	}
+	return body, nil
+}
+
+// DecodeCommit turns the body of the message at stream sequence seq into
+// its events with their envelopes: what Load returns, for consumers that
+// read the stream themselves (the projector).
+func DecodeCommit(seq uint64, data []byte) ([]Event, error) {
 	var w wireCommit
 	if err := json.Unmarshal(data, &w); err != nil {
 		return nil, fmt.Errorf("decode commit at seq %d: %w", seq, err)

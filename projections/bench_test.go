@@ -75,15 +75,14 @@ type genCommit struct {
 }
 
 func (g *generator) commit(typ, id, actor, op string, evs ...domain.Event) genCommit {
-	w := wireCommit{CommitID: uuid.NewString(), AggregateType: typ, AggregateID: id, Time: g.now, Actor: actor, OperationID: op}
+	c := eventstore.Commit{CommitID: uuid.NewString(), AggregateType: typ, AggregateID: id, Time: g.now, Actor: actor, OperationID: op}
 	g.now = g.now.Add(time.Millisecond)
 	for _, e := range evs {
-		g.versions[typ+"/"+id]++
 		p, _ := json.Marshal(e)
-		w.Events = append(w.Events, wireEvent{EventID: uuid.NewString(), Type: e.EventType(), SchemaVersion: 1,
-			AggregateVersion: g.versions[typ+"/"+id], Payload: p})
+		c.Events = append(c.Events, eventstore.NewEvent{Type: e.EventType(), SchemaVersion: 1, Payload: p})
 	}
-	b, _ := json.Marshal(w)
+	b, _ := eventstore.EncodeCommit(c, g.versions[typ+"/"+id])
+	g.versions[typ+"/"+id] += uint64(len(evs))
 	return genCommit{subject: eventstore.Subject(typ, id), body: b, events: len(evs)}
 }
 

@@ -22,8 +22,8 @@ func TestPackageHasADocComment(t *testing.T) {
 	}
 }
 
-// The projector decodes commits itself; this keeps its copy of the wire
-// format equal to what eventstore writes.
+// The projector reads the stream itself and decodes with
+// eventstore.DecodeCommit: it gets what Load gets.
 func TestWireFormatMatchesTheEventStore(t *testing.T) {
 	e := newEnvWithoutClickHouse(t)
 	c := eventstore.Commit{CommitID: uuid.NewString(), AggregateType: "cluster", AggregateID: "a.b", Time: time.Date(2030, 1, 2, 3, 4, 5, 6789, time.UTC),
@@ -37,7 +37,7 @@ func TestWireFormatMatchesTheEventStore(t *testing.T) {
 	must(t, err, "stream")
 	m, err := st.GetMsg(e.ctx, seq)
 	must(t, err, "get")
-	got, err := decodeCommit(seq, m.Data)
+	got, err := eventstore.DecodeCommit(seq, m.Data)
 	must(t, err, "decode")
 	if w, g := jsonOf(t, want.Events), jsonOf(t, got); w != g {
 		t.Fatalf("decoded commit differs:\neventstore:  %s\nprojections: %s", w, g)

@@ -393,7 +393,7 @@ func decodeAll(commits []commit, data func(i int) []byte, onError func(seq uint6
 			for i := w; i < len(commits); i += workers {
 				c := &commits[i]
 				var err error
-				if c.events, err = decodeCommit(c.seq, data(i)); err != nil {
+				if c.events, err = eventstore.DecodeCommit(c.seq, data(i)); err != nil {
 					onError(c.seq, err)
 				}
 				c.prepare()
