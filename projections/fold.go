@@ -49,7 +49,7 @@ func (c *commit) prepare() {
 		switch {
 		case stateful(e.AggregateType):
 			c.decoded[i], c.errs[i] = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
-		case operationTypes[e.Type]:
+		case domain.Summarizes(e.Type):
 			// Other aggregates have no state here; their operations are
 			// folded as service.Operations folds them.
 			c.decoded[i], _ = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
@@ -134,13 +134,12 @@ type aggKey struct{ typ, id string }
 // service.Operations folds them (first commit naming it: who, when, where;
 // later events: kind and status).
 type opView struct {
-	kind, status, cluster, errMsg string
-	aggregateType, aggregateID    string
-	actor                         string
-	createdSec                    int64
-	createdNS                     uint32
-	commitSeq                     uint64
-	attempt                       int
+	sum                        domain.OperationSummary
+	aggregateType, aggregateID string
+	actor                      string
+	createdSec                 int64
+	createdNS                  uint32
+	commitSeq                  uint64
 }
 
 // aggregate is the folded state of one aggregate, as of commit seq.
@@ -189,21 +188,6 @@ func stateful(typ string) bool {
 	return false
 }
 
-// operationTypes are the events that change an operation's kind or
-// status.
-var operationTypes = map[string]bool{
-	domain.TypeOperationRequested: true, domain.TypeStepStarted: true, domain.TypeOperationSucceeded: true,
-	domain.TypeOperationFailed: true, domain.TypeOperationRetried: true, domain.TypeOperationCancelled: true,
-}
-
-// immediateKinds are the commands that complete in their commit, by the
-// type of their first event (as service.Operations names them).
-var immediateKinds = map[string]string{
-	domain.TypeMachineRegistered: "register-machine",
-	domain.TypeMachineRemoved:    "remove-machine",
-	domain.TypePackageUploaded:   "upload-package",
-}
-
 // apply folds one commit into the aggregate. It is deterministic: the
 // state after a commit depends only on the state before and the commit.
 func (a *aggregate) apply(c *commit, onDecodeError func(eventstore.Event, error)) {
@@ -243,23 +227,7 @@ func (a *aggregate) foldOperation(e eventstore.Event, de domain.Event) {
 			createdSec: sec, createdNS: ns, commitSeq: e.Seq}
 		a.opOrder = append(a.opOrder, e.OperationID)
 	}
-	if kind, ok := immediateKinds[e.Type]; ok && op.kind == "" {
-		op.kind, op.status = kind, domain.OperationStatusSucceeded
-	}
-	switch ev := de.(type) {
-	case domain.OperationRequested:
-		op.kind, op.cluster, op.status, op.attempt = ev.Kind, ev.Cluster, domain.OperationStatusPending, 1
-	case domain.StepStarted:
-		op.status = domain.OperationStatusRunning
-	case domain.OperationSucceeded:
-		op.status, op.errMsg = domain.OperationStatusSucceeded, ""
-	case domain.OperationFailed:
-		op.status, op.errMsg = domain.OperationStatusFailed, ev.Error
-	case domain.OperationRetried:
-		op.status, op.errMsg, op.attempt = domain.OperationStatusPending, "", ev.Attempt
-	case domain.OperationCancelled:
-		op.status = domain.OperationStatusCancelled
-	}
+	op.sum = op.sum.Apply(e.Type, de)
 	a.ops[e.OperationID] = op
 }
 
@@ -528,9 +496,9 @@ func diff(out *rowSet, b, a *aggregate) error {
 }
 
 func envelopeRow(id string, v opView, owner string, seq uint64) operationRow {
-	return operationRow{ID: id, Kind: v.kind, Status: v.status, Cluster: v.cluster, AggregateType: v.aggregateType,
+	return operationRow{ID: id, Kind: v.sum.Kind, Status: v.sum.Status, Cluster: v.sum.Cluster, AggregateType: v.aggregateType,
 		AggregateID: v.aggregateID, Actor: v.actor, CreatedSec: v.createdSec, CreatedNS: v.createdNS,
-		CommitSeq: v.commitSeq, Attempt: uint32(max(v.attempt, 0)), Error: v.errMsg, Owner: owner, Seq: seq}
+		CommitSeq: v.commitSeq, Attempt: uint32(max(v.sum.Attempt, 0)), Error: v.sum.Error, Owner: owner, Seq: seq}
 }
 
 // clusterState is the JSON of a cluster row: the cluster without its

@@ -39,13 +39,6 @@ type StepView struct {
 	DurationMS int64    `json:"duration_ms,omitempty"`
 }
 
-// Commands that complete in their commit, by the type of their first event.
-var immediateKinds = map[string]string{
-	domain.TypeMachineRegistered: "register-machine",
-	domain.TypeMachineRemoved:    "remove-machine",
-	domain.TypePackageUploaded:   "upload-package",
-}
-
 // Operations lists every operation, newest first. Lifecycle operations
 // (deploy, ...) carry their own status; inventory commands (register a
 // machine, upload a package) succeed in their commit.
@@ -100,45 +93,29 @@ func stepViews(o *domain.Operation) []StepView {
 
 func operationsOf(events []eventstore.Event) []OperationView {
 	byID := map[string]*OperationView{}
+	sums := map[string]domain.OperationSummary{}
 	var order []string
 	for _, e := range events {
 		if e.OperationID == "" {
 			continue
 		}
-		op, seen := byID[e.OperationID]
-		if !seen {
-			op = &OperationView{ID: e.OperationID, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
+		if _, seen := byID[e.OperationID]; !seen {
+			byID[e.OperationID] = &OperationView{ID: e.OperationID, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
 				Actor: e.Actor, CreatedAt: e.Time, CommitSeq: e.Seq}
-			byID[e.OperationID] = op
 			order = append(order, e.OperationID)
 		}
-		if kind, ok := immediateKinds[e.Type]; ok && op.Kind == "" {
-			op.Kind, op.Status = kind, "succeeded"
-		}
-		switch e.Type {
-		case domain.TypeOperationRequested, domain.TypeStepStarted, domain.TypeOperationSucceeded,
-			domain.TypeOperationFailed, domain.TypeOperationRetried, domain.TypeOperationCancelled:
-		default:
+		if !domain.Summarizes(e.Type) {
 			continue
 		}
 		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
-			continue
+			de = nil
 		}
-		switch ev := de.(type) {
-		case domain.OperationRequested:
-			op.Kind, op.Cluster, op.Status, op.Attempt = ev.Kind, ev.Cluster, domain.OperationStatusPending, 1
-		case domain.StepStarted:
-			op.Status = domain.OperationStatusRunning
-		case domain.OperationSucceeded:
-			op.Status, op.Error = domain.OperationStatusSucceeded, ""
-		case domain.OperationFailed:
-			op.Status, op.Error = domain.OperationStatusFailed, ev.Error
-		case domain.OperationRetried:
-			op.Status, op.Error, op.Attempt = domain.OperationStatusPending, "", ev.Attempt
-		case domain.OperationCancelled:
-			op.Status = domain.OperationStatusCancelled
-		}
+		sums[e.OperationID] = sums[e.OperationID].Apply(e.Type, de)
+	}
+	for id, s := range sums {
+		op := byID[id]
+		op.Kind, op.Cluster, op.Status, op.Attempt, op.Error = s.Kind, s.Cluster, s.Status, s.Attempt, s.Error
 	}
 	// Events come in stream order, so operations were first seen in commit
 	// order: reversed, they are newest first.
