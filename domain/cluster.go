@@ -7,14 +7,17 @@ import (
 
 // Cluster is a DM cluster managed by dmgr, identified by its name.
 type Cluster struct {
-	Name       string        `json:"name"`
-	Version    string        `json:"version"`
-	PackageID  string        `json:"package_id"`
-	Status     string        `json:"status"`
-	Topology   string        `json:"topology"` // the tiup-dm YAML as the user gave it
-	Global     GlobalOptions `json:"global"`
-	Instances  []Instance    `json:"instances"`
-	Operations []Operation   `json:"operations"`
+	Name      string        `json:"name"`
+	Version   string        `json:"version"`
+	PackageID string        `json:"package_id"`
+	Status    string        `json:"status"`
+	Topology  string        `json:"topology"` // the tiup-dm YAML as the user gave it
+	Global    GlobalOptions `json:"global"`
+	Instances []Instance    `json:"instances"`
+	// Operations, oldest first. An operation a Cluster points to never
+	// changes: Evolve copies the one it changes (and the slice), so that
+	// folding an event costs a pointer per operation, not the operation.
+	Operations []*Operation `json:"operations"`
 	// ServerConfigs replaces the topology's server_configs once a reload
 	// changed them (nil: the topology's own).
 	ServerConfigs map[string]map[string]any `json:"server_configs,omitempty"`
@@ -124,69 +127,120 @@ type OperationRequested struct {
 }
 
 // ActiveOperation returns the cluster's running or pending operation, or
-// nil.
+// nil. The operation is shared with other states: read it, never change it.
 func (c *Cluster) ActiveOperation() *Operation {
-	for i := range c.Operations {
+	for i := len(c.Operations) - 1; i >= 0; i-- {
 		if c.Operations[i].Active() {
-			return &c.Operations[i]
+			return c.Operations[i]
 		}
 	}
 	return nil
 }
 
-// FindOperation returns the cluster's operation with id, or nil.
+// FindOperation returns the cluster's operation with id, or nil. The
+// operation is shared with other states: read it, never change it.
 func (c *Cluster) FindOperation(id string) *Operation {
-	for i := range c.Operations {
-		if c.Operations[i].ID == id {
-			return &c.Operations[i]
-		}
+	if i := c.operationIndex(id); i >= 0 {
+		return c.Operations[i]
 	}
 	return nil
+}
+
+// operationIndex is the index of operation id in c.Operations, or -1. The
+// newest are searched first: events name the running operation.
+func (c *Cluster) operationIndex(id string) int {
+	for i := len(c.Operations) - 1; i >= 0; i-- {
+		if c.Operations[i].ID == id {
+			return i
+		}
+	}
+	return -1
 }
 
 // EvolveCluster folds one event into a cluster's state. The state is
 // copied before it changes: states handed out earlier never change.
 func EvolveCluster(c Cluster, e Event) Cluster {
+	f := ClusterFold{c: c}
+	f.Apply(e)
+	return f.c
+}
+
+// ClusterFold folds events into a cluster state of its own: what
+// EvolveCluster does event by event, without copying an operation, its
+// step map or the instances again once it has its own copy. A long fold
+// (an aggregate's history, a projector's batch) then copies each changed
+// operation once, not once per event.
+//
+// State hands the state out; from then on it is shared, and the next
+// change copies again. The zero value folds from the empty state.
+type ClusterFold struct {
+	c Cluster
+	// What c holds that no state handed out shares, and that may hence
+	// change in place.
+	ownOps       bool                // the Operations slice
+	ownOp        map[*Operation]bool // operations, with their step maps
+	ownInstances bool                // the Instances slice
+}
+
+// NewClusterFold starts a fold from c, which it does not change.
+func NewClusterFold(c Cluster) *ClusterFold { return &ClusterFold{c: c} }
+
+// State returns the state folded so far. It never changes afterwards.
+func (f *ClusterFold) State() Cluster {
+	f.ownOps, f.ownInstances = false, false
+	clear(f.ownOp)
+	return f.c
+}
+
+// Apply folds one event.
+func (f *ClusterFold) Apply(e Event) {
+	c := &f.c
 	switch e := e.(type) {
 	case ClusterDeployRequested:
-		c = Cluster{Name: e.Name, Version: e.Version, PackageID: e.PackageID, Status: ClusterStatusDeploying,
+		*c = Cluster{Name: e.Name, Version: e.Version, PackageID: e.PackageID, Status: ClusterStatusDeploying,
 			Topology: e.Topology, Global: e.Global, Instances: e.Instances,
 			Operations: c.Operations, Revision: c.Revision}
+		f.ownInstances = false // the event's
 	case OperationRequested:
-		c.Operations = append(slices.Clone(c.Operations),
-			Operation{ID: e.ID, Kind: e.Kind, Cluster: e.Cluster, Status: OperationStatusPending, Attempt: 1, Plan: e.Plan,
-				Version: e.Version, PackageID: e.PackageID, FromVersion: e.FromVersion, FromPackageID: e.FromPackageID, RollbackOf: e.RollbackOf})
-		if i := slices.IndexFunc(c.Operations, func(o Operation) bool { return e.RollbackOf != "" && o.ID == e.RollbackOf }); i >= 0 {
-			c.Operations[i].Status = OperationStatusRolledBack
+		if e.RollbackOf != "" {
+			f.withOperation(e.RollbackOf, func(o *Operation) { o.Status = OperationStatusRolledBack })
 		}
+		op := &Operation{ID: e.ID, Kind: e.Kind, Cluster: e.Cluster, Status: OperationStatusPending, Attempt: 1, Plan: e.Plan,
+			Version: e.Version, PackageID: e.PackageID, FromVersion: e.FromVersion, FromPackageID: e.FromPackageID, RollbackOf: e.RollbackOf}
+		if !f.ownOps {
+			c.Operations, f.ownOps = slices.Clip(c.Operations), true // append copies
+		}
+		c.Operations = append(c.Operations, op)
+		f.own(op)
 	case StepStarted:
-		c = c.withStep(e.Operation, e.Step, func(_ *Cluster, o *Operation, st *StepState) {
+		f.withStep(e.Operation, e.Step, func(o *Operation, st *StepState) {
 			*st = StepState{Status: StepStatusRunning, Attempt: e.Attempt, Agent: e.Agent}
 			o.Status = OperationStatusRunning
 		})
 	case StepSucceeded:
-		c = c.withStep(e.Operation, e.Step, func(c *Cluster, o *Operation, st *StepState) {
+		f.withStep(e.Operation, e.Step, func(o *Operation, st *StepState) {
 			*st = StepState{Status: StepStatusSucceeded, Attempt: e.Attempt, Agent: e.Agent, DurationMS: e.DurationMS}
 			if s := o.step(e.Step); s != nil {
 				switch s.Kind {
 				case StepStart:
-					c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusUp)
+					f.setInstanceStatus(s.Instance, InstanceStatusUp)
 				case StepStop:
-					c.Instances = setInstanceStatus(c.Instances, s.Instance, InstanceStatusDown)
+					f.setInstanceStatus(s.Instance, InstanceStatusDown)
 				case StepRemoveDirs:
-					if o.Kind == OperationScaleIn {
+					if o.Kind == OperationScaleIn && slices.ContainsFunc(c.Instances, func(in Instance) bool { return in.ID == s.Instance }) {
+						f.ownInstanceSlice()
 						c.Instances = slices.DeleteFunc(c.Instances, func(in Instance) bool { return in.ID == s.Instance })
 					}
 				}
 			}
 		})
 	case StepFailed:
-		c = c.withStep(e.Operation, e.Step, func(_ *Cluster, o *Operation, st *StepState) {
+		f.withStep(e.Operation, e.Step, func(_ *Operation, st *StepState) {
 			*st = StepState{Status: StepStatusFailed, Attempt: e.Attempt, Agent: e.Agent, Error: e.Error,
 				ExitCode: e.ExitCode, DurationMS: e.DurationMS}
 		})
 	case OperationSucceeded:
-		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+		f.withOperation(e.ID, func(o *Operation) {
 			o.Status, o.Error = OperationStatusSucceeded, ""
 			switch o.Kind {
 			case OperationDeploy, OperationStart, OperationRestart:
@@ -202,7 +256,7 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 			}
 		})
 	case OperationFailed:
-		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+		f.withOperation(e.ID, func(o *Operation) {
 			o.Status, o.Error = OperationStatusFailed, e.Error
 			if o.Kind == OperationDeploy {
 				c.Status = ClusterStatusDeployFailed
@@ -211,11 +265,11 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 	case ClusterReloadRequested:
 		c.ServerConfigs = e.ServerConfigs
 	case ClusterScaleOutRequested:
-		c.Instances = slices.Concat(c.Instances, e.Instances)
+		c.Instances, f.ownInstances = slices.Concat(c.Instances, e.Instances), true
 	case OperationCancelRequested:
-		c = c.withOperation(e.ID, func(_ *Cluster, o *Operation) { o.Cancelling = true })
+		f.withOperation(e.ID, func(o *Operation) { o.Cancelling = true })
 	case OperationCancelled:
-		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+		f.withOperation(e.ID, func(o *Operation) {
 			o.Status, o.Cancelling = OperationStatusCancelled, false
 			if o.Kind == OperationDeploy {
 				c.Status = ClusterStatusDeployCancelled
@@ -226,7 +280,7 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 		// Steps running under the old leader are dispatched again by the
 		// new one: their results carry the old token and are not taken.
 		if op := c.ActiveOperation(); op != nil {
-			c = c.withOperation(op.ID, func(_ *Cluster, o *Operation) {
+			f.withOperation(op.ID, func(o *Operation) {
 				for id, st := range o.Steps {
 					if st.Status == StepStatusRunning {
 						delete(o.Steps, id)
@@ -235,7 +289,7 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 			})
 		}
 	case OperationRetried:
-		c = c.withOperation(e.ID, func(c *Cluster, o *Operation) {
+		f.withOperation(e.ID, func(o *Operation) {
 			o.Status, o.Error, o.Attempt, o.Cancelling = OperationStatusPending, "", e.Attempt, false
 			for _, id := range e.Steps {
 				delete(o.Steps, id)
@@ -246,36 +300,65 @@ func EvolveCluster(c Cluster, e Event) Cluster {
 		})
 	}
 	c.Revision++
-	return c
 }
 
-// withOperation returns c with a copy of operation id changed by f, which
-// may change the copy of the cluster it is given too.
-func (c Cluster) withOperation(id string, f func(*Cluster, *Operation)) Cluster {
-	i := slices.IndexFunc(c.Operations, func(o Operation) bool { return o.ID == id })
-	if i < 0 {
-		return c
+func (f *ClusterFold) own(op *Operation) {
+	if f.ownOp == nil {
+		f.ownOp = map[*Operation]bool{}
 	}
-	ops := slices.Clone(c.Operations)
-	op := ops[i]
-	op.Steps = maps.Clone(op.Steps)
+	f.ownOp[op] = true
+}
+
+// withOperation changes operation id (copied, with its step map, unless
+// the fold owns it) with change; nothing when there is no such operation.
+func (f *ClusterFold) withOperation(id string, change func(*Operation)) {
+	c := &f.c
+	i := c.operationIndex(id)
+	if i < 0 {
+		return
+	}
+	op := c.Operations[i]
+	if !f.ownOp[op] {
+		cp := *op
+		cp.Steps = maps.Clone(op.Steps)
+		if !f.ownOps {
+			c.Operations, f.ownOps = slices.Clone(c.Operations), true
+		}
+		op = &cp
+		c.Operations[i] = op
+		f.own(op)
+	}
 	if op.Steps == nil {
 		op.Steps = map[string]StepState{}
 	}
-	c.Instances = slices.Clone(c.Instances)
-	f(&c, &op)
-	ops[i] = op
-	c.Operations = ops
-	return c
+	change(op)
 }
 
-// withStep returns c with a copy of one step's state changed by f.
-func (c Cluster) withStep(opID, stepID string, f func(*Cluster, *Operation, *StepState)) Cluster {
-	return c.withOperation(opID, func(c *Cluster, o *Operation) {
+// withStep changes one step's state of an operation.
+func (f *ClusterFold) withStep(opID, stepID string, change func(*Operation, *StepState)) {
+	f.withOperation(opID, func(o *Operation) {
 		st := o.Steps[stepID]
-		f(c, o, &st)
+		change(o, &st)
 		o.Steps[stepID] = st
 	})
+}
+
+// ownInstanceSlice makes c.Instances the fold's own.
+func (f *ClusterFold) ownInstanceSlice() {
+	if !f.ownInstances {
+		f.c.Instances, f.ownInstances = slices.Clone(f.c.Instances), true
+	}
+}
+
+// setInstanceStatus sets instance id's status (copying the instances
+// first, unless the fold owns them); nothing when it has that status.
+func (f *ClusterFold) setInstanceStatus(id, status string) {
+	for i := range f.c.Instances {
+		if f.c.Instances[i].ID == id && f.c.Instances[i].Status != status {
+			f.ownInstanceSlice()
+			f.c.Instances[i].Status = status
+		}
+	}
 }
 
 // step returns the plan's step with id, or nil.
@@ -286,13 +369,4 @@ func (o *Operation) step(id string) *Step {
 		}
 	}
 	return nil
-}
-
-func setInstanceStatus(insts []Instance, id, status string) []Instance {
-	for i := range insts {
-		if insts[i].ID == id {
-			insts[i].Status = status
-		}
-	}
-	return insts
 }

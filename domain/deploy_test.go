@@ -1,7 +1,9 @@
 package domain
 
 import (
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -336,7 +338,7 @@ func TestEvolveCluster(t *testing.T) {
 	got := foldCluster(prodA)
 	want := Cluster{Name: "prod-a", Version: "v8.1.0", PackageID: "dm-v8.1.0-linux-amd64", Status: ClusterStatusDeploying,
 		Topology: prodATopology, Global: req.Global, Instances: req.Instances,
-		Operations: []Operation{{ID: "op-deploy-prod-a", Kind: OperationDeploy, Cluster: "prod-a", Status: OperationStatusPending,
+		Operations: []*Operation{{ID: "op-deploy-prod-a", Kind: OperationDeploy, Cluster: "prod-a", Status: OperationStatusPending,
 			Attempt: 1, Plan: plan}},
 		Revision: 2}
 	if !reflect.DeepEqual(got, want) {
@@ -383,7 +385,7 @@ func TestEvolveClusterDoesNotShareOperations(t *testing.T) {
 
 	// Two branches from one state with room to grow in place.
 	base := foldCluster(prodA)
-	ops := make([]Operation, len(base.Operations), 8)
+	ops := make([]*Operation, len(base.Operations), 8)
 	copy(ops, base.Operations)
 	base.Operations = ops
 	left := EvolveCluster(base, op("op-left"))
@@ -402,7 +404,7 @@ func TestEvolveClusterDoesNotShareOperations(t *testing.T) {
 	w := given(history(inventory(), prodA)...)
 	earlier := w.Clusters["prod-a"]
 	snapshot := *earlier
-	snapshot.Operations = append([]Operation(nil), earlier.Operations...)
+	snapshot.Operations = deepCopyOperations(earlier.Operations)
 	w.Apply(AggregateCluster, "prod-a", op("op-3"))
 	if !reflect.DeepEqual(*earlier, snapshot) {
 		t.Errorf("applying an event changed a state read before it: %+v", earlier.Operations)
@@ -410,4 +412,20 @@ func TestEvolveClusterDoesNotShareOperations(t *testing.T) {
 	if got := len(w.Clusters["prod-a"].Operations); got != 2 {
 		t.Errorf("the world's prod-a has %d operations, want 2", got)
 	}
+}
+
+// deepCopyOperations copies operations down to their plans and step maps,
+// so that a comparison with the copy sees a change made in place.
+func deepCopyOperations(ops []*Operation) []*Operation {
+	if ops == nil {
+		return nil
+	}
+	out := make([]*Operation, len(ops))
+	for i, o := range ops {
+		c := *o
+		c.Plan = slices.Clone(o.Plan)
+		c.Steps = maps.Clone(o.Steps)
+		out[i] = &c
+	}
+	return out
 }

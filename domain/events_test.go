@@ -1,10 +1,14 @@
 package domain
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // sampleEvents holds one event of every type, with every field set, as the
@@ -111,5 +115,112 @@ func TestDecodeEventRefused(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestDecodeEventAgreesWithEncodingJSON: DecodeEvent reads payloads with the
+// JSON v2 decoder; for every event type, with every field set (nested
+// structs, slices, maps, configs of any value, text that needs escaping),
+// it must read exactly what encoding/json, which wrote the payload, reads.
+func TestDecodeEventAgreesWithEncodingJSON(t *testing.T) {
+	for typ, decode := range decoders {
+		t.Run(typ, func(t *testing.T) {
+			zero, err := decode.bytes([]byte(`{}`))
+			if err != nil {
+				t.Fatalf("decode {}: %v", err)
+			}
+			v := reflect.New(reflect.TypeOf(zero)).Elem()
+			fillForTest(v, 0)
+			payload, err := json.Marshal(v.Interface())
+			if err != nil {
+				t.Fatalf("marshal: %v", err)
+			}
+			want := reflect.New(v.Type())
+			if err := json.Unmarshal(payload, want.Interface()); err != nil {
+				t.Fatalf("encoding/json: %v", err)
+			}
+			got, err := DecodeEvent(typ, 1, payload)
+			if err != nil {
+				t.Fatalf("DecodeEvent: %v\npayload %s", err, payload)
+			}
+			if !reflect.DeepEqual(got, want.Elem().Interface()) {
+				t.Errorf("DecodeEvent read\n  %#v\nencoding/json read\n  %#v\nfrom %s", got, want.Elem().Interface(), payload)
+			}
+			if reflect.DeepEqual(got, zero) {
+				t.Errorf("the filled %s decoded as its zero value: the test filled nothing", typ)
+			}
+			// The same from a decoder, as the projector reads payloads.
+			dec := jsontext.NewDecoder(bytes.NewBuffer(payload))
+			got, err = DecodeEventFrom(typ, 1, dec)
+			if err != nil {
+				t.Fatalf("DecodeEventFrom: %v", err)
+			}
+			if !reflect.DeepEqual(got, want.Elem().Interface()) {
+				t.Errorf("DecodeEventFrom read\n  %#v\nencoding/json read\n  %#v", got, want.Elem().Interface())
+			}
+		})
+	}
+}
+
+// fillForTest sets every exported field reachable from v to a value that is
+// not zero.
+func fillForTest(v reflect.Value, depth int) {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(`a "quoted" <b>&amp; ünïcode ☃ \ line
+break`)
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(-42 - int64(depth))
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(42 + uint64(depth))
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(1.5)
+	case reflect.Struct:
+		if v.Type() == reflect.TypeOf(time.Time{}) {
+			v.Set(reflect.ValueOf(time.Date(2026, 11, 22, 3, 4, 5, 6, time.UTC)))
+			return
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				fillForTest(v.Field(i), depth+1)
+			}
+		}
+	case reflect.Slice:
+		s := reflect.MakeSlice(v.Type(), 2, 2)
+		for i := 0; i < 2; i++ {
+			fillForTest(s.Index(i), depth+1)
+		}
+		v.Set(s)
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		for i, key := range []string{"first", "second"} {
+			k := reflect.New(v.Type().Key()).Elem()
+			k.SetString(key)
+			e := reflect.New(v.Type().Elem()).Elem()
+			fillForTest(e, depth+1+i)
+			m.SetMapIndex(k, e)
+		}
+		v.Set(m)
+	case reflect.Interface:
+		// A server config value: every JSON kind.
+		v.Set(reflect.ValueOf(map[string]any{"n": 3, "f": 2.5, "s": "x", "b": true, "l": []any{1, "y"}, "nil": nil}))
+	case reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		fillForTest(p.Elem(), depth+1)
+		v.Set(p)
+	}
+}
+
+// TestDecodeEventReadsWhatEncodingJSONReads: a payload the v2 decoder
+// refuses but encoding/json reads (invalid UTF-8) still decodes.
+func TestDecodeEventReadsWhatEncodingJSONReads(t *testing.T) {
+	got, err := DecodeEvent(TypeMachineRemoved, 1, []byte("{\"host\":\"h\xff\"}"))
+	if err != nil {
+		t.Fatalf("DecodeEvent: %v", err)
+	}
+	if got != (MachineRemoved{Host: "h\ufffd"}) {
+		t.Errorf("decoded %#v", got)
 	}
 }

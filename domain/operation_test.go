@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -229,5 +230,97 @@ func TestEvolveClusterCopiesBeforeChanging(t *testing.T) {
 	if before.Status != snapshot.Status || len(before.Operations[0].Steps) != 0 || before.Instances[0].Status != "" {
 		t.Errorf("folding events changed an earlier state: %s, %d step states, instance %q",
 			before.Status, len(before.Operations[0].Steps), before.Instances[0].Status)
+	}
+	if !reflect.DeepEqual(before, snapshot) {
+		t.Errorf("folding events changed an earlier state:\n  %+v\nwant\n  %+v", before, snapshot)
+	}
+
+	// Every other event that changes an operation, and a rollback that
+	// marks an older one, leave the states before them as they were.
+	mid := after
+	midCopy := mid
+	midCopy.Operations = deepCopyOperations(mid.Operations)
+	midCopy.Instances = slices.Clone(mid.Instances)
+	for _, e := range []Event{
+		OperationRequested{ID: "op-2", Kind: OperationRestart, Cluster: "prod-a"},
+		ClusterLeaderElected{Token: 9},
+		OperationCancelRequested{ID: "op-2"},
+		OperationCancelled{ID: "op-2"},
+		OperationRetried{ID: "op-2", Attempt: 2},
+		OperationFailed{ID: "op-2", Error: "boom"},
+		OperationRequested{ID: "op-3", Kind: OperationRollback, Cluster: "prod-a", RollbackOf: "op-deploy-prod-a"},
+	} {
+		next := EvolveCluster(mid, e)
+		if reflect.DeepEqual(next, mid) {
+			t.Errorf("%T changed nothing", e)
+		}
+		if !reflect.DeepEqual(mid, midCopy) {
+			t.Fatalf("%T changed the state before it", e)
+		}
+		mid = next
+		midCopy = mid
+		midCopy.Operations = deepCopyOperations(mid.Operations)
+		midCopy.Instances = slices.Clone(mid.Instances)
+	}
+	if got := mid.FindOperation("op-deploy-prod-a").Status; got != OperationStatusRolledBack {
+		t.Errorf("the rolled-back operation is %s, want %s", got, OperationStatusRolledBack)
+	}
+	if got := after.FindOperation("op-deploy-prod-a").Status; got != OperationStatusSucceeded {
+		t.Errorf("the rollback changed an earlier state's operation to %s", got)
+	}
+}
+
+// TestClusterFoldFoldsAsEvolveCluster: a fold that keeps its own copies
+// between events reaches the state EvolveCluster reaches event by event,
+// and a state it handed out never changes afterwards, however many events
+// follow.
+func TestClusterFoldFoldsAsEvolveCluster(t *testing.T) {
+	history := deployedCluster(t, "prod-a", prodATopology)
+	var evs []Event
+	for _, r := range history {
+		evs = append(evs, r.event)
+	}
+	_, run := runAll(t, foldCluster(history), 1)
+	evs = append(evs, run...)
+	evs = append(evs,
+		OperationRequested{ID: "op-2", Kind: OperationScaleIn, Cluster: "prod-a", Plan: []Step{{ID: "rm", Kind: StepRemoveDirs, Instance: "198.18.0.13:8262"}}},
+		ClusterLeaderElected{Token: 3},
+		StepStarted{Operation: "op-2", Step: "rm", Attempt: 1},
+		OperationCancelRequested{ID: "op-2"},
+		StepSucceeded{Operation: "op-2", Step: "rm", Attempt: 1},
+		OperationCancelled{ID: "op-2"},
+		OperationRetried{ID: "op-2", Attempt: 2, Steps: []string{"rm"}},
+		ClusterScaleOutRequested{Instances: []Instance{{ID: "198.18.0.13:9262", Role: RoleWorker}}},
+		OperationFailed{ID: "op-2", Error: "boom"},
+		OperationRequested{ID: "op-3", Kind: OperationRollback, Cluster: "prod-a", RollbackOf: "op-deploy-prod-a"},
+		OperationSucceeded{ID: "op-3"},
+	)
+	f := NewClusterFold(Cluster{})
+	var want Cluster
+	type handed struct {
+		state, copy Cluster
+	}
+	var out []handed
+	for i, e := range evs {
+		want = EvolveCluster(want, e)
+		f.Apply(e)
+		if i%3 == 0 || i == len(evs)-1 {
+			got := f.State()
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("after event %d (%T) the fold has\n  %+v\nEvolveCluster\n  %+v", i, e, got, want)
+			}
+			c := got
+			c.Operations = deepCopyOperations(got.Operations)
+			c.Instances = slices.Clone(got.Instances)
+			out = append(out, handed{got, c})
+		}
+	}
+	for i, h := range out {
+		if !reflect.DeepEqual(h.state, h.copy) {
+			t.Errorf("state %d changed after it was handed out", i)
+		}
+	}
+	if got := f.State(); got.FindOperation("op-deploy-prod-a").Status != OperationStatusRolledBack || len(got.Instances) != len(want.Instances) {
+		t.Errorf("the fold ends with %+v", got)
 	}
 }

@@ -1,13 +1,16 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,6 +188,9 @@ func BenchmarkProjectionThroughput(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		st := e.newStore()
 		st.db = fmt.Sprintf("%s_tp%d", e.db, i)
+		chPid := sharedClickHouse(b).Pid()
+		selfCPU, chCPU := processCPU(os.Getpid()), processCPU(chPid)
+		stopProfile := profileCPU(b, os.Getenv("DMGR_BENCH_CPUPROFILE"))
 		began := time.Now()
 		p := e.start(st, func(c *ProjectorConfig) {
 			c.MaxWait = 200 * time.Millisecond
@@ -197,6 +203,9 @@ func BenchmarkProjectionThroughput(b *testing.B) {
 		cancel()
 		took += time.Since(began)
 		b.StopTimer()
+		stopProfile()
+		b.Logf("run %d: CPU used while projecting: this process (projector and NATS) %.1f s, ClickHouse %.1f s",
+			i, (processCPU(os.Getpid()) - selfCPU).Seconds(), (processCPU(chPid) - chCPU).Seconds())
 		e.stop(p)
 		n, err := st.EventCount(e.ctx)
 		must(b, err, "count")
@@ -427,3 +436,36 @@ func BenchmarkFold(b *testing.B) {
 }
 
 var zerologNop = zerolog.Nop()
+
+// profileCPU writes a CPU profile of the projection alone (not of the
+// stream's set-up) to path, when set, until the returned func is called.
+func profileCPU(b *testing.B, path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	must(b, err, "cpu profile")
+	must(b, pprof.StartCPUProfile(f), "start cpu profile")
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
+}
+
+// processCPU is the user and system CPU time process pid has used so far
+// (0 when it cannot be read).
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14 and stime 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	stime, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(ut+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}

@@ -11,9 +11,12 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
@@ -37,7 +40,11 @@ type commit struct {
 // prepare decodes a commit's events: the JSON work of a batch, which
 // does not depend on any state, so that batches decode their commits in
 // parallel before the fold.
-func (c *commit) prepare() {
+func (c *commit) prepare() { c.prepareWith(nil) }
+
+// prepareWith is prepare with the domain events that were decoded while
+// the commit was read (nil, or one per event, nil where not decoded).
+func (c *commit) prepareWith(pre []any) {
 	if c.prepared {
 		return
 	}
@@ -46,10 +53,21 @@ func (c *commit) prepare() {
 	c.errs = make([]error, len(c.events))
 	c.fields = make([]auditFields, len(c.events))
 	for i, e := range c.events {
+		var de domain.Event
+		if pre != nil {
+			de, _ = pre[i].(domain.Event)
+		}
+		keep := stateful(e.AggregateType) || domain.Summarizes(e.Type)
 		switch {
+		case de != nil:
+			if keep {
+				c.decoded[i] = de
+			}
+			c.fields[i] = fieldsOf(de)
+			continue
 		case stateful(e.AggregateType):
 			c.decoded[i], c.errs[i] = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
-		case domain.Summarizes(e.Type):
+		case keep:
 			// Other aggregates have no state here; their operations are
 			// folded as service.Operations folds them.
 			c.decoded[i], _ = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
@@ -57,7 +75,7 @@ func (c *commit) prepare() {
 		if c.decoded[i] != nil {
 			c.fields[i] = fieldsOf(c.decoded[i])
 		} else {
-			_ = json.Unmarshal(e.Payload, &c.fields[i]) // a payload that is not an object has none of the fields
+			_ = jsonv2.Unmarshal(e.Payload, &c.fields[i]) // a payload that is not an object has none of the fields
 		}
 	}
 }
@@ -147,7 +165,11 @@ type aggregate struct {
 	key     aggKey
 	seq     uint64 // last commit folded
 	version uint64 // aggregate version of the last event folded
+	// cluster is the cluster's state as of the last snapshot or diff;
+	// fold folds its events (copying what it changes once per batch, not
+	// once per event).
 	cluster domain.Cluster
+	fold    domain.ClusterFold
 	machine domain.Machine
 	pkg     domain.Package
 	// ops are the operations that commits of this aggregate named, in the
@@ -163,7 +185,15 @@ type aggregate struct {
 // views are copied on write.
 func (a *aggregate) snapshot() aggregate {
 	a.opsOwned = false
+	a.settle()
 	return *a
+}
+
+// settle brings a.cluster up to the events folded.
+func (a *aggregate) settle() {
+	if a.key.typ == domain.AggregateCluster {
+		a.cluster = a.fold.State()
+	}
 }
 
 func (a *aggregate) ownOps() {
@@ -201,7 +231,7 @@ func (a *aggregate) apply(c *commit, onDecodeError func(eventstore.Event, error)
 		if de != nil {
 			switch a.key.typ {
 			case domain.AggregateCluster:
-				a.cluster = domain.EvolveCluster(a.cluster, de)
+				a.fold.Apply(de)
 			case domain.AggregateMachine:
 				a.machine = domain.EvolveMachine(a.machine, de)
 			case domain.AggregatePackage:
@@ -285,7 +315,11 @@ func (f *folder) shardOf(key aggKey) int {
 // that record it: every event for the audit trail, and the current-state
 // rows that changed.
 func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error) {
-	out := &rowSet{}
+	n := 0
+	for ci := range commits {
+		n += len(commits[ci].events)
+	}
+	out := &rowSet{events: make([]eventRow, 0, n)}
 	parts := make([][]*commit, len(f.shards))
 	for ci := range commits {
 		c := &commits[ci]
@@ -365,6 +399,7 @@ func (sh *shard) project(ctx context.Context, commits []*commit) (*rowSet, error
 	}
 	for _, key := range touched {
 		b, a := before[key], sh.aggs[key]
+		a.settle()
 		if err := diff(out, &b, a); err != nil {
 			return nil, err
 		}
@@ -543,22 +578,20 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 		}
 	}
 
-	// The cluster's operations and their steps. Evolve copies what it
-	// changes and shares the rest, so reflect.DeepEqual, which takes a
-	// shared plan or step map as equal without walking it, finds the
-	// unchanged operations cheaply; only the others are encoded and
+	// The cluster's operations and their steps. Evolve copies the
+	// operations it changes and shares the rest, so an unchanged
+	// operation is the same pointer; only the others are encoded and
 	// compared.
-	oldOps := map[string]int{}
-	for i := range b.cluster.Operations {
-		oldOps[b.cluster.Operations[i].ID] = i
+	oldOps := make(map[string]int, len(b.cluster.Operations))
+	for i, o := range b.cluster.Operations {
+		oldOps[o.ID] = i
 	}
-	for i := range c.Operations {
-		o := &c.Operations[i]
+	for i, o := range c.Operations {
 		var bo *domain.Operation
 		j, existed := oldOps[o.ID]
 		if existed {
-			bo = &b.cluster.Operations[j]
-			if reflect.DeepEqual(*bo, *o) && envelopeOf(b.ops, o.ID) == envelopeOf(a.ops, o.ID) {
+			bo = b.cluster.Operations[j]
+			if bo == o && i == j && envelopeOf(b.ops, o.ID) == envelopeOf(a.ops, o.ID) {
 				continue
 			}
 		}
@@ -627,14 +660,20 @@ func diffSteps(out *rowSet, bo, o *domain.Operation, seq uint64) error {
 	if bo != nil {
 		oldSteps = bo.Steps
 	}
-	inPlan := map[string]bool{}
+	inPlan := make(map[string]bool, len(o.Plan))
 	for i, st := range o.Plan {
 		inPlan[st.ID] = true
-		state := o.Steps[st.ID]
-		if plan {
-			if old, ok := oldSteps[st.ID]; ok == hasKey(o.Steps, st.ID) && old == state {
+		state, present := o.Steps[st.ID]
+		switch {
+		case plan:
+			if old, ok := oldSteps[st.ID]; ok == present && old == state {
 				continue
 			}
+		case bo == nil && !present:
+			// A new operation's pending steps have no rows: readers
+			// take them from the plan row (most steps change within
+			// the batches after, and each row is ClickHouse's work).
+			continue
 		}
 		out.steps = append(out.steps, stepRow{Operation: o.ID, ID: st.ID, Idx: uint32(i), InPlan: 1, Kind: st.Kind,
 			Host: st.Host, Instance: st.Instance, Needs: nonNil(st.Needs), Seq: seq}.withState(state, hasKey(o.Steps, st.ID)))
@@ -692,10 +731,35 @@ func (r stepRow) withState(s domain.StepState, present bool) stepRow {
 	r.Attempt, r.Agent, r.Error = uint32(max(s.Attempt, 0)), s.Agent, s.Error
 	r.ExitCode, r.DurationMS = int32(s.ExitCode), s.DurationMS
 	if present {
-		b, _ := json.Marshal(s) // a struct of strings and numbers
-		r.State = string(b)
+		r.State = stepStateJSON(s)
 	}
 	return r
+}
+
+// stepStateJSON is s as encoding/json encodes it (the same fields, empty
+// ones left out; strings quoted the RFC 8785 way, which decodes the same),
+// a row at a time without reflection: a step row is written for most
+// events.
+func stepStateJSON(s domain.StepState) string {
+	b := make([]byte, 0, 64+len(s.Status)+len(s.Agent)+len(s.Error))
+	b = append(b, `{"status":`...)
+	b, _ = jsontext.AppendQuote(b, s.Status) // invalid UTF-8 becomes U+FFFD, as encoding/json does
+	if s.Attempt != 0 {
+		b = strconv.AppendInt(append(b, `,"attempt":`...), int64(s.Attempt), 10)
+	}
+	if s.Agent != "" {
+		b, _ = jsontext.AppendQuote(append(b, `,"agent":`...), s.Agent)
+	}
+	if s.Error != "" {
+		b, _ = jsontext.AppendQuote(append(b, `,"error":`...), s.Error)
+	}
+	if s.ExitCode != 0 {
+		b = strconv.AppendInt(append(b, `,"exit_code":`...), int64(s.ExitCode), 10)
+	}
+	if s.DurationMS != 0 {
+		b = strconv.AppendInt(append(b, `,"duration_ms":`...), s.DurationMS, 10)
+	}
+	return string(append(b, '}'))
 }
 
 func hasKey[V any](m map[string]V, k string) bool {

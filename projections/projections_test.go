@@ -196,3 +196,31 @@ func TestAuditFieldsOfDecodedEventsMatchTheirPayloads(t *testing.T) {
 		t.Fatalf("the scenario has only %d event types: %v", len(types), types)
 	}
 }
+
+// TestStepStateJSONDecodesAsEncodingJSON: the step state written into a
+// step row by hand decodes to what encoding/json's encoding decodes to,
+// whatever the text holds.
+func TestStepStateJSONDecodesAsEncodingJSON(t *testing.T) {
+	for _, s := range []domain.StepState{
+		{},
+		{Status: domain.StepStatusRunning, Attempt: 2, Agent: "agent-1"},
+		{Status: domain.StepStatusFailed, Attempt: 1, Agent: "a", Error: "exit 2: \"quoted\" <tag> & \\ back\nline \u2028 ☃ \x01", ExitCode: -1, DurationMS: 1234},
+		{Status: "x\xffy", Error: "bad \xfe utf-8"},
+	} {
+		got := stepStateJSON(s)
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g, w domain.StepState
+		if err := json.Unmarshal([]byte(got), &g); err != nil {
+			t.Fatalf("%q is not JSON: %v", got, err)
+		}
+		if err := json.Unmarshal(want, &w); err != nil {
+			t.Fatal(err)
+		}
+		if g != w {
+			t.Errorf("%q decodes to %+v, encoding/json's %s to %+v", got, g, want, w)
+		}
+	}
+}

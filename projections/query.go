@@ -123,7 +123,7 @@ func sorted[T any](xs []indexed[T]) []T {
 
 // clusterOperations reads the operations of every cluster, or of the one
 // named, with their plans and step states, by cluster.
-func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string) (map[string][]domain.Operation, error) {
+func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string) (map[string][]*domain.Operation, error) {
 	ownerCond, args := "", []any{}
 	if name != nil {
 		ownerCond, args = "WHERE owner = ?", []any{*name}
@@ -159,8 +159,31 @@ func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string)
 	if err != nil {
 		return nil, err
 	}
+	plans, err := s.plans(ctx, gen, stepCond, args...)
+	if err != nil {
+		return nil, err
+	}
+	byOwner := map[string][]indexed[*domain.Operation]{}
+	for _, x := range rows {
+		x.op.Plan, x.op.Steps = plans[x.op.ID], steps.states(x.op.ID)
+		if _, ok := plans[x.op.ID]; !ok {
+			x.op.Plan = steps.plan(x.op.ID) // written by schema 1
+		}
+		byOwner[x.owner] = append(byOwner[x.owner], indexed[*domain.Operation]{x.ord, &x.op})
+	}
+	out := map[string][]*domain.Operation{}
+	for owner, ops := range byOwner {
+		out[owner] = sorted(ops)
+	}
+	return out, nil
+}
+
+// plans reads the plans of the operations that where selects (all when
+// empty), by operation. Operations projected by schema 1 have none (their
+// step rows hold the plan).
+func (s *Store) plans(ctx context.Context, gen uint32, where string, args ...any) (map[string][]domain.Step, error) {
 	plans := map[string][]domain.Step{}
-	err = s.query(ctx, func(r driver.Rows) error {
+	err := s.query(ctx, func(r driver.Rows) error {
 		var op, plan string
 		if err := r.Scan(&op, &plan); err != nil {
 			return err
@@ -171,23 +194,8 @@ func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string)
 		}
 		plans[op] = p
 		return nil
-	}, "SELECT operation, argMax(plan, seq) FROM "+table(s.db, tablePlans, gen)+" "+stepCond+" GROUP BY operation", args...)
-	if err != nil {
-		return nil, err
-	}
-	byOwner := map[string][]indexed[domain.Operation]{}
-	for _, x := range rows {
-		x.op.Plan, x.op.Steps = plans[x.op.ID], steps.states(x.op.ID)
-		if _, ok := plans[x.op.ID]; !ok {
-			x.op.Plan = steps.plan(x.op.ID) // written by schema 1
-		}
-		byOwner[x.owner] = append(byOwner[x.owner], indexed[domain.Operation]{x.ord, x.op})
-	}
-	out := map[string][]domain.Operation{}
-	for owner, ops := range byOwner {
-		out[owner] = sorted(ops)
-	}
-	return out, nil
+	}, "SELECT operation, argMax(plan, seq) FROM "+table(s.db, tablePlans, gen)+" "+where+" GROUP BY operation", args...)
+	return plans, err
 }
 
 // stepSet is the steps read for some operations.
@@ -256,12 +264,29 @@ func (ss stepSet) states(op string) map[string]domain.StepState {
 	return out
 }
 
-// views are an operation's steps as the API shows them (plan order).
-func (ss stepSet) views(op string) []service.StepView {
-	var out []service.StepView
+// views are an operation's steps as the API shows them, in plan order:
+// each step of the plan with its row, or pending when it has none (a new
+// operation's pending steps have no rows). Without a plan (schema 1), the
+// rows are the plan.
+func (ss stepSet) views(op string, plan []domain.Step) []service.StepView {
+	rows := map[string]stepRow{}
 	for _, x := range ss[op] {
-		if x.InPlan == 0 {
-			continue
+		if x.InPlan != 0 {
+			rows[x.ID] = x
+		}
+	}
+	if plan == nil {
+		for _, x := range ss[op] {
+			if x.InPlan != 0 {
+				plan = append(plan, domain.Step{ID: x.ID})
+			}
+		}
+	}
+	var out []service.StepView
+	for _, st := range plan {
+		x, ok := rows[st.ID]
+		if !ok {
+			x = stepRow{ID: st.ID, Kind: st.Kind, Host: st.Host, Instance: st.Instance, Needs: st.Needs, Status: "pending"}
 		}
 		needs := x.Needs
 		if len(needs) == 0 {
@@ -408,7 +433,11 @@ func (s *Store) Operation(ctx context.Context, id string) (service.OperationView
 	if err != nil {
 		return service.OperationView{}, err
 	}
-	op.Steps = steps.views(id)
+	plans, err := s.plans(ctx, gen, "WHERE operation = ?", id)
+	if err != nil {
+		return service.OperationView{}, err
+	}
+	op.Steps = steps.views(id, plans[id])
 	return op, nil
 }
 
