@@ -26,7 +26,13 @@ type PayloadReader func(eventType string, schemaVersion int, dec *jsontext.Decod
 type CommitReader struct {
 	buf bytes.Buffer
 	dec jsontext.Decoder
+	// names holds the strings that repeat from commit to commit (types,
+	// aggregates, actors, operations), so that each is allocated once.
+	names map[string]string
 }
+
+// maxNames bounds CommitReader.names; it starts again when full.
+const maxNames = 4096
 
 // Read decodes the commit at stream sequence seq. When payload is not nil,
 // it is called for every event and its results are returned, one per
@@ -64,22 +70,22 @@ func (r *CommitReader) read(seq uint64, data []byte, payload PayloadReader) ([]E
 		case `"commit_id"`:
 			env.CommitID, err = readString(dec)
 		case `"aggregate_type"`:
-			env.AggregateType, err = readString(dec)
+			env.AggregateType, err = r.readName()
 		case `"aggregate_id"`:
-			env.AggregateID, err = readString(dec)
+			env.AggregateID, err = r.readName()
 		case `"time"`:
 			var s string
 			if s, err = readString(dec); err == nil {
 				env.Time, err = time.Parse(time.RFC3339Nano, s)
 			}
 		case `"actor"`:
-			env.Actor, err = readString(dec)
+			env.Actor, err = r.readName()
 		case `"operation_id"`:
-			env.OperationID, err = readString(dec)
+			env.OperationID, err = r.readName()
 		case `"correlation_id"`:
-			env.CorrelationID, err = readString(dec)
+			env.CorrelationID, err = r.readName()
 		case `"causation_id"`:
-			env.CausationID, err = readString(dec)
+			env.CausationID, err = r.readName()
 		case `"fencing_token"`:
 			env.FencingToken, err = readInt(dec)
 		case `"events"`:
@@ -129,7 +135,7 @@ func (r *CommitReader) readEvents(seq uint64, data []byte, payload PayloadReader
 			case `"event_id"`:
 				e.EventID, err = readString(dec)
 			case `"type"`:
-				e.Type, err = readString(dec)
+				e.Type, err = r.readName()
 			case `"schema_version"`:
 				var v int64
 				v, err = readInt(dec)
@@ -195,6 +201,32 @@ func readString(dec *jsontext.Decoder) (string, error) {
 		return "", fmt.Errorf("%w: %v where a string was expected", errUnexpected, t.Kind())
 	}
 	return t.String(), nil
+}
+
+// readName reads a string that likely repeats, allocating it only the
+// first time it is met.
+func (r *CommitReader) readName() (string, error) {
+	v, err := r.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	if v.Kind() != '"' {
+		return "", fmt.Errorf("%w: %v where a string was expected", errUnexpected, v.Kind())
+	}
+	raw := v[1 : len(v)-1]
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		b, err := jsontext.AppendUnquote(nil, v)
+		return string(b), err
+	}
+	if s, ok := r.names[string(raw)]; ok {
+		return s, nil
+	}
+	if r.names == nil || len(r.names) >= maxNames {
+		r.names = make(map[string]string, 256)
+	}
+	s := string(raw)
+	r.names[s] = s
+	return s, nil
 }
 
 func readInt(dec *jsontext.Decoder) (int64, error) {

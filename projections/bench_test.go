@@ -194,7 +194,7 @@ func BenchmarkProjectionThroughput(b *testing.B) {
 		began := time.Now()
 		p := e.start(st, func(c *ProjectorConfig) {
 			c.MaxWait = 200 * time.Millisecond
-			c.MaxBatch = envInt("DMGR_BENCH_BATCH", 20000)
+			c.MaxBatch = envInt("DMGR_BENCH_BATCH", 0) // 0: the default
 		})
 		ctx, cancel := context.WithTimeout(e.ctx, 30*time.Minute)
 		if _, err := st.WaitFor(ctx, head); err != nil {

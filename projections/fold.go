@@ -449,7 +449,7 @@ func auditRow(e eventstore.Event, idx int, p auditFields) eventRow {
 		SchemaVersion: uint16(e.SchemaVersion), AggregateType: e.AggregateType, AggregateID: e.AggregateID,
 		AggregateVersion: e.AggregateVersion, TimeSec: sec, TimeNS: ns, Actor: e.Actor,
 		Operation: e.OperationID, CorrelationID: e.CorrelationID, CausationID: e.CausationID, FencingToken: e.FencingToken,
-		Cluster: p.Cluster, Step: p.Step, Payload: string(e.Payload), Machines: []string{},
+		Cluster: p.Cluster, Step: p.Step, Payload: e.Payload, Machines: []string{},
 	}
 	if r.Operation == "" {
 		r.Operation = p.Operation

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -113,21 +114,22 @@ func (p *insertPlan) parts() []tableInsert {
 				at           = make([]time.Time, n)
 				ns           = make([]uint32, n)
 				machines     = make([][]string, n)
-				str          [13][]string
+				str          [12][]string
+				payload      = make([]json.RawMessage, n) // appended without a copy to a string
 			)
 			for i := range str {
 				str[i] = make([]string, n)
 			}
 			for i, x := range r.events {
 				seq[i], idx[i], schema[i], version[i], at[i], ns[i], machines[i] = x.Seq, x.Idx, x.SchemaVersion, x.AggregateVersion, dateTime(x.TimeSec), x.TimeNS, x.Machines
-				fencing[i] = x.FencingToken
-				for j, v := range [13]string{x.CommitID, x.EventID, x.Type, x.AggregateType, x.AggregateID, x.Actor, x.Operation,
-					x.CorrelationID, x.CausationID, x.Cluster, x.Step, x.Outcome, x.Payload} {
+				fencing[i], payload[i] = x.FencingToken, x.Payload
+				for j, v := range [12]string{x.CommitID, x.EventID, x.Type, x.AggregateType, x.AggregateID, x.Actor, x.Operation,
+					x.CorrelationID, x.CausationID, x.Cluster, x.Step, x.Outcome} {
 					str[j][i] = v
 				}
 			}
 			return appendColumns(b, seq, idx, str[0], str[1], str[2], schema, str[3], str[4], version, at, ns, str[5], str[6], str[7], str[8],
-				fencing, str[9], machines, str[10], str[11], str[12])
+				fencing, str[9], machines, str[10], str[11], payload)
 		}},
 	}
 }

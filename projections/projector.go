@@ -41,8 +41,9 @@ type ProjectorConfig struct {
 	// ID names this projector in the election (default the hostname-less
 	// "projector").
 	ID string
-	// MaxBatch is the most commits one batch holds (default 20,000; a
-	// commit holds one event, or a few).
+	// MaxBatch is the most commits one batch holds (default 50,000; a
+	// commit holds one event, or a few). Larger batches are fewer, larger
+	// parts for ClickHouse to write and merge.
 	MaxBatch int
 	// MaxWait is how long a batch waits for more commits after its first
 	// one (default 50 ms): the bound on the lag batching adds.
@@ -70,7 +71,7 @@ type Projector struct {
 // NewProjector returns a projector; Run starts it.
 func NewProjector(cfg ProjectorConfig) *Projector {
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 20000
+		cfg.MaxBatch = 50000
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 50 * time.Millisecond
@@ -184,8 +185,13 @@ func consumerConfig(gen uint32, from uint64) jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       time.Minute,
 		MaxDeliver:    -1,
-		MaxAckPending: 100000,
+		MaxAckPending: 200000,
 		FilterSubject: eventstore.AllSubjects,
+		// The consumer's state lives in memory: the projector recreates
+		// it at ClickHouse's progress whenever it starts, so nothing
+		// needs it on disk, and a file-backed consumer rewrites its
+		// whole pending set (up to two batches) on every flush.
+		MemoryStorage: true,
 	}
 }
 

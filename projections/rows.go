@@ -1,11 +1,13 @@
 package projections
 
 import (
+	"encoding/json"
 	"time"
 )
 
 // The rows the fold produces, one struct per table. They hold times as
-// Unix seconds and nanoseconds so that rows compare with ==.
+// Unix seconds and nanoseconds so that rows (but for eventRow, whose
+// payload is bytes) compare with ==.
 
 type eventRow struct {
 	Seq              uint64
@@ -28,7 +30,7 @@ type eventRow struct {
 	Machines         []string
 	Step             string
 	Outcome          string
-	Payload          string
+	Payload          json.RawMessage // aliases the commit's message: written, never changed
 }
 
 type clusterRow struct {
