@@ -13,7 +13,8 @@
 //     plans_gN, packages_gN: current state, one row per version of each
 //     thing (a cluster's row holds the cluster without its instances and
 //     operations, which have rows of their own; an operation's plan is
-//     written once, its steps' states as they change);
+//     written once, its steps' states as they change; a step without a
+//     row is pending);
 //   - progress_gN: how far the generation has projected;
 //
 // and two bookkeeping tables, meta (which generation is current) and
@@ -28,9 +29,12 @@
 // inserts every table's rows, records the batch's last sequence in
 // progress_gN and only then acks. ClickHouse's progress, not the
 // consumer's ack floor, says where to resume: the consumer is positioned
-// right after it whenever the projector starts. Batches are pipelined: the
-// next is decoded (in parallel) and folded (in parallel shards of
-// aggregates) while ClickHouse takes the previous one. A crash anywhere in between makes
+// right after it whenever the projector starts (so the consumer's own
+// state is kept in memory). Batches are pipelined: the next is decoded (in
+// parallel) and folded (in parallel shards of aggregates) while ClickHouse
+// takes the previous one. A batch closes after MaxWait, unless the stream
+// holds more than it: while catching up, batches fill up to MaxBatch, which
+// makes fewer, larger parts for ClickHouse. A crash anywhere in between makes
 // JetStream deliver the batch again; commits at or below the recorded
 // progress are skipped, and rows written again are equal to the ones
 // already there: every state row carries the stream sequence it was folded
@@ -41,8 +45,13 @@
 // a growing pause, and catches up when it is back; the stream keeps every
 // commit meanwhile.
 //
-// Current state is the domain's own fold (domain.EvolveCluster and the
-// others) over each aggregate's whole history: an aggregate the projector
+// Commits are read in one pass (eventstore.CommitReader), each payload
+// decoded into its domain event as it is met; a commit in any other shape
+// is decoded the lenient way (eventstore.DecodeCommit, domain.DecodeEvent).
+//
+// Current state is the domain's own fold (domain.ClusterFold, which copies
+// a changed operation once per batch, and the others) over each
+// aggregate's whole history: an aggregate the projector
 // has not folded since it started is loaded from the event stream first,
 // so a restart needs no state from ClickHouse. Each batch writes only the
 // rows that changed.
