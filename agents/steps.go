@@ -238,9 +238,19 @@ func (r *run) checkHost(ctx context.Context) error {
 	return r.sh(ctx, "host check", remote.RunOptions{Sudo: true}, checkHostScript, args...)
 }
 
+// ensureUserScript creates the user unless it exists. Deploys of several
+// clusters to one host run it at the same time: when useradd fails because
+// another one created the user (or held the passwd lock) meanwhile, the
+// user that exists now is what was asked for.
 const ensureUserScript = `
+for try in 1 2 3; do
+  if id -u "$1" >/dev/null 2>&1; then echo "user $1 exists"; exit 0; fi
+  useradd -m -s /bin/bash "$1" && { echo "user $1 created"; exit 0; }
+  rc=$?
+  sleep 1
+done
 if id -u "$1" >/dev/null 2>&1; then echo "user $1 exists"; exit 0; fi
-useradd -m -s /bin/bash "$1" && echo "user $1 created"
+exit $rc
 `
 
 func (r *run) ensureUser(ctx context.Context) error {

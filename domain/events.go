@@ -122,18 +122,27 @@ func decodeFrom[T Event](dec *jsontext.Decoder) (Event, error) {
 // DecodeEvent turns a stored event back into its type. Unknown types are an
 // error: a binary older than its stream must not silently skip history.
 func DecodeEvent(eventType string, schemaVersion int, payload []byte) (Event, error) {
-	decode, ok := decoders[eventType]
-	if !ok {
-		return nil, fmt.Errorf("decode event: unknown type %q (schema %d)", eventType, schemaVersion)
-	}
-	if schemaVersion != 1 {
-		return nil, fmt.Errorf("decode event %s: unknown schema version %d", eventType, schemaVersion)
+	decode, err := decoderFor(eventType, schemaVersion)
+	if err != nil {
+		return nil, err
 	}
 	e, err := decode.bytes(payload)
 	if err != nil {
 		return nil, fmt.Errorf("decode event %s: %w", eventType, err)
 	}
 	return e, nil
+}
+
+// decoderFor is the decoder of an event type and schema version.
+func decoderFor(eventType string, schemaVersion int) (eventDecoder, error) {
+	decode, ok := decoders[eventType]
+	if !ok {
+		return eventDecoder{}, fmt.Errorf("decode event: unknown type %q (schema %d)", eventType, schemaVersion)
+	}
+	if schemaVersion != 1 {
+		return eventDecoder{}, fmt.Errorf("decode event %s: unknown schema version %d", eventType, schemaVersion)
+	}
+	return decode, nil
 }
 
 // Decodes reports whether DecodeEvent knows the event type and schema.
@@ -148,12 +157,9 @@ func Decodes(eventType string, schemaVersion int) bool {
 // decoder is then unusable; the caller decodes the payload's bytes with
 // DecodeEvent instead.
 func DecodeEventFrom(eventType string, schemaVersion int, dec *jsontext.Decoder) (Event, error) {
-	decode, ok := decoders[eventType]
-	if !ok {
-		return nil, fmt.Errorf("decode event: unknown type %q (schema %d)", eventType, schemaVersion)
-	}
-	if schemaVersion != 1 {
-		return nil, fmt.Errorf("decode event %s: unknown schema version %d", eventType, schemaVersion)
+	decode, err := decoderFor(eventType, schemaVersion)
+	if err != nil {
+		return nil, err
 	}
 	e, err := decode.stream(dec)
 	if err != nil {

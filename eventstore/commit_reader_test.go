@@ -15,11 +15,12 @@ import (
 	"github.com/dmgr/dmgr/eventstore"
 )
 
-func sampleCommitBody(t testing.TB) []byte {
-	t.Helper()
-	c := eventstore.Commit{
+// sampleCommit has every envelope field set and payloads whose text needs
+// escaping; EncodeCommit gives its events versions 42 to 44.
+func sampleCommit() eventstore.Commit {
+	return eventstore.Commit{
 		CommitID: "c-1", AggregateType: "cluster", AggregateID: `prod "a" ☃`,
-		Time: time.Date(2026, 11, 22, 3, 4, 5, 123456789, time.UTC), Actor: "alice <a@example.com>",
+		Time: time.Date(2026, 11, 22, 3, 4, 5, 123456789, time.FixedZone("CET", 3600)), Actor: "alice <a@example.com>",
 		OperationID: "op-1", CorrelationID: "corr-1", CausationID: "cause-1", FencingToken: 7_000_000_001,
 		Events: []eventstore.NewEvent{
 			{Type: "StepSucceeded", Payload: json.RawMessage(`{"stdout":"line\nbreak \"q\" \u2603 <&>","n":[1,2.5,null,{"x":{}}]}`)},
@@ -27,7 +28,11 @@ func sampleCommitBody(t testing.TB) []byte {
 			{Type: "Strange", Payload: json.RawMessage(`"a string payload"`)},
 		},
 	}
-	body, err := eventstore.EncodeCommit(c, 41)
+}
+
+func sampleCommitBody(t testing.TB) []byte {
+	t.Helper()
+	body, err := eventstore.EncodeCommit(sampleCommit(), 41)
 	if err != nil {
 		t.Fatalf("encode: %v", err)
 	}
@@ -160,3 +165,53 @@ func FuzzCommitReader(f *testing.F) {
 }
 
 func jsonUnmarshalDecode(dec *jsontext.Decoder, v any) error { return jsonv2.UnmarshalDecode(dec, v) }
+
+// BenchmarkDecodeCommit compares the ways of reading a commit body (one
+// StepSucceeded-sized event): encoding/json into the wire shape (what
+// DecodeCommit did before the v2 decoder), DecodeCommit, and the one-pass
+// CommitReader.
+func BenchmarkDecodeCommit(b *testing.B) {
+	body, err := eventstore.EncodeCommit(eventstore.Commit{CommitID: "0b6f3a4c-7a43-4d8e-9b5e-1f3e2b4a5c6d", AggregateType: "cluster",
+		AggregateID: "cluster-0001", Time: time.Now(), Actor: "dmgr-coordinator", OperationID: "5a0c7f1e-2b9d-4c3a-8e6f-7d1b2c3a4e5f",
+		FencingToken: 12345, Events: []eventstore.NewEvent{{Type: "StepSucceeded", Payload: json.RawMessage(
+			`{"operation":"5a0c7f1e-2b9d-4c3a-8e6f-7d1b2c3a4e5f","step":"start/10.0.0.1:8261","attempt":1,"host":"10.0.0.1","agent":"agent-1","duration_ms":120,"stdout":"started"}`)}}}, 76)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("encoding/json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var w struct {
+				CommitID, AggregateType, AggregateID, Actor, OperationID string
+				Time                                                     time.Time
+				FencingToken                                             int64
+				Events                                                   []struct {
+					EventID, Type    string
+					SchemaVersion    int
+					AggregateVersion uint64
+					Payload          json.RawMessage
+				}
+			}
+			if err := json.Unmarshal(body, &w); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("DecodeCommit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := eventstore.DecodeCommit(1, body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("CommitReader", func(b *testing.B) {
+		b.ReportAllocs()
+		var r eventstore.CommitReader
+		for b.Loop() {
+			if _, _, err := r.Read(1, body, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

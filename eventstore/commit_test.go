@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dmgr/dmgr/eventstore"
 )
@@ -13,16 +12,7 @@ import (
 // (the JSON v2 decoder) reads back whole: every envelope field, the
 // versions, and payloads byte for byte, whatever text they hold.
 func TestCommitRoundTrip(t *testing.T) {
-	c := eventstore.Commit{
-		CommitID: "c-1", AggregateType: "cluster", AggregateID: `prod "a" ☃`,
-		Time: time.Date(2026, 11, 22, 3, 4, 5, 123456789, time.FixedZone("CET", 3600)), Actor: "alice <a@example.com>",
-		OperationID: "op-1", CorrelationID: "corr-1", CausationID: "cause-1", FencingToken: 7_000_000_001,
-		Events: []eventstore.NewEvent{
-			{Type: "StepSucceeded", Payload: json.RawMessage(`{"stdout":"line\nbreak \"q\" \u2603 <&>","n":[1,2.5,null,{"x":{}}]}`)},
-			{Type: "OperationSucceeded", SchemaVersion: 2, Payload: json.RawMessage(`{}`)},
-			{Type: "Strange", Payload: json.RawMessage(`"a string payload"`)},
-		},
-	}
+	c := sampleCommit()
 	body, err := eventstore.EncodeCommit(c, 41)
 	if err != nil {
 		t.Fatalf("encode: %v", err)
