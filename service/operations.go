@@ -112,6 +112,14 @@ func operationsOf(events []eventstore.Event) []OperationView {
 			de = nil
 		}
 		sums[e.OperationID] = sums[e.OperationID].Apply(e.Type, de)
+		// A rollback's request rolls back the operation it names, as the
+		// cluster's fold does; its commit carries the rollback's id only.
+		if r, ok := de.(domain.OperationRequested); ok && r.RollbackOf != "" {
+			if s, ok := sums[r.RollbackOf]; ok {
+				s.Status = domain.OperationStatusRolledBack
+				sums[r.RollbackOf] = s
+			}
+		}
 	}
 	for id, s := range sums {
 		op := byID[id]
