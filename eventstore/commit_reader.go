@@ -24,7 +24,7 @@ type PayloadReader func(eventType string, schemaVersion int, dec *jsontext.Decod
 // back to DecodeCommit, which reads whatever encoding/json reads. One per
 // goroutine.
 type CommitReader struct {
-	buf bytes.Buffer
+	buf *bytes.Buffer
 	dec jsontext.Decoder
 	// names holds the strings that repeat from commit to commit (types,
 	// aggregates, actors, operations), so that each is allocated once.
@@ -48,12 +48,11 @@ func (r *CommitReader) Read(seq uint64, data []byte, payload PayloadReader) ([]E
 var errUnexpected = errors.New("not the commit format EncodeCommit writes")
 
 func (r *CommitReader) read(seq uint64, data []byte, payload PayloadReader) ([]Event, []any, error) {
-	r.buf.Reset()
-	r.buf.Write(data) // the decoder parses a bytes.Buffer in place; this one keeps its capacity
+	r.buf = bytes.NewBuffer(data) // the decoder parses a bytes.Buffer in place, without a copy
 	// Duplicate names are not checked (encoding/json never writes them,
 	// and reads the last one, as this does): the check costs a lookup per
 	// name.
-	r.dec.Reset(&r.buf, jsontext.AllowDuplicateNames(true))
+	r.dec.Reset(r.buf, jsontext.AllowDuplicateNames(true))
 	dec := &r.dec
 	if err := expectDelim(dec, '{'); err != nil {
 		return nil, nil, err

@@ -353,11 +353,7 @@ func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	for _, r := range results {
-		if r != nil {
-			out.merge(r)
-		}
-	}
+	out.merge(results...)
 	return out, nil
 }
 

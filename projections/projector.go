@@ -359,6 +359,11 @@ func (p *Projector) gather(ctx context.Context, iter jetstream.MessagesContext) 
 			return b, fmt.Errorf("commit metadata: %w", err)
 		}
 		seq := meta.Sequence.Stream
+		if b.msgs == nil {
+			// The first commit says how many follow: size the batch once.
+			n := int(min(uint64(p.cfg.MaxBatch), meta.NumPending+1))
+			b.msgs, b.commits, b.stored = make([]jetstream.Msg, 0, n), make([]commit, 0, n), make([]time.Time, 0, n)
+		}
 		b.msgs = append(b.msgs, msg)
 		b.commits = append(b.commits, commit{seq: seq})
 		b.stored = append(b.stored, meta.Timestamp)

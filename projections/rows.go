@@ -2,6 +2,7 @@ package projections
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -171,12 +172,32 @@ func joinTime(sec int64, ns uint32) time.Time {
 }
 
 // merge appends another set's state rows (a shard's) to r.
-func (r *rowSet) merge(o *rowSet) {
-	r.clusters = append(r.clusters, o.clusters...)
-	r.instances = append(r.instances, o.instances...)
-	r.machines = append(r.machines, o.machines...)
-	r.operations = append(r.operations, o.operations...)
-	r.steps = append(r.steps, o.steps...)
-	r.plans = append(r.plans, o.plans...)
-	r.packages = append(r.packages, o.packages...)
+// merge appends the rows of the others (nil ones skipped), growing each
+// table's rows once.
+func (r *rowSet) merge(others ...*rowSet) {
+	grow := func(n func(*rowSet) int) int {
+		total := 0
+		for _, o := range others {
+			if o != nil {
+				total += n(o)
+			}
+		}
+		return total
+	}
+	r.clusters = slices.Grow(r.clusters, grow(func(o *rowSet) int { return len(o.clusters) }))
+	r.instances = slices.Grow(r.instances, grow(func(o *rowSet) int { return len(o.instances) }))
+	r.operations = slices.Grow(r.operations, grow(func(o *rowSet) int { return len(o.operations) }))
+	r.steps = slices.Grow(r.steps, grow(func(o *rowSet) int { return len(o.steps) }))
+	for _, o := range others {
+		if o == nil {
+			continue
+		}
+		r.clusters = append(r.clusters, o.clusters...)
+		r.instances = append(r.instances, o.instances...)
+		r.machines = append(r.machines, o.machines...)
+		r.operations = append(r.operations, o.operations...)
+		r.steps = append(r.steps, o.steps...)
+		r.plans = append(r.plans, o.plans...)
+		r.packages = append(r.packages, o.packages...)
+	}
 }
