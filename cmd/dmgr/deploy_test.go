@@ -206,6 +206,16 @@ func (cp *controlPlane) mustAccept(t testing.TB, method, path string, body any) 
 // registerBed registers the bed's hosts with the three kinds of login the
 // test hosts offer: root by key, a sudo user by key, a password user. The
 // host keys are not given: dmgr reads and pins them.
+// prepareBed is where the tests on three test hosts begin: two agents
+// (agent-1, agent-2), the bed's hosts registered and dm v8.1.0 uploaded.
+func (cp *controlPlane) prepareBed(t testing.TB, bed *hosts.Bed) {
+	t.Helper()
+	cp.startAgent(t, "agent-1")
+	cp.startAgent(t, "agent-2")
+	cp.registerBed(t, bed)
+	cp.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+}
+
 func (cp *controlPlane) registerBed(t testing.TB, bed *hosts.Bed) {
 	t.Helper()
 	for i, h := range bed.Hosts {
@@ -551,10 +561,7 @@ func (cp *controlPlane) assertNoSecrets(t *testing.T, bed *hosts.Bed) {
 func TestDeployFailuresAndRetry(t *testing.T) {
 	bed := hosts.Start(t, 3)
 	cp := startControlPlane(t)
-	cp.startAgent(t, "agent-1")
-	cp.startAgent(t, "agent-2")
-	cp.registerBed(t, bed)
-	cp.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+	cp.prepareBed(t, bed)
 
 	bed.Cut(t, 3)
 	topo := threeHostTopology(bed, "")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
 	"github.com/dmgr/dmgr/testbed/hosts"
 	"github.com/dmgr/dmgr/testenv"
 )
@@ -32,10 +31,7 @@ func TestLeadershipSpreadsAndFailsOver(t *testing.T) {
 	bed := hosts.Start(t, 3)
 	h := startHA(t, 3)
 	watch := h.watchLeaders(t)
-	h.startAgent(t, "agent-1")
-	h.startAgent(t, "agent-2")
-	h.registerBed(t, bed)
-	h.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+	h.prepareBed(t, bed)
 
 	// Nine small clusters, deployed through whichever server answers.
 	var ops []string
@@ -98,10 +94,7 @@ func TestLeaderCutOffFromEtcdStopsWriting(t *testing.T) {
 	bed := hosts.Start(t, 3)
 	h := startHA(t, 3)
 	watch := h.watchLeaders(t)
-	h.startAgent(t, "agent-1")
-	h.startAgent(t, "agent-2")
-	h.registerBed(t, bed)
-	h.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+	h.prepareBed(t, bed)
 	acc := h.mustAccept(t, "POST", "/api/v1/clusters", map[string]any{"name": "prod", "version": "v8.1.0",
 		"topology": threeHostTopology(bed, "    config:\n      sim-start-delay: 10s\n")})
 	h.waitStepRunning(t, acc.OperationID, "start/"+bed.Hosts[0].Addr+":8261", 2*time.Minute)
@@ -150,10 +143,7 @@ func TestLeaderCutOffFromEtcdStopsWriting(t *testing.T) {
 func TestRestartOfEveryServerMidOperation(t *testing.T) {
 	bed := hosts.Start(t, 3)
 	h := startHA(t, 3)
-	h.startAgent(t, "agent-1")
-	h.startAgent(t, "agent-2")
-	h.registerBed(t, bed)
-	h.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+	h.prepareBed(t, bed)
 	acc := h.mustAccept(t, "POST", "/api/v1/clusters", map[string]any{"name": "prod", "version": "v8.1.0",
 		"topology": threeHostTopology(bed, "    config:\n      sim-start-delay: 6s\n")})
 	h.waitStepRunning(t, acc.OperationID, "start/"+bed.Hosts[0].Addr+":8261", 2*time.Minute)

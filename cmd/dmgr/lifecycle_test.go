@@ -8,7 +8,6 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
 	"github.com/dmgr/dmgr/testbed/hosts"
 )
 
@@ -63,10 +62,7 @@ func (cp *controlPlane) runOperation(t testing.TB, method, path string, body any
 func TestClusterLifecycleStartStopRestartDestroy(t *testing.T) {
 	bed := hosts.Start(t, 3)
 	cp := startControlPlane(t)
-	cp.startAgent(t, "agent-1")
-	cp.startAgent(t, "agent-2")
-	cp.registerBed(t, bed)
-	cp.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+	cp.prepareBed(t, bed)
 	cp.runOperation(t, "POST", "/api/v1/clusters", map[string]any{"name": "life", "version": "v8.1.0", "topology": threeHostTopology(bed, "")})
 
 	lc := cp.live(t, "life")

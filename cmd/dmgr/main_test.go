@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/chserver"
+	"github.com/dmgr/dmgr/embedded"
 	"github.com/dmgr/dmgr/testenv"
 )
 
@@ -225,8 +226,17 @@ func withoutLeadership(t *testing.T, view []byte) string {
 	return string(out)
 }
 
-// dmgr server runs against external NATS, etcd and ClickHouse.
-func TestServerModeUsesExternalServices(t *testing.T) {
+// serverMode is `dmgr server` in-process against a NATS, an etcd and a
+// ClickHouse of its own, with admin token token.
+type serverMode struct {
+	main *Main
+	nats *embedded.NATS
+	ch   *chserver.Server
+	ctx  context.Context
+}
+
+func startServerMode(t *testing.T, token string) serverMode {
+	t.Helper()
 	requireClickHouse(t)
 	n := testenv.NATS(t)
 	e, _ := testenv.Etcd(t)
@@ -236,7 +246,7 @@ func TestServerModeUsesExternalServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ch.Stop() })
-	t.Setenv("DMGR_ADMIN_TOKEN", "server-mode-token-123456")
+	t.Setenv("DMGR_ADMIN_TOKEN", token)
 	t.Setenv("DMGR_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
 		"--etcd-endpoints", e.Endpoint(), "--clickhouse-addr", ch.Addr()}, io.Discard)
@@ -247,7 +257,14 @@ func TestServerModeUsesExternalServices(t *testing.T) {
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { _ = m.Close() })
+	return serverMode{main: m, nats: n, ch: ch, ctx: ctx}
+}
+
+// dmgr server runs against external NATS, etcd and ClickHouse.
+func TestServerModeUsesExternalServices(t *testing.T) {
+	sm := startServerMode(t, "server-mode-token-123456")
+	m, ch := sm.main, sm.ch
 	resp, err := http.Get(m.URL + "/readyz")
 	if err != nil {
 		t.Fatal(err)

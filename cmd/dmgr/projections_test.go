@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/testenv"
 )
 
@@ -20,28 +17,9 @@ import (
 // `dmgr projections rebuild`, run beside it, switches it to fresh tables
 // with the same answers.
 func TestServerProjectionsAndRebuildCommand(t *testing.T) {
-	requireClickHouse(t)
-	n := testenv.NATS(t)
-	e, _ := testenv.Etcd(t)
-	ctx := testenv.Context(t, 2*time.Minute)
-	ch, err := chserver.Start(ctx, chserver.Options{Dir: t.TempDir(), Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ch.Stop() })
 	const tok = "projections-token-123456"
-	t.Setenv("DMGR_ADMIN_TOKEN", tok)
-	t.Setenv("DMGR_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
-		"--etcd-endpoints", e.Endpoint(), "--clickhouse-addr", ch.Addr()}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMain(cfg, zerolog.Nop(), io.Discard)
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	sm := startServerMode(t, tok)
+	m, n, ch, ctx := sm.main, sm.nats, sm.ch, sm.ctx
 	call := func(method, path, body string, hdr ...string) (int, http.Header, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(method, m.URL+path, strings.NewReader(body))

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
 	"github.com/dmgr/dmgr/testbed/hosts"
 )
 
@@ -79,10 +78,7 @@ func promTargets(t testing.TB, addr string) []string {
 func TestScaleOutAndIn(t *testing.T) {
 	bed := hosts.Start(t, 3)
 	cp := startControlPlane(t)
-	cp.startAgent(t, "agent-1")
-	cp.startAgent(t, "agent-2")
-	cp.registerBed(t, bed)
-	cp.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+	cp.prepareBed(t, bed)
 	cp.runOperation(t, "POST", "/api/v1/clusters", map[string]any{"name": "sc", "version": "v8.1.0", "topology": threeHostTopology(bed, "")})
 	h := func(i int) string { return bed.Hosts[i-1].Addr }
 	prom := h(3) + ":9090"

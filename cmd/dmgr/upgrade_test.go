@@ -150,10 +150,7 @@ func sameFile(t testing.TB, bed *hosts.Bed, i int, a, b string) bool {
 func TestUpgradeRollbackRetryAndPatch(t *testing.T) {
 	bed := hosts.Start(t, 3)
 	cp := startControlPlane(t)
-	cp.startAgent(t, "agent-1")
-	cp.startAgent(t, "agent-2")
-	cp.registerBed(t, bed)
-	cp.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", dmpkg.Package(t, "v8.1.0"))
+	cp.prepareBed(t, bed)
 	deploy := cp.runOperation(t, "POST", "/api/v1/clusters", map[string]any{"name": "up", "version": "v8.1.0", "topology": threeHostTopology(bed, "")})
 	cp.mustAccept(t, "POST", "/api/v1/packages?filename=dm-v8.5.0.tar.gz", dmpkg.Package(t, "v8.5.0"))
 
