@@ -574,7 +574,7 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 		}
 	}
 
-	// The cluster's operations and their steps. Evolve copies the
+	// The cluster's operations and their steps. The cluster fold copies the
 	// operations it changes and shares the rest, so an unchanged
 	// operation is the same pointer; only the others are encoded and
 	// compared.
@@ -672,7 +672,7 @@ func diffSteps(out *rowSet, bo, o *domain.Operation, seq uint64) error {
 			continue
 		}
 		out.steps = append(out.steps, stepRow{Operation: o.ID, ID: st.ID, Idx: uint32(i), InPlan: 1, Kind: st.Kind,
-			Host: st.Host, Instance: st.Instance, Needs: nonNil(st.Needs), Seq: seq}.withState(state, hasKey(o.Steps, st.ID)))
+			Host: st.Host, Instance: st.Instance, Needs: nonNil(st.Needs), Seq: seq}.withState(state, present))
 	}
 	if !plan {
 		// The plan itself (rendered files and all) is written once, not
