@@ -191,6 +191,7 @@ func BenchmarkProjectionThroughput(b *testing.B) {
 		chPid := sharedClickHouse(b).Pid()
 		selfCPU, chCPU := processCPU(os.Getpid()), processCPU(chPid)
 		stopProfile := profileCPU(b, os.Getenv("DMGR_BENCH_CPUPROFILE"))
+		stopPerf := perfWindow(b)
 		began := time.Now()
 		p := e.start(st, func(c *ProjectorConfig) {
 			c.MaxWait = 200 * time.Millisecond
@@ -203,6 +204,7 @@ func BenchmarkProjectionThroughput(b *testing.B) {
 		cancel()
 		took += time.Since(began)
 		b.StopTimer()
+		stopPerf()
 		stopProfile()
 		b.Logf("run %d: CPU used while projecting: this process (projector and NATS) %.1f s, ClickHouse %.1f s",
 			i, (processCPU(os.Getpid()) - selfCPU).Seconds(), (processCPU(chPid) - chCPU).Seconds())
@@ -448,6 +450,26 @@ func profileCPU(b *testing.B, path string) func() {
 	must(b, pprof.StartCPUProfile(f), "start cpu profile")
 	return func() {
 		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
+}
+
+// perfWindow, when DMGR_BENCH_PERF_CTL names the control fifo of a
+// `perf stat --delay=-1 --control=fifo:FIFO` that runs the benchmark,
+// has perf count only while the projection runs: instructions retired
+// compare two builds on a machine whose neighbours make time useless.
+func perfWindow(b *testing.B) (stop func()) {
+	path := os.Getenv("DMGR_BENCH_PERF_CTL")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	must(b, err, "perf control fifo")
+	_, err = f.WriteString("enable\n")
+	must(b, err, "enable perf")
+	return func() {
+		_, err := f.WriteString("disable\n")
+		must(b, err, "disable perf")
 		_ = f.Close()
 	}
 }

@@ -360,7 +360,12 @@ func (f *folder) project(ctx context.Context, commits []commit) (*rowSet, error)
 // project folds one shard's commits of a batch into the state rows that
 // changed.
 func (sh *shard) project(ctx context.Context, commits []*commit) (*rowSet, error) {
-	out := &rowSet{}
+	// Most events change one step: room for a step row each.
+	events := 0
+	for _, c := range commits {
+		events += len(c.events)
+	}
+	out := &rowSet{steps: make([]stepRow, 0, events)}
 	before := map[aggKey]aggregate{}
 	var touched []aggKey
 	for _, c := range commits {

@@ -17,67 +17,94 @@ type insertPlan struct {
 	done map[string]bool
 }
 
-// tableInsert is one table's part of a batch.
+// tableInsert is one table's part of a batch: n rows, appended a chunk
+// [lo, hi) at a time.
 type tableInsert struct {
 	table   string
 	columns string
 	n       int
-	append  func(b driver.Batch) error
+	append  func(b driver.Batch, lo, hi int) error
 }
+
+// insertChunk is how many rows are appended to a batch's columns before
+// they are sent as one block of the INSERT. ClickHouse squashes the
+// blocks of an INSERT into parts of up to min_insert_block_size_rows
+// (a million) rows, so the parts are as large as with one block; but
+// the client's columns, which grow by doubling and cannot be sized up
+// front, are reused from block to block instead of growing to the
+// whole batch (they were a third of the projector's allocations).
+const insertChunk = 8192
 
 func (p *insertPlan) parts() []tableInsert {
 	r := p.rows
+	// The column-wise tables' columns, one chunk long, reused chunk after
+	// chunk (clickhouse-go copies what it is given).
+	var stepCols struct {
+		idx, attempt []uint32
+		inPlan, del  []uint8
+		needs        [][]string
+		exit         []int32
+		dur          []int64
+		seq          []uint64
+		str          [10][]string
+	}
+	var eventCols struct {
+		seq, version []uint64
+		fencing      []int64
+		idx, schema  []uint16
+		at           []time.Time
+		ns           []uint32
+		machines     [][]string
+		payload      []json.RawMessage
+		str          [12][]string
+	}
 	// Current state first and the audit trail and progress last: readers
 	// who poll an operation's status find its cluster's rows already there.
 	return []tableInsert{
-		{tableClusters, "name, status, dm_version, revision, state, seq", len(r.clusters), func(b driver.Batch) error {
-			for _, x := range r.clusters {
+		{tableClusters, "name, status, dm_version, revision, state, seq", len(r.clusters), func(b driver.Batch, lo, hi int) error {
+			for _, x := range r.clusters[lo:hi] {
 				if err := b.Append(x.Name, x.Status, x.DMVersion, x.Revision, x.State, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tableInstances, "cluster, id, idx, name, role, host, port, status, spec, deleted, seq", len(r.instances), func(b driver.Batch) error {
-			for _, x := range r.instances {
+		{tableInstances, "cluster, id, idx, name, role, host, port, status, spec, deleted, seq", len(r.instances), func(b driver.Batch, lo, hi int) error {
+			for _, x := range r.instances[lo:hi] {
 				if err := b.Append(x.Cluster, x.ID, x.Idx, x.Name, x.Role, x.Host, x.Port, x.Status, x.Spec, x.Deleted, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tableMachines, "host, status, ssh_port, user, region, zone, rack, fingerprint, state, seq", len(r.machines), func(b driver.Batch) error {
-			for _, x := range r.machines {
+		{tableMachines, "host, status, ssh_port, user, region, zone, rack, fingerprint, state, seq", len(r.machines), func(b driver.Batch, lo, hi int) error {
+			for _, x := range r.machines[lo:hi] {
 				if err := b.Append(x.Host, x.Status, x.SSHPort, x.User, x.Region, x.Zone, x.Rack, x.Fingerprint, x.State, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tablePackages, "id, name, version, os, arch, sha256, size, state, seq", len(r.packages), func(b driver.Batch) error {
-			for _, x := range r.packages {
+		{tablePackages, "id, name, version, os, arch, sha256, size, state, seq", len(r.packages), func(b driver.Batch, lo, hi int) error {
+			for _, x := range r.packages[lo:hi] {
 				if err := b.Append(x.ID, x.Name, x.Version, x.OS, x.Arch, x.SHA256, x.Size, x.State, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tableSteps, "operation, id, idx, in_plan, kind, host, instance, needs, status, attempt, agent, error, exit_code, duration_ms, spec, state, deleted, seq", len(r.steps), func(b driver.Batch) error {
+		{tableSteps, "operation, id, idx, in_plan, kind, host, instance, needs, status, attempt, agent, error, exit_code, duration_ms, spec, state, deleted, seq", len(r.steps), func(b driver.Batch, lo, hi int) error {
 			// Column by column, like the audit trail: a step row per event.
-			n := len(r.steps)
-			var (
-				idx, attempt = make([]uint32, n), make([]uint32, n)
-				inPlan, del  = make([]uint8, n), make([]uint8, n)
-				needs        = make([][]string, n)
-				exit         = make([]int32, n)
-				dur          = make([]int64, n)
-				seq          = make([]uint64, n)
-				str          [10][]string
-			)
-			for i := range str {
-				str[i] = make([]string, n)
+			rows := r.steps[lo:hi]
+			n := len(rows)
+			c := &stepCols
+			idx, attempt, inPlan, del := reuse(&c.idx, n), reuse(&c.attempt, n), reuse(&c.inPlan, n), reuse(&c.del, n)
+			needs, exit, dur, seq := reuse(&c.needs, n), reuse(&c.exit, n), reuse(&c.dur, n), reuse(&c.seq, n)
+			var str [10][]string
+			for j := range str {
+				str[j] = reuse(&c.str[j], n)
 			}
-			for i, x := range r.steps {
+			for i, x := range rows {
 				idx[i], attempt[i], inPlan[i], del[i], needs[i], exit[i], dur[i], seq[i] = x.Idx, x.Attempt, x.InPlan, x.Deleted, x.Needs, x.ExitCode, x.DurationMS, x.Seq
 				for j, v := range [10]string{x.Operation, x.ID, x.Kind, x.Host, x.Instance, x.Status, x.Agent, x.Error, x.Spec, x.State} {
 					str[j][i] = v
@@ -86,16 +113,16 @@ func (p *insertPlan) parts() []tableInsert {
 			return appendColumns(b, str[0], str[1], idx, inPlan, str[2], str[3], str[4], needs, str[5], attempt, str[6], str[7], exit, dur,
 				str[8], str[9], del, seq)
 		}},
-		{tablePlans, "operation, plan, seq", len(r.plans), func(b driver.Batch) error {
-			for _, x := range r.plans {
+		{tablePlans, "operation, plan, seq", len(r.plans), func(b driver.Batch, lo, hi int) error {
+			for _, x := range r.plans[lo:hi] {
 				if err := b.Append(x.Operation, x.Plan, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tableOperations, "id, kind, status, cluster, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, state, deleted, seq", len(r.operations), func(b driver.Batch) error {
-			for _, x := range r.operations {
+		{tableOperations, "id, kind, status, cluster, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, state, deleted, seq", len(r.operations), func(b driver.Batch, lo, hi int) error {
+			for _, x := range r.operations[lo:hi] {
 				if err := b.Append(x.ID, x.Kind, x.Status, x.Cluster, x.AggregateType, x.AggregateID, x.Actor, dateTime(x.CreatedSec),
 					x.CreatedNS, x.CommitSeq, x.Attempt, x.Error, x.Owner, x.InCluster, x.Ord, x.State, x.Deleted, x.Seq); err != nil {
 					return err
@@ -103,24 +130,20 @@ func (p *insertPlan) parts() []tableInsert {
 			}
 			return nil
 		}},
-		{tableEvents, "seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, time, time_ns, actor, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload", len(r.events), func(b driver.Batch) error {
+		{tableEvents, "seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, time, time_ns, actor, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload", len(r.events), func(b driver.Batch, lo, hi int) error {
 			// Column by column: the audit trail is most of the rows, and
 			// clickhouse-go appends whole columns without reflection.
-			n := len(r.events)
-			var (
-				seq, version = make([]uint64, n), make([]uint64, n)
-				fencing      = make([]int64, n)
-				idx, schema  = make([]uint16, n), make([]uint16, n)
-				at           = make([]time.Time, n)
-				ns           = make([]uint32, n)
-				machines     = make([][]string, n)
-				str          [12][]string
-				payload      = make([]json.RawMessage, n) // appended without a copy to a string
-			)
-			for i := range str {
-				str[i] = make([]string, n)
+			rows := r.events[lo:hi]
+			n := len(rows)
+			c := &eventCols
+			seq, version, fencing := reuse(&c.seq, n), reuse(&c.version, n), reuse(&c.fencing, n)
+			idx, schema, at, ns := reuse(&c.idx, n), reuse(&c.schema, n), reuse(&c.at, n), reuse(&c.ns, n)
+			machines, payload := reuse(&c.machines, n), reuse(&c.payload, n)
+			var str [12][]string
+			for j := range str {
+				str[j] = reuse(&c.str[j], n)
 			}
-			for i, x := range r.events {
+			for i, x := range rows {
 				seq[i], idx[i], schema[i], version[i], at[i], ns[i], machines[i] = x.Seq, x.Idx, x.SchemaVersion, x.AggregateVersion, dateTime(x.TimeSec), x.TimeNS, x.Machines
 				fencing[i], payload[i] = x.FencingToken, x.Payload
 				for j, v := range [12]string{x.CommitID, x.EventID, x.Type, x.AggregateType, x.AggregateID, x.Actor, x.Operation,
@@ -132,6 +155,36 @@ func (p *insertPlan) parts() []tableInsert {
 				fencing, str[9], machines, str[10], str[11], payload)
 		}},
 	}
+}
+
+// insertRows inserts n rows into a table with one INSERT, fill appending
+// rows [lo, hi) to the batch, sent as a block every insertChunk rows.
+func insertRows(ctx context.Context, conn driver.Conn, qualified, columns string, n int, fill func(b driver.Batch, lo, hi int) error) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+qualified+" ("+columns+")")
+	if err != nil {
+		return err
+	}
+	for lo := 0; lo < n; lo += insertChunk {
+		hi := min(lo+insertChunk, n)
+		err := fill(b, lo, hi)
+		if err == nil && hi < n {
+			err = b.Flush()
+		}
+		if err != nil {
+			_ = b.Abort()
+			return err
+		}
+	}
+	return b.Send()
+}
+
+// reuse returns *s resliced to n, allocating only when it is too short.
+func reuse[T any](s *[]T, n int) []T {
+	if cap(*s) < n {
+		*s = make([]T, n)
+	}
+	*s = (*s)[:n]
+	return *s
 }
 
 func insertTable(ctx context.Context, conn driver.Conn, qualified, columns string, fill func(driver.Batch) error) error {

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +223,61 @@ func TestStepStateJSONDecodesAsEncodingJSON(t *testing.T) {
 		if g != w {
 			t.Errorf("%q decodes to %+v, encoding/json's %s to %+v", got, g, want, w)
 		}
+	}
+}
+
+func TestNewCommitsLeavesRedeliveriesOutAndRefusesAGap(t *testing.T) {
+	seqs := func(cs []commit) []uint64 {
+		var out []uint64
+		for _, c := range cs {
+			out = append(out, c.seq)
+		}
+		return out
+	}
+	batch := func(seqs ...uint64) []commit {
+		var cs []commit
+		for _, s := range seqs {
+			cs = append(cs, commit{seq: s})
+		}
+		return cs
+	}
+	for _, tc := range []struct {
+		name         string
+		batch        []commit
+		folded, next uint64
+		want         []uint64
+		wantNext     uint64
+		wantErr      string
+		sameSlice    bool
+	}{
+		{name: "all new, in order", batch: batch(5, 6, 7), folded: 4, next: 5, want: []uint64{5, 6, 7}, wantNext: 8, sameSlice: true},
+		{name: "first batch after positioning", batch: batch(9, 10), folded: 4, want: []uint64{9, 10}, wantNext: 11, sameSlice: true},
+		{name: "redeliveries first", batch: batch(3, 4, 5, 6), folded: 4, next: 5, want: []uint64{5, 6}, wantNext: 7},
+		{name: "a redelivery in between", batch: batch(5, 3, 6), folded: 4, next: 5, want: []uint64{5, 6}, wantNext: 7},
+		{name: "first and last look consecutive, one is old", batch: batch(5, 3, 7), folded: 4, next: 5, wantErr: "commit 7 arrived where 6 was expected"},
+		{name: "a commit twice", batch: batch(5, 5, 6), folded: 4, next: 5, wantErr: "commit 5 arrived where 6 was expected"},
+		{name: "a gap", batch: batch(5, 7), folded: 4, next: 5, wantErr: "commit 7 arrived where 6 was expected"},
+		{name: "starts past next", batch: batch(6, 7), folded: 4, next: 5, wantErr: "commit 6 arrived where 5 was expected"},
+		{name: "only redeliveries", batch: batch(2, 3), folded: 4, next: 5, want: nil, wantNext: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next := tc.next
+			got, err := newCommits(tc.batch, tc.folded, &next)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(seqs(got), tc.want) || next != tc.wantNext {
+				t.Fatalf("got %v next %d, want %v next %d", seqs(got), next, tc.want, tc.wantNext)
+			}
+			if same := len(got) > 0 && &got[0] == &tc.batch[0]; same != tc.sameSlice {
+				t.Fatalf("returned the batch's own slice: %v, want %v", same, tc.sameSlice)
+			}
+		})
 	}
 }

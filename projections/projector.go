@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -235,13 +234,11 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 		p.log.Error().Err(err).Uint64("commit_seq", e.Seq).Str("type", e.Type).
 			Msg("event not folded into current state (it is in the audit trail); upgrade dmgr")
 	})
-	iter, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxBatch, 100000)))
+	commits, err := consumeCommits(cons, min(p.cfg.MaxBatch, 100000), p.log)
 	if err != nil {
 		return false, fmt.Errorf("consume %s: %w", ConsumerName(gen), err)
 	}
-	defer iter.Stop()
-	stop := context.AfterFunc(ctx, iter.Stop)
-	defer stop()
+	defer commits.Stop()
 	p.log.Info().Uint32("generation", gen).Uint64("commit_seq", wm).Msg("projector consuming")
 
 	// Two stages: while one batch is inserted (insertBatch, in its own
@@ -263,7 +260,7 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 	folded := wm       // the last commit folded (inserted or being inserted)
 	var pending uint64 // what the stream held beyond the last commit collected
 	for {
-		b, err := p.collect(ctx, iter)
+		b, err := p.collect(ctx, commits)
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
@@ -331,59 +328,63 @@ type batch struct {
 // collect waits up to a second for a commit, then gathers more until the
 // batch holds MaxBatch commits or MaxWait has passed since its first one,
 // and decodes them.
-func (p *Projector) collect(ctx context.Context, iter jetstream.MessagesContext) (*batch, error) {
-	b, err := p.gather(ctx, iter)
+func (p *Projector) collect(ctx context.Context, d *delivery) (*batch, error) {
+	b, err := p.gather(ctx, d)
 	p.decode(b)
 	return b, err
 }
 
 // gather is collect without the decoding.
-func (p *Projector) gather(ctx context.Context, iter jetstream.MessagesContext) (*batch, error) {
+func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 	b := &batch{}
-	wait := time.Second
-	var deadline time.Time
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
+	got := 0 // commits gathered when the timer was last set
 	for len(b.msgs) < p.cfg.MaxBatch {
-		msg, err := iter.Next(jetstream.NextMaxWait(wait))
-		if errors.Is(err, nats.ErrTimeout) {
-			return b, nil
-		}
-		if err != nil {
-			if len(b.msgs) > 0 {
-				// Project what we have; the error comes back on the next call.
+		var msg jetstream.Msg
+		select {
+		case msg = <-d.msgs:
+		default:
+			select {
+			case msg = <-d.msgs:
+			case <-timer.C:
+				// Nothing yet, or MaxWait has passed: the batch is done,
+				// unless it is catching up (the stream holds more than
+				// this batch, so waiting adds no lag, and a full batch is
+				// fewer, larger inserts for ClickHouse) and commits still
+				// come.
+				if len(b.msgs) == 0 || b.pending == 0 || len(b.msgs) == got {
+					return b, nil
+				}
+				got = len(b.msgs)
+				timer.Reset(time.Second)
+				continue
+			case <-d.cc.Closed():
+				if len(b.msgs) > 0 {
+					// Project what we have; the error comes back on the next call.
+					return b, nil
+				}
+				return b, d.closedErr()
+			case <-ctx.Done():
 				return b, nil
 			}
-			return b, fmt.Errorf("next commit: %w", err)
 		}
-		meta, err := msg.Metadata()
+		meta, err := metaOf(msg)
 		if err != nil {
 			return b, fmt.Errorf("commit metadata: %w", err)
 		}
-		seq := meta.Sequence.Stream
 		if b.msgs == nil {
 			// The first commit says how many follow: size the batch once.
-			n := int(min(uint64(p.cfg.MaxBatch), meta.NumPending+1))
+			n := int(min(uint64(p.cfg.MaxBatch), meta.pending+1))
 			b.msgs, b.commits, b.stored = make([]jetstream.Msg, 0, n), make([]commit, 0, n), make([]time.Time, 0, n)
+			timer.Reset(p.cfg.MaxWait) // no stale fire comes after a Reset (Go ≥ 1.23)
+			got = 1
 		}
 		b.msgs = append(b.msgs, msg)
-		b.commits = append(b.commits, commit{seq: seq})
-		b.stored = append(b.stored, meta.Timestamp)
-		b.lastSeq = max(b.lastSeq, seq)
-		b.pending = meta.NumPending
-		if deadline.IsZero() {
-			deadline = time.Now().Add(p.cfg.MaxWait)
-		}
-		if wait = time.Until(deadline); wait <= 0 {
-			if meta.NumPending == 0 {
-				break
-			}
-			// Catching up: the stream holds more than this batch, so
-			// waiting for it adds no lag; a full batch is fewer, larger
-			// inserts for ClickHouse.
-			wait = time.Second
-		}
-		if ctx.Err() != nil {
-			break
-		}
+		b.commits = append(b.commits, commit{seq: meta.seq})
+		b.stored = append(b.stored, meta.stored)
+		b.lastSeq = max(b.lastSeq, meta.seq)
+		b.pending = meta.pending
 	}
 	return b, nil
 }
@@ -446,19 +447,9 @@ func readPayload(eventType string, schemaVersion int, dec *jsontext.Decoder) (an
 // next is the sequence the next new commit must have (0: any, right after
 // the consumer was positioned).
 func (p *Projector) fold(ctx context.Context, f *folder, folded uint64, next *uint64, b *batch) (*rowSet, error) {
-	var fresh []commit
-	for _, c := range b.commits {
-		if c.seq <= folded {
-			continue // a redelivery
-		}
-		// Commits come in stream order and the stream has no holes (it
-		// denies deletes): a commit that skips one means the consumer is
-		// not where the projector thinks; start it again at the progress.
-		if c.seq != *next && *next != 0 {
-			return nil, fmt.Errorf("commit %d arrived where %d was expected; restarting the consumer at the recorded progress", c.seq, *next)
-		}
-		*next = c.seq + 1
-		fresh = append(fresh, c)
+	fresh, err := newCommits(b.commits, folded, next)
+	if err != nil {
+		return nil, err
 	}
 	if len(fresh) == 0 {
 		return nil, nil
@@ -471,6 +462,42 @@ func (p *Projector) fold(ctx context.Context, f *folder, folded uint64, next *ui
 	rows.commits = len(fresh)
 	p.m.loads.Add(uint64(f.loads() - loads))
 	return rows, nil
+}
+
+// newCommits are the commits of a batch after folded (the others are
+// redeliveries), which must start at *next (0: anywhere) and follow each
+// other; it moves *next past them. Usually they are the whole batch, and
+// the batch's slice is returned as it is.
+func newCommits(commits []commit, folded uint64, next *uint64) ([]commit, error) {
+	if len(commits) > 0 && commits[0].seq > folded && (*next == 0 || commits[0].seq == *next) && consecutive(commits) {
+		*next = commits[len(commits)-1].seq + 1
+		return commits, nil
+	}
+	var fresh []commit
+	for _, c := range commits {
+		if c.seq <= folded {
+			continue // a redelivery
+		}
+		// Commits come in stream order and the stream has no holes (it
+		// denies deletes): a commit that skips one means the consumer is
+		// not where the projector thinks; start it again at the progress.
+		if c.seq != *next && *next != 0 {
+			return nil, fmt.Errorf("commit %d arrived where %d was expected; restarting the consumer at the recorded progress", c.seq, *next)
+		}
+		*next = c.seq + 1
+		fresh = append(fresh, c)
+	}
+	return fresh, nil
+}
+
+// consecutive reports whether the commits' sequences are s, s+1, s+2, ….
+func consecutive(commits []commit) bool {
+	for i := 1; i < len(commits); i++ {
+		if commits[i].seq != commits[i-1].seq+1 {
+			return false
+		}
+	}
+	return true
 }
 
 // insertBatch inserts a folded batch until ClickHouse has all of it (or
@@ -550,7 +577,7 @@ func (p *Projector) insert(ctx context.Context, plan *insertPlan, gen uint32) er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := insertTable(ctx, st.conn, table(st.db, t.table, gen), t.columns, t.append); err != nil {
+			if err := insertRows(ctx, st.conn, table(st.db, t.table, gen), t.columns, t.n, t.append); err != nil {
 				errs[i] = fmt.Errorf("insert %d rows into %s: %w", t.n, table(st.db, t.table, gen), err)
 				return
 			}
