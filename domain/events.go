@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Aggregate types: the second token of an event subject.
@@ -69,10 +68,10 @@ var decoders = map[string]eventDecoder{
 	TypePackageUploaded:          decoderOf[PackageUploaded](),
 	TypeClusterDeployRequested:   decoderOf[ClusterDeployRequested](),
 	TypeOperationRequested:       decoderOf[OperationRequested](),
-	TypeStepStarted:              decoderOf[StepStarted](),
-	TypeStepSucceeded:            decoderOf[StepSucceeded](),
-	TypeStepFailed:               decoderOf[StepFailed](),
-	TypeOperationSucceeded:       decoderOf[OperationSucceeded](),
+	TypeStepStarted:              decoderOf[StepStarted]().with(decodeStepStarted),
+	TypeStepSucceeded:            decoderOf[StepSucceeded]().with(decodeStepSucceeded),
+	TypeStepFailed:               decoderOf[StepFailed]().with(decodeStepFailed),
+	TypeOperationSucceeded:       decoderOf[OperationSucceeded]().with(decodeOperationSucceeded),
 	TypeOperationFailed:          decoderOf[OperationFailed](),
 	TypeOperationRetried:         decoderOf[OperationRetried](),
 	TypeOperationCancelRequested: decoderOf[OperationCancelRequested](),
@@ -83,15 +82,28 @@ var decoders = map[string]eventDecoder{
 	TypeClusterReloadRequested:   decoderOf[ClusterReloadRequested](),
 }
 
-// eventDecoder decodes one event type from a payload's bytes, or from a
-// decoder whose next value is the payload.
+// eventDecoder decodes one event type from a payload's bytes: with its
+// fast decoder when it has one and that takes the payload (fast_decode.go),
+// else with the JSON v2 decoder.
 type eventDecoder struct {
-	bytes  func([]byte) (Event, error)
-	stream func(*jsontext.Decoder) (Event, error)
+	fast  func([]byte) (Event, bool)
+	bytes func([]byte) (Event, error)
 }
 
-func decoderOf[T Event]() eventDecoder {
-	return eventDecoder{bytes: decodeAs[T], stream: decodeFrom[T]}
+func decoderOf[T Event]() eventDecoder { return eventDecoder{bytes: decodeAs[T]} }
+
+func (d eventDecoder) with(fast func([]byte) (Event, bool)) eventDecoder {
+	d.fast = fast
+	return d
+}
+
+func (d eventDecoder) decode(payload []byte) (Event, error) {
+	if d.fast != nil {
+		if e, ok := d.fast(payload); ok {
+			return e, nil
+		}
+	}
+	return d.bytes(payload)
 }
 
 // decodeAs decodes a payload with the JSON v2 decoder (the module that
@@ -113,12 +125,6 @@ func decodeAs[T Event](payload []byte) (Event, error) {
 	return v, nil
 }
 
-func decodeFrom[T Event](dec *jsontext.Decoder) (Event, error) {
-	var v T
-	err := json.UnmarshalDecode(dec, &v)
-	return v, err
-}
-
 // DecodeEvent turns a stored event back into its type. Unknown types are an
 // error: a binary older than its stream must not silently skip history.
 func DecodeEvent(eventType string, schemaVersion int, payload []byte) (Event, error) {
@@ -126,7 +132,7 @@ func DecodeEvent(eventType string, schemaVersion int, payload []byte) (Event, er
 	if err != nil {
 		return nil, err
 	}
-	e, err := decode.bytes(payload)
+	e, err := decode.decode(payload)
 	if err != nil {
 		return nil, fmt.Errorf("decode event %s: %w", eventType, err)
 	}
@@ -149,21 +155,4 @@ func decoderFor(eventType string, schemaVersion int) (eventDecoder, error) {
 func Decodes(eventType string, schemaVersion int) bool {
 	_, ok := decoders[eventType]
 	return ok && schemaVersion == 1
-}
-
-// DecodeEventFrom is DecodeEvent reading the payload from dec, whose next
-// value it is (the projector reads commits in one pass). It is stricter
-// than DecodeEvent: what the JSON v2 decoder refuses is an error, and the
-// decoder is then unusable; the caller decodes the payload's bytes with
-// DecodeEvent instead.
-func DecodeEventFrom(eventType string, schemaVersion int, dec *jsontext.Decoder) (Event, error) {
-	decode, err := decoderFor(eventType, schemaVersion)
-	if err != nil {
-		return nil, err
-	}
-	e, err := decode.stream(dec)
-	if err != nil {
-		return nil, fmt.Errorf("decode event %s: %w", eventType, err)
-	}
-	return e, nil
 }

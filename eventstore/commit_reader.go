@@ -1,31 +1,30 @@
 package eventstore
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/dmgr/dmgr/internal/jsonscan"
 )
 
-// PayloadReader decodes one event's payload from dec, where the payload is
-// the next value, while its commit is read (the projector decodes every
-// payload it reads; doing it in the same pass saves scanning it twice). It
-// must consume exactly that value, or return an error.
-type PayloadReader func(eventType string, schemaVersion int, dec *jsontext.Decoder) (any, error)
+// PayloadReader decodes one event's payload while its commit is read
+// (the projector decodes every payload it reads). It returns nil, nil for
+// a payload it does not decode, and the reader then checks that the
+// payload is JSON; one it decodes it must refuse unless it is JSON.
+type PayloadReader func(eventType string, schemaVersion int, payload []byte) (any, error)
 
-// CommitReader reads commit bodies in one pass over their bytes, reusing
-// its decoder: the projector's fast path. It reads what EncodeCommit
-// writes; anything else (a field it does not know, a payload before its
-// type, text that is not valid UTF-8) is an error, and the caller falls
-// back to DecodeCommit, which reads whatever encoding/json reads. One per
+// CommitReader reads commit bodies in one pass over their bytes with a
+// hand-written scanner: the projector's fast path. It reads what
+// EncodeCommit writes (white space allowed); anything else (a field it
+// does not know, a payload before its type, text that is not valid
+// UTF-8, an escaped field name) is an error, and the caller falls back to
+// DecodeCommit, which reads whatever encoding/json reads. One per
 // goroutine.
 type CommitReader struct {
-	buf *bytes.Buffer
-	dec jsontext.Decoder
 	// names holds the strings that repeat from commit to commit (types,
 	// aggregates, actors, operations), so that each is allocated once.
 	names map[string]string
@@ -38,136 +37,129 @@ const maxNames = 4096
 // it is called for every event and its results are returned, one per
 // event. Payloads alias data.
 func (r *CommitReader) Read(seq uint64, data []byte, payload PayloadReader) ([]Event, []any, error) {
-	evs, decoded, err := r.read(seq, data, payload)
+	evs, decoded, err := r.read(data, payload)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read commit at seq %d: %w", seq, err)
+	}
+	for i := range evs {
+		evs[i].Seq = seq
 	}
 	return evs, decoded, nil
 }
 
 var errUnexpected = errors.New("not the commit format EncodeCommit writes")
 
-func (r *CommitReader) read(seq uint64, data []byte, payload PayloadReader) ([]Event, []any, error) {
-	r.buf = bytes.NewBuffer(data) // the decoder parses a bytes.Buffer in place, without a copy
-	// Duplicate names are not checked (encoding/json never writes them,
-	// and reads the last one, as this does): the check costs a lookup per
-	// name.
-	r.dec.Reset(r.buf, jsontext.AllowDuplicateNames(true))
-	dec := &r.dec
-	if err := expectDelim(dec, '{'); err != nil {
-		return nil, nil, err
-	}
+func (r *CommitReader) read(data []byte, payload PayloadReader) ([]Event, []any, error) {
+	s := jsonscan.New(data)
 	var env Event
 	var evs []Event
 	var decoded []any
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadValue()
-		if err != nil {
-			return nil, nil, err
-		}
-		switch string(name) {
-		case `"commit_id"`:
-			env.CommitID, err = readString(dec)
-		case `"aggregate_type"`:
-			env.AggregateType, err = r.readName()
-		case `"aggregate_id"`:
-			env.AggregateID, err = r.readName()
-		case `"time"`:
-			var s string
-			if s, err = readString(dec); err == nil {
-				env.Time, err = time.Parse(time.RFC3339Nano, s)
+	var err error
+	if s.Object() {
+		for n := 0; ; n++ {
+			name, ok := s.Member(n)
+			if !ok {
+				break
 			}
-		case `"actor"`:
-			env.Actor, err = r.readName()
-		case `"operation_id"`:
-			env.OperationID, err = r.readName()
-		case `"correlation_id"`:
-			env.CorrelationID, err = r.readName()
-		case `"causation_id"`:
-			env.CausationID, err = r.readName()
-		case `"fencing_token"`:
-			env.FencingToken, err = readInt(dec)
-		case `"events"`:
-			evs, decoded, err = r.readEvents(seq, data, payload)
-		default:
-			err = fmt.Errorf("%w: field %s", errUnexpected, name)
-		}
-		if err != nil {
-			return nil, nil, err
+			switch string(name) {
+			case "commit_id":
+				env.CommitID = s.Text()
+			case "aggregate_type":
+				env.AggregateType = r.name(&s)
+			case "aggregate_id":
+				env.AggregateID = r.name(&s)
+			case "time":
+				if t := s.Text(); s.Err() == nil {
+					if env.Time, err = time.Parse(time.RFC3339Nano, t); err != nil {
+						return nil, nil, fmt.Errorf("%w: time: %w", errUnexpected, err)
+					}
+				}
+			case "actor":
+				env.Actor = r.name(&s)
+			case "operation_id":
+				env.OperationID = r.name(&s)
+			case "correlation_id":
+				env.CorrelationID = r.name(&s)
+			case "causation_id":
+				env.CausationID = r.name(&s)
+			case "fencing_token":
+				env.FencingToken = s.Int()
+			case "events":
+				if evs, decoded, err = r.readEvents(&s, payload); err != nil {
+					return nil, nil, err
+				}
+			default:
+				return nil, nil, fmt.Errorf("%w: field %q", errUnexpected, name)
+			}
 		}
 	}
-	if err := expectDelim(dec, '}'); err != nil {
-		return nil, nil, err
-	}
-	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
-		return nil, nil, fmt.Errorf("%w: data after the commit", errUnexpected)
+	if !s.End() {
+		return nil, nil, fmt.Errorf("%w: %w", errUnexpected, s.Err())
 	}
 	for i := range evs {
 		e := &evs[i]
-		e.Seq, e.CommitID, e.AggregateType, e.AggregateID = seq, env.CommitID, env.AggregateType, env.AggregateID
+		e.CommitID, e.AggregateType, e.AggregateID = env.CommitID, env.AggregateType, env.AggregateID
 		e.Time, e.Actor, e.OperationID = env.Time, env.Actor, env.OperationID
 		e.CorrelationID, e.CausationID, e.FencingToken = env.CorrelationID, env.CausationID, env.FencingToken
 	}
 	return evs, decoded, nil
 }
 
-func (r *CommitReader) readEvents(seq uint64, data []byte, payload PayloadReader) ([]Event, []any, error) {
-	dec := &r.dec
-	if err := expectDelim(dec, '['); err != nil {
-		return nil, nil, err
-	}
+func (r *CommitReader) readEvents(s *jsonscan.Scanner, payload PayloadReader) ([]Event, []any, error) {
 	evs := make([]Event, 0, 1)
 	var decoded []any
-	for dec.PeekKind() != ']' {
-		if err := expectDelim(dec, '{'); err != nil {
-			return nil, nil, err
-		}
+	if !s.Array() {
+		return nil, nil, nil // the caller reports the scanner's error
+	}
+	for i := 0; s.Elem(i); i++ {
 		var e Event
 		var d any
 		seen := false
-		for dec.PeekKind() != '}' {
-			name, err := dec.ReadValue()
-			if err != nil {
-				return nil, nil, err
+		if !s.Object() {
+			break
+		}
+		for n := 0; ; n++ {
+			name, ok := s.Member(n)
+			if !ok {
+				break
 			}
 			switch string(name) {
-			case `"event_id"`:
-				e.EventID, err = readString(dec)
-			case `"type"`:
-				e.Type, err = r.readName()
-			case `"schema_version"`:
-				var v int64
-				v, err = readInt(dec)
-				e.SchemaVersion = int(v)
-			case `"aggregate_version"`:
-				var v int64
-				v, err = readInt(dec)
+			case "event_id":
+				e.EventID = s.Text()
+			case "type":
+				e.Type = r.name(s)
+			case "schema_version":
+				e.SchemaVersion = int(s.Int())
+			case "aggregate_version":
+				v := s.Int()
+				if v < 0 {
+					return nil, nil, fmt.Errorf("%w: a negative aggregate version", errUnexpected)
+				}
 				e.AggregateVersion = uint64(v)
-			case `"payload"`:
+			case "payload":
 				if e.Type == "" {
 					return nil, nil, fmt.Errorf("%w: a payload before its type", errUnexpected)
 				}
 				seen = true
-				from := dec.InputOffset()
-				if payload != nil {
-					d, err = payload(e.Type, e.SchemaVersion, dec)
-				} else {
-					err = dec.SkipValue()
+				e.Payload = json.RawMessage(s.Skip())
+				if s.Err() != nil {
+					break
 				}
-				if err == nil {
-					// The value's bytes: from after the name (past the
-					// colon and any space) to where the decoder is now.
-					e.Payload = json.RawMessage(bytes.TrimLeft(data[from:dec.InputOffset()], " \t\r\n:"))
+				var err error
+				if payload != nil {
+					if d, err = payload(e.Type, e.SchemaVersion, e.Payload); err != nil {
+						return nil, nil, err
+					}
+				}
+				if d == nil && !jsontext.Value(e.Payload).IsValid() {
+					return nil, nil, fmt.Errorf("%w: the payload of event %d is not JSON", errUnexpected, i)
 				}
 			default:
-				err = fmt.Errorf("%w: event field %s", errUnexpected, name)
-			}
-			if err != nil {
-				return nil, nil, err
+				return nil, nil, fmt.Errorf("%w: event field %q", errUnexpected, name)
 			}
 		}
-		if err := expectDelim(dec, '}'); err != nil {
-			return nil, nil, err
+		if s.Err() != nil {
+			break
 		}
 		if !seen {
 			return nil, nil, fmt.Errorf("%w: an event without a payload", errUnexpected)
@@ -177,68 +169,23 @@ func (r *CommitReader) readEvents(seq uint64, data []byte, payload PayloadReader
 			decoded = append(decoded, d)
 		}
 	}
-	return evs, decoded, expectDelim(dec, ']')
+	return evs, decoded, nil
 }
 
-func expectDelim(dec *jsontext.Decoder, k jsontext.Kind) error {
-	t, err := dec.ReadToken()
-	if err != nil {
-		return err
+// name reads a string that likely repeats, allocating it only the first
+// time it is met.
+func (r *CommitReader) name(s *jsonscan.Scanner) string {
+	raw, plain := s.RawString()
+	if !plain {
+		return string(raw)
 	}
-	if t.Kind() != k {
-		return fmt.Errorf("%w: %v where %v was expected", errUnexpected, t.Kind(), k)
-	}
-	return nil
-}
-
-func readString(dec *jsontext.Decoder) (string, error) {
-	t, err := dec.ReadToken()
-	if err != nil {
-		return "", err
-	}
-	if t.Kind() != '"' {
-		return "", fmt.Errorf("%w: %v where a string was expected", errUnexpected, t.Kind())
-	}
-	return t.String(), nil
-}
-
-// readName reads a string that likely repeats, allocating it only the
-// first time it is met.
-func (r *CommitReader) readName() (string, error) {
-	v, err := r.dec.ReadValue()
-	if err != nil {
-		return "", err
-	}
-	if v.Kind() != '"' {
-		return "", fmt.Errorf("%w: %v where a string was expected", errUnexpected, v.Kind())
-	}
-	raw := v[1 : len(v)-1]
-	if bytes.IndexByte(raw, '\\') >= 0 {
-		b, err := jsontext.AppendUnquote(nil, v)
-		return string(b), err
-	}
-	if s, ok := r.names[string(raw)]; ok {
-		return s, nil
+	if v, ok := r.names[string(raw)]; ok {
+		return v
 	}
 	if r.names == nil || len(r.names) >= maxNames {
 		r.names = make(map[string]string, 256)
 	}
-	s := string(raw)
-	r.names[s] = s
-	return s, nil
-}
-
-func readInt(dec *jsontext.Decoder) (int64, error) {
-	v, err := dec.ReadValue()
-	if err != nil {
-		return 0, err
-	}
-	if v.Kind() != '0' {
-		return 0, fmt.Errorf("%w: %v where a number was expected", errUnexpected, v.Kind())
-	}
-	n, err := strconv.ParseInt(string(v), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %s is not an integer", errUnexpected, v)
-	}
-	return n, nil
+	v := string(raw)
+	r.names[v] = v
+	return v
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-json-experiment/json/jsontext"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -432,13 +431,13 @@ func decodeAll(commits []commit, data func(i int) []byte, onError func(seq uint6
 }
 
 // readPayload decodes the payloads of the event types the domain knows
-// while a commit is read, and skips the others (prepare reads their
+// while a commit is read, and leaves the others (prepare reads their
 // fields from the bytes).
-func readPayload(eventType string, schemaVersion int, dec *jsontext.Decoder) (any, error) {
+func readPayload(eventType string, schemaVersion int, payload []byte) (any, error) {
 	if !domain.Decodes(eventType, schemaVersion) {
-		return nil, dec.SkipValue()
+		return nil, nil
 	}
-	return domain.DecodeEventFrom(eventType, schemaVersion, dec)
+	return domain.DecodeEvent(eventType, schemaVersion, payload)
 }
 
 // fold folds a batch's new commits (those after folded; the others are
