@@ -184,7 +184,9 @@ func consumerConfig(gen uint32, from uint64) jetstream.ConsumerConfig {
 		AckWait:       time.Minute,
 		MaxDeliver:    -1,
 		MaxAckPending: 200000,
-		FilterSubject: eventstore.AllSubjects,
+		// No filter subject: the stream holds commits only
+		// (eventstore.AllSubjects), and a filter makes the server match
+		// every message's subject against it.
 		// The consumer's state lives in memory: the projector recreates
 		// it at ClickHouse's progress whenever it starts, so nothing
 		// needs it on disk, and a file-backed consumer rewrites its
