@@ -661,13 +661,21 @@ func diffSteps(out *rowSet, bo, o *domain.Operation, seq uint64) error {
 	if bo != nil {
 		oldSteps = bo.Steps
 	}
-	inPlan := make(map[string]bool, len(o.Plan))
+	// How many of the plan's steps have a state, now and before: when
+	// that is every state, no state is outside the plan and none is gone.
+	withState, hadState := 0, 0
 	for i, st := range o.Plan {
-		inPlan[st.ID] = true
 		state, present := o.Steps[st.ID]
+		old, had := oldSteps[st.ID]
+		if present {
+			withState++
+		}
+		if had {
+			hadState++
+		}
 		switch {
 		case plan:
-			if old, ok := oldSteps[st.ID]; ok == present && old == state {
+			if had == present && old == state {
 				continue
 			}
 		case bo == nil && !present:
@@ -687,6 +695,13 @@ func diffSteps(out *rowSet, bo, o *domain.Operation, seq uint64) error {
 			return fmt.Errorf("encode the plan of operation %s: %w", o.ID, err)
 		}
 		out.plans = append(out.plans, planRow{Operation: o.ID, Plan: string(spec), Seq: seq})
+	}
+	if withState == len(o.Steps) && (bo == nil || plan && hadState == len(oldSteps)) {
+		return nil
+	}
+	inPlan := make(map[string]bool, len(o.Plan))
+	for _, st := range o.Plan {
+		inPlan[st.ID] = true
 	}
 	// States of steps that are not in the plan (no event makes them today,
 	// but the fold allows it), in id order.

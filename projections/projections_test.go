@@ -281,3 +281,60 @@ func TestNewCommitsLeavesRedeliveriesOutAndRefusesAGap(t *testing.T) {
 		})
 	}
 }
+
+// TestDiffStepsWritesWhatChanged: diffSteps gives a row for each step
+// whose state changed, for states outside the plan, and a deleted row for
+// each step that is gone, and nothing else.
+func TestDiffStepsWritesWhatChanged(t *testing.T) {
+	plan := []domain.Step{{ID: "a", Kind: domain.StepStart}, {ID: "b", Kind: domain.StepStart, Needs: []string{"a"}}}
+	op := func(p []domain.Step, steps map[string]domain.StepState) *domain.Operation {
+		return &domain.Operation{ID: "op", Plan: p, Steps: steps}
+	}
+	running := domain.StepState{Status: "running", Attempt: 1}
+	done := domain.StepState{Status: "succeeded", Attempt: 1}
+	type row struct {
+		id      string
+		status  string
+		deleted uint8
+		inPlan  uint8
+	}
+	rows := func(out *rowSet) []row {
+		var r []row
+		for _, s := range out.steps {
+			r = append(r, row{s.ID, s.Status, s.Deleted, s.InPlan})
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name      string
+		before    *domain.Operation
+		after     *domain.Operation
+		want      []row
+		wantPlans int
+	}{
+		{"a new operation: its plan, no rows for pending steps", nil, op(plan, map[string]domain.StepState{}), nil, 1},
+		{"a new operation with a started step", nil, op(plan, map[string]domain.StepState{"a": running}), []row{{"a", "running", 0, 1}}, 1},
+		{"one step changed", op(plan, map[string]domain.StepState{"a": running}), op(plan, map[string]domain.StepState{"a": done}),
+			[]row{{"a", "succeeded", 0, 1}}, 0},
+		{"one step changed, the other started", op(plan, map[string]domain.StepState{"a": running}),
+			op(plan, map[string]domain.StepState{"a": done, "b": running}), []row{{"a", "succeeded", 0, 1}, {"b", "running", 0, 1}}, 0},
+		{"a state outside the plan appears", op(plan, map[string]domain.StepState{"a": done}),
+			op(plan, map[string]domain.StepState{"a": done, "x": running}), []row{{"x", "running", 0, 0}}, 0},
+		{"a state outside the plan goes", op(plan, map[string]domain.StepState{"a": done, "x": running}),
+			op(plan, map[string]domain.StepState{"a": done}), []row{{"x", "", 1, 0}}, 0},
+		{"a plan step's state goes", op(plan, map[string]domain.StepState{"a": done}),
+			op(plan, map[string]domain.StepState{}), []row{{"a", "pending", 0, 1}}, 0},
+		{"the plan loses a step", op(plan, map[string]domain.StepState{"a": done}),
+			op(plan[:1], map[string]domain.StepState{"a": done}), []row{{"a", "succeeded", 0, 1}, {"b", "", 1, 0}}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &rowSet{}
+			if err := diffSteps(out, tc.before, tc.after, 9); err != nil {
+				t.Fatal(err)
+			}
+			if got := rows(out); !slices.Equal(got, tc.want) || len(out.plans) != tc.wantPlans {
+				t.Fatalf("rows %+v and %d plan rows, want %+v and %d", got, len(out.plans), tc.want, tc.wantPlans)
+			}
+		})
+	}
+}
