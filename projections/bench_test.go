@@ -34,6 +34,18 @@ import (
 //	BenchmarkAuditQuery            audit page latency p50/p95 over
 //	                               DMGR_BENCH_AUDIT_ROWS synthetic events
 //	                               (default 10,000,000), by cluster and by time range
+//
+// The throughput benchmark logs the CPU time the test process (projector
+// and embedded NATS) and ClickHouse used. On a shared machine that time
+// varies with the neighbours; instructions retired do not, so to compare
+// two builds count them over the projection alone with perf:
+//
+//	mkfifo /tmp/ctl
+//	DMGR_BENCH_PERF_CTL=/tmp/ctl perf stat -a -e instructions,cycles --delay=-1 \
+//	    --control=fifo:/tmp/ctl -- ./projections.test -test.run '^$' \
+//	    -test.bench BenchmarkProjectionThroughput -test.benchtime 1x
+//
+// DMGR_BENCH_CPUPROFILE=file profiles the projection alone.
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {

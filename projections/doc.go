@@ -45,9 +45,12 @@
 // a growing pause, and catches up when it is back; the stream keeps every
 // commit meanwhile.
 //
-// Commits are read in one pass (eventstore.CommitReader), each payload
-// decoded into its domain event as it is met; a commit in any other shape
-// is decoded the lenient way (eventstore.DecodeCommit, domain.DecodeEvent).
+// Commits come from a Consume callback (delivery.go) and are read in one
+// pass by a byte scanner (eventstore.CommitReader), each payload decoded
+// into its domain event as it is met (the step events by hand-written
+// decoders); a commit in any other shape is decoded the lenient way
+// (eventstore.DecodeCommit, domain.DecodeEvent). A batch's rows go to
+// ClickHouse as one INSERT per table, sent in blocks of insertChunk rows.
 //
 // Current state is the domain's own fold (domain.ClusterFold, which copies
 // a changed operation once per batch, and the others) over each

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -55,7 +54,7 @@ func (p *insertPlan) parts() []tableInsert {
 		at           []time.Time
 		ns           []uint32
 		machines     [][]string
-		payload      []json.RawMessage
+		payload      byteRows
 		str          [12][]string
 	}
 	// Current state first and the audit trail and progress last: readers
@@ -145,7 +144,7 @@ func (p *insertPlan) parts() []tableInsert {
 			}
 			for i, x := range rows {
 				seq[i], idx[i], schema[i], version[i], at[i], ns[i], machines[i] = x.Seq, x.Idx, x.SchemaVersion, x.AggregateVersion, dateTime(x.TimeSec), x.TimeNS, x.Machines
-				fencing[i], payload[i] = x.FencingToken, x.Payload
+				fencing[i], payload[i] = x.FencingToken, []byte(x.Payload)
 				for j, v := range [12]string{x.CommitID, x.EventID, x.Type, x.AggregateType, x.AggregateID, x.Actor, x.Operation,
 					x.CorrelationID, x.CausationID, x.Cluster, x.Step, x.Outcome} {
 					str[j][i] = v
@@ -179,9 +178,9 @@ func insertRows(ctx context.Context, conn driver.Conn, qualified, columns string
 }
 
 // reuse returns *s resliced to n, allocating only when it is too short.
-func reuse[T any](s *[]T, n int) []T {
+func reuse[S ~[]T, T any](s *S, n int) S {
 	if cap(*s) < n {
-		*s = make([]T, n)
+		*s = make(S, n)
 	}
 	*s = (*s)[:n]
 	return *s
@@ -205,11 +204,24 @@ func recordProgress(ctx context.Context, conn driver.Conn, db string, gen uint32
 	return insertTable(ctx, conn, table(db, tableProgress, gen), "seq", func(b driver.Batch) error { return b.Append(seq) })
 }
 
+// byteRows is a String column's rows as bytes: appended row by row, as
+// clickhouse-go copies a whole column of bytes into strings first.
+type byteRows [][]byte
+
 // appendColumns appends whole columns, in the order of the INSERT's column
 // list.
 func appendColumns(b driver.Batch, cols ...any) error {
 	for i, c := range cols {
-		if err := b.Column(i).Append(c); err != nil {
+		col := b.Column(i)
+		if rows, ok := c.(byteRows); ok {
+			for j := range rows {
+				if err := col.AppendRow(&rows[j]); err != nil { // a *[]byte is appended without a copy
+					return fmt.Errorf("column %d: %w", i, err)
+				}
+			}
+			continue
+		}
+		if err := col.Append(c); err != nil {
 			return fmt.Errorf("column %d: %w", i, err)
 		}
 	}
