@@ -188,20 +188,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	return &Store{js: js, stream: stream}, nil
 }
 
-// Append appends c as one message if the condition in exp holds, and returns
-// the commit's stream sequence. A retried append of the same commit id
-// within the duplicate window returns the original sequence.
-func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error) {
-	if len(c.Events) == 0 {
-		return 0, errors.New("append: a commit needs at least one event")
-	}
-	if c.CommitID == "" || c.AggregateType == "" || c.AggregateID == "" {
-		return 0, errors.New("append: commit id, aggregate type and id are required")
-	}
-	body, err := EncodeCommit(c, exp.Version)
-	if err != nil {
-		return 0, fmt.Errorf("append: %w", err)
-	}
+// Message is the message that appends commit c, body being c encoded
+// (EncodeCommit), with the publish options that make the append
+// conditional on exp. Append publishes it; the projector's benchmark
+// publishes the same messages.
+func Message(c Commit, body []byte, exp Expect) (*nats.Msg, []jetstream.PublishOpt) {
 	msg := &nats.Msg{Subject: Subject(c.AggregateType, c.AggregateID), Data: body, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, c.CommitID)
 	msg.Header.Set(HeaderAggregateType, c.AggregateType)
@@ -218,6 +209,24 @@ func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error
 	} else {
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(exp.LastSeq))
 	}
+	return msg, opts
+}
+
+// Append appends c as one message if the condition in exp holds, and returns
+// the commit's stream sequence. A retried append of the same commit id
+// within the duplicate window returns the original sequence.
+func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error) {
+	if len(c.Events) == 0 {
+		return 0, errors.New("append: a commit needs at least one event")
+	}
+	if c.CommitID == "" || c.AggregateType == "" || c.AggregateID == "" {
+		return 0, errors.New("append: commit id, aggregate type and id are required")
+	}
+	body, err := EncodeCommit(c, exp.Version)
+	if err != nil {
+		return 0, fmt.Errorf("append: %w", err)
+	}
+	msg, opts := Message(c, body, exp)
 	ack, err := s.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
 		err = classify(fmt.Errorf("append commit %s to %s: %w", c.CommitID, msg.Subject, err))

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -84,9 +83,9 @@ func newGenerator(clusters, steps int) *generator {
 }
 
 type genCommit struct {
-	subject string
-	body    []byte
-	events  int
+	commit eventstore.Commit // the envelope (its events are in body)
+	body   []byte
+	events int
 }
 
 func (g *generator) commit(typ, id, actor, op string, evs ...domain.Event) genCommit {
@@ -98,7 +97,8 @@ func (g *generator) commit(typ, id, actor, op string, evs ...domain.Event) genCo
 	}
 	b, _ := eventstore.EncodeCommit(c, g.versions[typ+"/"+id])
 	g.versions[typ+"/"+id] += uint64(len(evs))
-	return genCommit{subject: eventstore.Subject(typ, id), body: b, events: len(evs)}
+	c.Events = nil
+	return genCommit{commit: c, body: b, events: len(evs)}
 }
 
 // machines registers the hosts.
@@ -149,10 +149,32 @@ func (g *generator) next(i int) genCommit {
 	}
 }
 
-// publish appends commits to the stream without waiting for each ack.
+// appendAsync appends a generated commit as the service appends: the same
+// message, headers and all, on the condition that the stream's last
+// commit is last; it does not wait for the ack.
+func appendAsync(js jetstream.JetStream, c genCommit, last uint64) (jetstream.PubAckFuture, error) {
+	msg, opts := eventstore.Message(c.commit, c.body, eventstore.Expect{LastSeq: last, Filter: eventstore.AllSubjects})
+	return js.PublishMsgAsync(msg, opts...)
+}
+
+// streamLast is the sequence of the stream's last commit.
+func streamLast(b testing.TB, js jetstream.JetStream) uint64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, eventstore.StreamName)
+	must(b, err, "stream")
+	info, err := st.Info(ctx)
+	must(b, err, "stream info")
+	return info.State.LastSeq
+}
+
+// publish appends commits to the stream, in order, without waiting for
+// each ack.
 func publish(b testing.TB, js jetstream.JetStream, commits []genCommit) {
 	b.Helper()
 	const window = 1000
+	last := streamLast(b, js)
 	var futures []jetstream.PubAckFuture
 	flush := func() {
 		for _, f := range futures {
@@ -165,10 +187,11 @@ func publish(b testing.TB, js jetstream.JetStream, commits []genCommit) {
 		futures = futures[:0]
 	}
 	for _, c := range commits {
-		f, err := js.PublishMsgAsync(&nats.Msg{Subject: c.subject, Data: c.body})
+		f, err := appendAsync(js, c, last)
 		if err != nil {
 			b.Fatalf("publish: %v", err)
 		}
+		last++
 		futures = append(futures, f)
 		if len(futures) == window {
 			flush()
@@ -292,6 +315,7 @@ func BenchmarkProjectionLag(b *testing.B) {
 		per := max(rate/100, 1)
 		end := time.Now().Add(time.Duration(seconds) * time.Second)
 		i := 0
+		last := streamLast(b, e.js)
 		var futures []jetstream.PubAckFuture
 		var times []time.Time
 		for time.Now().Before(end) {
@@ -300,10 +324,11 @@ func BenchmarkProjectionLag(b *testing.B) {
 			for k := 0; k < per; k++ {
 				c := g.next(i % g.clusters)
 				i++
-				f, err := e.js.PublishMsgAsync(&nats.Msg{Subject: c.subject, Data: c.body})
+				f, err := appendAsync(e.js, c, last)
 				if err != nil {
 					b.Fatalf("publish: %v", err)
 				}
+				last++
 				futures = append(futures, f)
 				times = append(times, time.Now())
 			}

@@ -32,7 +32,7 @@ type tableInsert struct {
 // the client's columns, which grow by doubling and cannot be sized up
 // front, are reused from block to block instead of growing to the
 // whole batch (they were a third of the projector's allocations).
-const insertChunk = 8192
+const insertChunk = 2048
 
 func (p *insertPlan) parts() []tableInsert {
 	r := p.rows

@@ -274,7 +274,7 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 			}
 			return false, err
 		}
-		if len(b.msgs) > 0 {
+		if len(b.data) > 0 {
 			rows, err := p.fold(ctx, f, folded, &next, b)
 			if err != nil {
 				_ = wait()
@@ -291,8 +291,8 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 			// Caught up: the stream held nothing beyond the last commit
 			// when it was delivered, or nothing came and the stream ends
 			// where the projections do.
-			caught := len(b.msgs) > 0 && pending == 0
-			if len(b.msgs) == 0 {
+			caught := len(b.data) > 0 && pending == 0
+			if len(b.data) == 0 {
 				head, err := st.streamHead(ctx)
 				if err != nil {
 					_ = wait()
@@ -318,7 +318,12 @@ func (p *Projector) consume(ctx context.Context, gen uint32, untilCaughtUp bool)
 
 // batch is what collect gathered.
 type batch struct {
-	msgs    []jetstream.Msg
+	// The commits' bodies, and the last message, whose ack acks the batch
+	// (AckAll). Only the bodies are kept: a message's headers are a map
+	// per commit that the garbage collector would trace while the batch
+	// lives.
+	data    [][]byte
+	last    jetstream.Msg
 	commits []commit
 	stored  []time.Time
 	events  int
@@ -341,7 +346,7 @@ func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 	timer := time.NewTimer(time.Second)
 	defer timer.Stop()
 	got := 0 // commits gathered when the timer was last set
-	for len(b.msgs) < p.cfg.MaxBatch {
+	for len(b.data) < p.cfg.MaxBatch {
 		var msg jetstream.Msg
 		select {
 		case msg = <-d.msgs:
@@ -354,14 +359,14 @@ func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 				// this batch, so waiting adds no lag, and a full batch is
 				// fewer, larger inserts for ClickHouse) and commits still
 				// come.
-				if len(b.msgs) == 0 || b.pending == 0 || len(b.msgs) == got {
+				if len(b.data) == 0 || b.pending == 0 || len(b.data) == got {
 					return b, nil
 				}
-				got = len(b.msgs)
+				got = len(b.data)
 				timer.Reset(time.Second)
 				continue
 			case <-d.cc.Closed():
-				if len(b.msgs) > 0 {
+				if len(b.data) > 0 {
 					// Project what we have; the error comes back on the next call.
 					return b, nil
 				}
@@ -374,14 +379,14 @@ func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 		if err != nil {
 			return b, fmt.Errorf("commit metadata: %w", err)
 		}
-		if b.msgs == nil {
+		if b.data == nil {
 			// The first commit says how many follow: size the batch once.
 			n := int(min(uint64(p.cfg.MaxBatch), meta.pending+1))
-			b.msgs, b.commits, b.stored = make([]jetstream.Msg, 0, n), make([]commit, 0, n), make([]time.Time, 0, n)
+			b.data, b.commits, b.stored = make([][]byte, 0, n), make([]commit, 0, n), make([]time.Time, 0, n)
 			timer.Reset(p.cfg.MaxWait) // no stale fire comes after a Reset (Go ≥ 1.23)
 			got = 1
 		}
-		b.msgs = append(b.msgs, msg)
+		b.data, b.last = append(b.data, msg.Data()), msg
 		b.commits = append(b.commits, commit{seq: meta.seq})
 		b.stored = append(b.stored, meta.stored)
 		b.lastSeq = max(b.lastSeq, meta.seq)
@@ -393,7 +398,7 @@ func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 // decode decodes a batch's commits, in parallel: JSON is most of a
 // projector's work.
 func (p *Projector) decode(b *batch) {
-	decodeAll(b.commits, func(i int) []byte { return b.msgs[i].Data() }, func(seq uint64, err error) {
+	decodeAll(b.commits, func(i int) []byte { return b.data[i] }, func(seq uint64, err error) {
 		p.m.decodeErrors.Add(1)
 		p.log.Error().Err(err).Uint64("commit_seq", seq).Msg("undecodable commit left out of the projections")
 	})
@@ -551,7 +556,7 @@ func (p *Projector) insertBatch(ctx context.Context, gen uint32, rows *rowSet, b
 	// redelivery, which the progress skips.
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := b.msgs[len(b.msgs)-1].DoubleAck(actx); err != nil && ctx.Err() == nil {
+	if err := b.last.DoubleAck(actx); err != nil && ctx.Err() == nil {
 		p.log.Debug().Err(err).Uint64("commit_seq", b.lastSeq).Msg("ack of a projected batch failed; it will be redelivered and skipped")
 	}
 	p.stage("acked")
