@@ -13,55 +13,16 @@ import "github.com/dmgr/dmgr/internal/jsonscan"
 
 func decodeStepStarted(p []byte) (Event, bool) {
 	var v StepStarted
-	s := jsonscan.New(p)
-	if !s.Object() {
-		return nil, false
-	}
-	for n := 0; ; n++ {
-		name, ok := s.Member(n)
-		if !ok {
-			break
-		}
-		switch string(name) {
-		case "operation":
-			v.Operation = s.Text()
-		case "step":
-			v.Step = s.Text()
-		case "attempt":
-			v.Attempt = int(s.Int())
-		case "host":
-			v.Host = s.Text()
-		case "agent":
-			v.Agent = s.Text()
-		default:
-			return nil, false
-		}
-	}
-	return v, s.End()
+	ok := members(p, func(s *jsonscan.Scanner, name []byte) bool {
+		return stepMember(s, name, &v.Operation, &v.Step, &v.Attempt, &v.Host, &v.Agent)
+	})
+	return v, ok
 }
 
 func decodeStepSucceeded(p []byte) (Event, bool) {
 	var v StepSucceeded
-	s := jsonscan.New(p)
-	if !s.Object() {
-		return nil, false
-	}
-	for n := 0; ; n++ {
-		name, ok := s.Member(n)
-		if !ok {
-			break
-		}
+	ok := members(p, func(s *jsonscan.Scanner, name []byte) bool {
 		switch string(name) {
-		case "operation":
-			v.Operation = s.Text()
-		case "step":
-			v.Step = s.Text()
-		case "attempt":
-			v.Attempt = int(s.Int())
-		case "host":
-			v.Host = s.Text()
-		case "agent":
-			v.Agent = s.Text()
 		case "duration_ms":
 			v.DurationMS = s.Int()
 		case "stdout":
@@ -69,34 +30,17 @@ func decodeStepSucceeded(p []byte) (Event, bool) {
 		case "stderr":
 			v.Stderr = s.Text()
 		default:
-			return nil, false
+			return stepMember(s, name, &v.Operation, &v.Step, &v.Attempt, &v.Host, &v.Agent)
 		}
-	}
-	return v, s.End()
+		return true
+	})
+	return v, ok
 }
 
 func decodeStepFailed(p []byte) (Event, bool) {
 	var v StepFailed
-	s := jsonscan.New(p)
-	if !s.Object() {
-		return nil, false
-	}
-	for n := 0; ; n++ {
-		name, ok := s.Member(n)
-		if !ok {
-			break
-		}
+	ok := members(p, func(s *jsonscan.Scanner, name []byte) bool {
 		switch string(name) {
-		case "operation":
-			v.Operation = s.Text()
-		case "step":
-			v.Step = s.Text()
-		case "attempt":
-			v.Attempt = int(s.Int())
-		case "host":
-			v.Host = s.Text()
-		case "agent":
-			v.Agent = s.Text()
 		case "exit_code":
 			v.ExitCode = int(s.Int())
 		case "error":
@@ -108,31 +52,65 @@ func decodeStepFailed(p []byte) (Event, bool) {
 		case "stderr":
 			v.Stderr = s.Text()
 		default:
-			return nil, false
+			return stepMember(s, name, &v.Operation, &v.Step, &v.Attempt, &v.Host, &v.Agent)
 		}
-	}
-	return v, s.End()
+		return true
+	})
+	return v, ok
 }
 
 func decodeOperationSucceeded(p []byte) (Event, bool) {
 	var v OperationSucceeded
-	s := jsonscan.New(p)
-	if !s.Object() {
-		return nil, false
-	}
-	for n := 0; ; n++ {
-		name, ok := s.Member(n)
-		if !ok {
-			break
-		}
+	ok := members(p, func(s *jsonscan.Scanner, name []byte) bool {
 		switch string(name) {
 		case "id":
 			v.ID = s.Text()
 		case "attempt":
 			v.Attempt = int(s.Int())
 		default:
-			return nil, false
+			return false
+		}
+		return true
+	})
+	return v, ok
+}
+
+// stepMember reads one of the members every step event has into its
+// field; false for any other name.
+func stepMember(s *jsonscan.Scanner, name []byte, operation, step *string, attempt *int, host, agent *string) bool {
+	switch string(name) {
+	case "operation":
+		*operation = s.Text()
+	case "step":
+		*step = s.Text()
+	case "attempt":
+		*attempt = int(s.Int())
+	case "host":
+		*host = s.Text()
+	case "agent":
+		*agent = s.Text()
+	default:
+		return false
+	}
+	return true
+}
+
+// members reads the flat object p, handing each member's name to member,
+// which reads its value; false when member refuses a name or p is not
+// such an object.
+func members(p []byte, member func(s *jsonscan.Scanner, name []byte) bool) bool {
+	s := jsonscan.New(p)
+	if !s.Object() {
+		return false
+	}
+	for n := 0; ; n++ {
+		name, ok := s.Member(n)
+		if !ok {
+			break
+		}
+		if !member(&s, name) {
+			return false
 		}
 	}
-	return v, s.End()
+	return s.End()
 }
