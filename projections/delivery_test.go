@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/testenv"
 )
 
 func TestParseAckReplyReadsBothForms(t *testing.T) {
@@ -69,5 +70,69 @@ func TestMetaOfAgreesWithTheClient(t *testing.T) {
 		if got.seq != uint64(i+1) || got.pending != uint64(2-i) {
 			t.Fatalf("message %d: seq %d pending %d", i+1, got.seq, got.pending)
 		}
+	}
+}
+
+// testMsg is a delivered commit as gather sees it: a reply subject with
+// its metadata, and a body. (Only Reply and Data are called.)
+type testMsg struct {
+	jetstream.Msg
+	reply string
+}
+
+func (m testMsg) Reply() string { return m.reply }
+func (m testMsg) Data() []byte  { return []byte(`{}`) }
+
+type testConsume struct {
+	jetstream.ConsumeContext
+	closed chan struct{}
+}
+
+func (c testConsume) Closed() <-chan struct{} { return c.closed }
+
+func ackReply(seq, pending uint64) string {
+	return fmt.Sprintf("$JS.ACK.DMGR_EVENTS.proj.1.%d.%d.1700000000000000000.%d", seq, seq, pending)
+}
+
+// A live batch closes MaxWait after its first commit when the stream
+// holds nothing more; past MaxWait while commits still come (catching
+// up), it closes at the first commit after which the stream held nothing:
+// a busy stream must not hold a live batch for long.
+func TestGatherClosesALiveBatchAtTheFirstCaughtUpCommit(t *testing.T) {
+	p := &Projector{cfg: ProjectorConfig{MaxWait: 20 * time.Millisecond, MaxBatch: 1000}}
+	d := &delivery{msgs: make(chan jetstream.Msg, 16), cc: testConsume{closed: make(chan struct{})}}
+	seqs := func(b *batch) []uint64 {
+		var out []uint64
+		for _, c := range b.commits {
+			out = append(out, c.seq)
+		}
+		return out
+	}
+	ctx := testenv.Context(t, time.Minute)
+
+	d.msgs <- testMsg{reply: ackReply(1, 0)}
+	b, err := p.gather(ctx, d)
+	if err != nil || fmt.Sprint(seqs(b)) != "[1]" {
+		t.Fatalf("nothing pending: batch %v, %v; want [1]", seqs(b), err)
+	}
+
+	d.msgs <- testMsg{reply: ackReply(2, 3)}
+	d.msgs <- testMsg{reply: ackReply(3, 2)}
+	go func() {
+		time.Sleep(500 * time.Millisecond) // MaxWait passes with 2 pending
+		d.msgs <- testMsg{reply: ackReply(4, 0)}
+		d.msgs <- testMsg{reply: ackReply(5, 0)}
+	}()
+	b, err = p.gather(ctx, d)
+	if err != nil || fmt.Sprint(seqs(b)) != "[2 3 4]" {
+		t.Fatalf("past MaxWait: batch %v, %v; want [2 3 4] (closed at the first commit with nothing pending)", seqs(b), err)
+	}
+	if m := <-d.msgs; m.Reply() != ackReply(5, 0) {
+		t.Fatalf("next commit %s, want seq 5", m.Reply())
+	}
+
+	close(d.cc.(testConsume).closed)
+	if b, err := p.gather(ctx, d); err == nil || len(b.commits) != 0 {
+		t.Fatalf("consume closed: batch %v, error %v; want an error", seqs(b), err)
 	}
 }

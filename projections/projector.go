@@ -345,7 +345,8 @@ func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 	b := &batch{}
 	timer := time.NewTimer(time.Second)
 	defer timer.Stop()
-	got := 0 // commits gathered when the timer was last set
+	got := 0         // commits gathered when the timer was last set
+	overdue := false // MaxWait has passed while the stream held more
 	for len(b.data) < p.cfg.MaxBatch {
 		var msg jetstream.Msg
 		select {
@@ -362,7 +363,7 @@ func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 				if len(b.data) == 0 || b.pending == 0 || len(b.data) == got {
 					return b, nil
 				}
-				got = len(b.data)
+				got, overdue = len(b.data), true
 				timer.Reset(time.Second)
 				continue
 			case <-d.cc.Closed():
@@ -391,6 +392,9 @@ func (p *Projector) gather(ctx context.Context, d *delivery) (*batch, error) {
 		b.stored = append(b.stored, meta.stored)
 		b.lastSeq = max(b.lastSeq, meta.seq)
 		b.pending = meta.pending
+		if overdue && meta.pending == 0 {
+			break // caught up with the stream, past MaxWait
+		}
 	}
 	return b, nil
 }
