@@ -128,27 +128,18 @@ func decodeAs[T Event](payload []byte) (Event, error) {
 // DecodeEvent turns a stored event back into its type. Unknown types are an
 // error: a binary older than its stream must not silently skip history.
 func DecodeEvent(eventType string, schemaVersion int, payload []byte) (Event, error) {
-	decode, err := decoderFor(eventType, schemaVersion)
-	if err != nil {
-		return nil, err
+	decode, ok := decoders[eventType]
+	if !ok {
+		return nil, fmt.Errorf("decode event: unknown type %q (schema %d)", eventType, schemaVersion)
+	}
+	if schemaVersion != 1 {
+		return nil, fmt.Errorf("decode event %s: unknown schema version %d", eventType, schemaVersion)
 	}
 	e, err := decode.decode(payload)
 	if err != nil {
 		return nil, fmt.Errorf("decode event %s: %w", eventType, err)
 	}
 	return e, nil
-}
-
-// decoderFor is the decoder of an event type and schema version.
-func decoderFor(eventType string, schemaVersion int) (eventDecoder, error) {
-	decode, ok := decoders[eventType]
-	if !ok {
-		return eventDecoder{}, fmt.Errorf("decode event: unknown type %q (schema %d)", eventType, schemaVersion)
-	}
-	if schemaVersion != 1 {
-		return eventDecoder{}, fmt.Errorf("decode event %s: unknown schema version %d", eventType, schemaVersion)
-	}
-	return decode, nil
 }
 
 // Decodes reports whether DecodeEvent knows the event type and schema.

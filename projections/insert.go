@@ -186,16 +186,9 @@ func reuse[S ~[]T, T any](s *S, n int) S {
 	return *s
 }
 
+// insertTable inserts the rows fill appends (a few) with one INSERT.
 func insertTable(ctx context.Context, conn driver.Conn, qualified, columns string, fill func(driver.Batch) error) error {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+qualified+" ("+columns+")")
-	if err != nil {
-		return err
-	}
-	if err := fill(b); err != nil {
-		_ = b.Abort()
-		return err
-	}
-	return b.Send()
+	return insertRows(ctx, conn, qualified, columns, 1, func(b driver.Batch, _, _ int) error { return fill(b) })
 }
 
 // recordProgress records that every commit up to seq is in generation

@@ -171,9 +171,8 @@ func joinTime(sec int64, ns uint32) time.Time {
 	return time.Unix(sec, int64(ns)).UTC()
 }
 
-// merge appends another set's state rows (a shard's) to r.
-// merge appends the rows of the others (nil ones skipped), growing each
-// table's rows once.
+// merge appends the state rows of other sets (the shards'; nil ones
+// skipped) to r, growing each table's rows once.
 func (r *rowSet) merge(others ...*rowSet) {
 	grow := func(n func(*rowSet) int) int {
 		total := 0
