@@ -252,9 +252,9 @@ func (s *Store) lastCommitIs(ctx context.Context, subject, commitID string) (uin
 	return m.Sequence, true
 }
 
-// Load reads every commit of one aggregate.
+// Load reads every commit of one aggregate (LoadSince from the start).
 func (s *Store) Load(ctx context.Context, aggregateType, id string) (Stream, error) {
-	return s.LoadFilter(ctx, Subject(aggregateType, id))
+	return s.LoadSince(ctx, aggregateType, id, 0)
 }
 
 // LoadFilter reads every commit on the subjects that filter matches, in
