@@ -30,7 +30,7 @@ const (
 //	go test ./eventstore -run '^$' -bench Append -benchtime 20000x
 func BenchmarkAppend(b *testing.B) {
 	n := testenv.NATS(b)
-	_, js := testenv.JetStream(b, n.URL())
+	_, js := testenv.JetStream(b, n)
 	ctx := context.Background()
 	s, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 func openStore(t *testing.T) (*eventstore.Store, jetstream.JetStream) {
 	t.Helper()
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	s, err := eventstore.Open(testenv.Context(t, 30*time.Second), js, eventstore.Config{Replicas: 1})
 	if err != nil {
 		t.Fatalf("open: %v", err)

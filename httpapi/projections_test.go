@@ -62,7 +62,7 @@ func newProjectedStack(t *testing.T) *projected {
 	}
 	t.Cleanup(func() { _ = ch.Stop() })
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
 	if err != nil {
 		t.Fatal(err)

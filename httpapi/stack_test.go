@@ -40,7 +40,7 @@ type syncBuffer = testenv.Buffer
 func newStack(t *testing.T, lim pkgstore.Limits) *stack {
 	t.Helper()
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	ctx := testenv.Context(t, time.Minute)
 	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 func runJetStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	return js
 }
 

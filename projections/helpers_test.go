@@ -19,6 +19,7 @@ import (
 	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/pkgstore"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/service"
@@ -89,17 +90,18 @@ func must(t testing.TB, err error, what string) {
 // service that appends commands, and projections in a database of their
 // own on a ClickHouse server.
 type env struct {
-	t       testing.TB
-	ctx     context.Context
-	natsURL string
-	js      jetstream.JetStream
-	events  *eventstore.Store
-	svc     *service.Service
-	chAddr  string
-	conn    driver.Conn
-	db      string
-	store   *Store
-	log     zerolog.Logger
+	t        testing.TB
+	ctx      context.Context
+	natsURL  string
+	natsSeed string // the server role's seed, for child processes
+	js       jetstream.JetStream
+	events   *eventstore.Store
+	svc      *service.Service
+	chAddr   string
+	conn     driver.Conn
+	db       string
+	store    *Store
+	log      zerolog.Logger
 
 	mu      sync.Mutex
 	running map[*Projector]context.CancelFunc
@@ -112,7 +114,7 @@ func newEnv(t testing.TB, chAddr string) *env {
 		chAddr = sharedClickHouse(t).Addr()
 	}
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	ctx := testenv.Context(t, 10*time.Minute)
 	events, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
 	must(t, err, "open event store")
@@ -124,7 +126,7 @@ func newEnv(t testing.TB, chAddr string) *env {
 	if testing.Verbose() && os.Getenv("PROJECTIONS_DEBUG") != "" {
 		log = log.Level(zerolog.DebugLevel)
 	}
-	e := &env{t: t, ctx: ctx, natsURL: n.URL(), js: js, events: events, chAddr: chAddr, log: log,
+	e := &env{t: t, ctx: ctx, natsURL: n.URL(), natsSeed: testenv.SeedFile(t, n, busauth.Server, ""), js: js, events: events, chAddr: chAddr, log: log,
 		svc:     service.New(service.Config{Store: events, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: zerolog.Nop()}),
 		running: map[*Projector]context.CancelFunc{}, done: map[*Projector]chan struct{}{}}
 	e.conn, err = Dial(chAddr)
@@ -509,11 +511,11 @@ func readFile(name string) (string, error) {
 func newEnvWithoutClickHouse(t testing.TB) *env {
 	t.Helper()
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	ctx := testenv.Context(t, time.Minute)
 	events, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
 	must(t, err, "open event store")
-	return &env{t: t, ctx: ctx, natsURL: n.URL(), js: js, events: events}
+	return &env{t: t, ctx: ctx, natsURL: n.URL(), natsSeed: testenv.SeedFile(t, n, busauth.Server, ""), js: js, events: events}
 }
 
 // retryBusy retries a command that decides on the whole inventory while

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/busauth"
 )
 
 // The test binary runs a projector as a child process when childEnv is
@@ -27,6 +28,7 @@ import (
 const (
 	childEnv      = "DMGR_PROJECTIONS_TEST_CHILD"
 	childNATS     = "DMGR_PROJECTIONS_TEST_NATS"
+	childNKey     = "DMGR_PROJECTIONS_TEST_NKEY" // seed file of the server role
 	childCH       = "DMGR_PROJECTIONS_TEST_CH"
 	childDB       = "DMGR_PROJECTIONS_TEST_DB"
 	childStage    = "DMGR_PROJECTIONS_TEST_STAGE" // hook stage at which the child stops (and waits to be killed)
@@ -36,7 +38,12 @@ const (
 
 func childMain() int {
 	ctx := context.Background()
-	nc, err := nats.Connect(os.Getenv(childNATS))
+	auth, err := busauth.ClientOptions(busauth.Identity{Role: busauth.Server}, os.Getenv(childNKey))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	nc, err := nats.Connect(os.Getenv(childNATS), auth...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -86,7 +93,7 @@ type child struct {
 func (e *env) startChild(stage string, after int) *child {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childNATS+"="+e.natsURL, childCH+"="+e.chAddr, childDB+"="+e.db,
+	cmd.Env = append(os.Environ(), childEnv+"=1", childNATS+"="+e.natsURL, childNKey+"="+e.natsSeed, childCH+"="+e.chAddr, childDB+"="+e.db,
 		childStage+"="+stage, childAfter+"="+strconv.Itoa(after))
 	out, err := cmd.StdoutPipe()
 	must(e.t, err, "child stdout")

@@ -38,7 +38,7 @@ func requireCode(t *testing.T, err error, code, what string) {
 func runJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	return js
 }
 

@@ -2,7 +2,6 @@ package secrets
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"errors"
@@ -81,19 +80,12 @@ func (v Vault) GoString() string { return v.String() }
 // history 1, the given number of replicas), creating the bucket when it does
 // not exist. key is the 32-byte master key.
 func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int) (*Vault, error) {
-	if len(key) != KeySize {
-		return nil, domain.Errorf(domain.Invalid, "master key is %d bytes; it must be exactly %d (AES-256)", len(key), KeySize)
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
 	}
 	if replicas < 1 {
 		replicas = 1
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("secrets: aes: %w", err)
-	}
-	aead, err := cipher.NewGCMWithNonceSize(block, nonceSize)
-	if err != nil {
-		return nil, fmt.Errorf("secrets: gcm: %w", err)
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,

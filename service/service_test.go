@@ -28,7 +28,7 @@ type fixture struct {
 func newService(t *testing.T) fixture {
 	t.Helper()
 	n := testenv.NATS(t)
-	_, js := testenv.JetStream(t, n.URL())
+	_, js := testenv.JetStream(t, n)
 	ctx := testenv.Context(t, time.Minute)
 	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
 	if err != nil {

@@ -10,38 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/embedded"
 )
-
-// NATS starts a JetStream-enabled NATS server on a free loopback port.
-func NATS(t testing.TB) *embedded.NATS {
-	t.Helper()
-	n, err := embedded.StartNATS("127.0.0.1:0", t.TempDir())
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
-	}
-	t.Cleanup(n.Shutdown)
-	return n
-}
-
-// JetStream connects to the server at url and returns a JetStream context.
-func JetStream(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatalf("connect nats %s: %v", url, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	return nc, js
-}
 
 // Etcd starts a single-member etcd on free loopback ports and returns a client.
 func Etcd(t testing.TB) (*embedded.Etcd, *clientv3.Client) {

@@ -27,10 +27,10 @@ import (
 	"github.com/dmgr/dmgr/embedded"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/pkgstore"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/workqueue"
 )
 
 // Main is the dmgr process: it builds every part in Run and takes them
@@ -44,6 +44,7 @@ type Main struct {
 	etcdSrv *embedded.Etcd
 	chSrv   *chserver.Server
 	nc      *nats.Conn
+	agentNC *nats.Conn // dev: the in-process agent's own connection, as agent
 	etcd    *clientv3.Client
 	http    *http.Server
 	httpLn  net.Listener
@@ -54,6 +55,8 @@ type Main struct {
 	bgDone   chan struct{}
 	bgErr    error
 	agent    *agents.Agent
+
+	devUsers []busauth.User // dev: the NATS users and their seeds
 
 	// URL is the base URL of the HTTP API once Run has returned.
 	URL string
@@ -105,9 +108,8 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	var err error
-	m.nc, err = nats.Connect(natsURL, nats.Name("dmgr "+c.mode), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+	if m.nc, err = m.connectBus(ctx, natsURL); err != nil {
+		return err
 	}
 	js, err := jetstream.New(m.nc)
 	if err != nil {
@@ -117,36 +119,29 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(etcdEndpoints, ","), err)
 	}
-	vault, err := secrets.Open(ctx, js, masterKey, c.replicas)
+	vault, pkgs, store, err := m.setupBus(ctx, js, masterKey)
 	if err != nil {
-		return err
-	}
-	pkgs, err := pkgstore.Open(ctx, js, c.replicas)
-	if err != nil {
-		return err
-	}
-	if err := workqueue.Setup(ctx, js, workqueue.Config{Replicas: c.replicas}); err != nil {
 		return err
 	}
 	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.bgCancel = bgCancel
 	var background []func(context.Context) error
 	if c.mode == "agent" || (c.mode == "dev" && c.devAgent) {
-		if m.agent, err = m.newAgent(js, vault, pkgs); err != nil {
+		ab, err := m.openAgentBus(ctx, natsURL, js, masterKey)
+		if err != nil {
+			return err
+		}
+		if m.agent, err = m.newAgent(ab.js, ab.vault, ab.pkgs); err != nil {
 			return err
 		}
 		background = append(background, m.agent.Run)
 	}
 	if c.mode == "agent" {
 		m.startBackground(bgCtx, background)
-		m.log.Info().Str("agent", m.agent.ID()).Str("pool", c.pool).Str("nats", natsURL).Strs("etcd", etcdEndpoints).Msg("dmgr agent running")
+		m.log.Info().Str("agent", m.agent.ID()).Str("pool", c.pool).Str("nats", redactURLs(natsURL)).Strs("etcd", etcdEndpoints).Msg("dmgr agent running")
 		return nil
 	}
 
-	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: c.replicas})
-	if err != nil {
-		return err
-	}
 	idem, err := httpapi.OpenIdempotency(ctx, js, c.replicas)
 	if err != nil {
 		return err
@@ -183,7 +178,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.serveCh = make(chan error, 1)
 	go func() { m.serveCh <- m.http.Serve(m.httpLn) }()
 
-	m.log.Info().Str("url", m.URL).Str("mode", c.mode).Str("nats", natsURL).
+	m.log.Info().Str("url", m.URL).Str("mode", c.mode).Str("nats", redactURLs(natsURL)).
 		Strs("etcd", etcdEndpoints).Str("clickhouse", chAddr).Msg("dmgr serving")
 	if c.mode == "dev" {
 		tokenFile := filepath.Join(c.dataDir, "admin-token")
@@ -240,8 +235,11 @@ func (m *Main) startBackground(ctx context.Context, fns []func(context.Context) 
 
 func (m *Main) startDevServers(ctx context.Context) error {
 	c := m.cfg
-	var err error
-	m.natsSrv, err = embedded.StartNATS(c.natsAddr, filepath.Join(c.dataDir, "nats"))
+	users, err := m.devBusUsers()
+	if err != nil {
+		return err
+	}
+	m.natsSrv, err = embedded.StartNATS(c.natsAddr, filepath.Join(c.dataDir, "nats"), embedded.NATSUsers(users))
 	if err != nil {
 		return err
 	}
@@ -302,6 +300,9 @@ func (m *Main) Close() error {
 		case <-time.After(m.cfg.shutdownGrace + 5*time.Second):
 			errs = append(errs, errors.New("coordinator or agent did not stop in time"))
 		}
+	}
+	if err := m.closeAgentBus(); err != nil {
+		errs = append(errs, err)
 	}
 	if m.nc != nil {
 		if err := m.nc.Drain(); err != nil {

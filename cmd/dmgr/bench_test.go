@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/testbed/dmpkg"
 	"github.com/dmgr/dmgr/testbed/hosts"
 	"github.com/dmgr/dmgr/testenv"
@@ -22,7 +23,7 @@ import (
 // benchmark can read its SSH connection counts.
 func (cp *controlPlane) startInProcessAgent(tb testing.TB, id string) *Main {
 	tb.Helper()
-	cfg, err := parseConfig("agent", []string{"--nats-url", cp.natsURL, "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
+	cfg, err := parseConfig("agent", []string{"--nats-url", cp.natsURL, "--nats-nkey-file", cp.natsSeeds[busauth.Agent], "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
 		"--ack-wait", "10s", "--cache-dir", tb.TempDir()}, io.Discard)
 	if err != nil {
 		tb.Fatal(err)

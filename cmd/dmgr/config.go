@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/dmgr/dmgr/internal/busauth"
 )
 
 // config is what `dmgr dev` and `dmgr server` run with.
@@ -27,6 +29,7 @@ type config struct {
 	natsURL        string
 	etcdEndpoints  []string
 	clickhouseAddr string
+	bus            busConfig // server and agent: credentials and TLS of the NATS connection
 
 	// agent (and the agent that dev runs in-process)
 	pool     string
@@ -91,10 +94,11 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&etcd, "etcd-endpoints", envOr("DMGR_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env DMGR_ETCD_ENDPOINTS)")
 		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key that decrypts machine credentials; or set DMGR_MASTER_KEY")
 		fs.StringVar(&c.dataDir, "cache-dir", envOr("DMGR_AGENT_CACHE_DIR", ""), "directory for package files extracted by the agent; default a temporary directory (env DMGR_AGENT_CACHE_DIR)")
+		addBusFlags(fs, &c.bus, busauth.Agent)
 	} else if mode == "dev" {
 		fs.BoolVar(&c.devAgent, "agent", true, "run one agent in-process (false: steps wait for agents started with `dmgr agent`)")
 		fs.StringVar(&c.dataDir, "data-dir", envOr("DMGR_DATA_DIR", "./.dmgr"), "directory for JetStream, etcd, ClickHouse, the admin token and the master key (env DMGR_DATA_DIR)")
-		fs.StringVar(&c.natsAddr, "nats-addr", envOr("DMGR_NATS_ADDR", "127.0.0.1:4222"), "listen address of the embedded NATS server; port 0 picks one (env DMGR_NATS_ADDR)")
+		fs.StringVar(&c.natsAddr, "nats-addr", envOr("DMGR_NATS_ADDR", "127.0.0.1:4222"), "listen address of the embedded NATS server, a loopback address; port 0 picks one (env DMGR_NATS_ADDR)")
 		fs.StringVar(&c.etcdClientAddr, "etcd-client-addr", envOr("DMGR_ETCD_CLIENT_ADDR", "127.0.0.1:2379"), "client address of the embedded etcd; port 0 picks one (env DMGR_ETCD_CLIENT_ADDR)")
 		fs.StringVar(&c.etcdPeerAddr, "etcd-peer-addr", envOr("DMGR_ETCD_PEER_ADDR", "127.0.0.1:2380"), "peer address of the embedded etcd; port 0 picks one (env DMGR_ETCD_PEER_ADDR)")
 	} else {
@@ -102,6 +106,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&etcd, "etcd-endpoints", envOr("DMGR_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env DMGR_ETCD_ENDPOINTS)")
 		fs.StringVar(&c.adminTokenFile, "admin-token-file", envOr("DMGR_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token; or set DMGR_ADMIN_TOKEN")
 		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key for credentials; or set DMGR_MASTER_KEY")
+		addBusFlags(fs, &c.bus, busauth.Server)
 	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -135,6 +140,9 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if c.replicas < 1 {
 		return c, fmt.Errorf("--replicas must be at least 1")
+	}
+	if err := c.checkBus(); err != nil {
+		return c, err
 	}
 	return c, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/service"
 	"github.com/dmgr/dmgr/testbed/dmpkg"
 	"github.com/dmgr/dmgr/testbed/hosts"
@@ -38,6 +39,7 @@ type controlPlane struct {
 	baseURL   func() string
 	token     string
 	natsURL   string
+	natsSeeds map[busauth.Role]string // the seed file of each role (agents: pool default)
 	etcdURL   string
 	masterKey string
 	js        jetstream.JetStream
@@ -70,11 +72,12 @@ func startControlPlane(t testing.TB) *controlPlane {
 	for i := range key {
 		key[i] = byte(i*7 + 3)
 	}
-	cp := &controlPlane{natsURL: ns.URL(), etcdURL: etcd.Endpoint(), masterKey: base64.StdEncoding.EncodeToString(key),
+	cp := &controlPlane{natsURL: ns.URL(), natsSeeds: testSeeds(t, ns), etcdURL: etcd.Endpoint(), masterKey: base64.StdEncoding.EncodeToString(key),
 		logs: &testenv.Buffer{}, agents: map[string]*agentProcess{}}
 	t.Setenv("DMGR_MASTER_KEY", cp.masterKey)
 	t.Setenv("DMGR_ADMIN_TOKEN", "test-admin-token-0123456789")
 	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", cp.natsURL,
+		"--nats-nkey-file", cp.natsSeeds[busauth.Server],
 		"--etcd-endpoints", cp.etcdURL, "--clickhouse-addr", ch.Addr(), "--ack-wait", "3s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +90,7 @@ func startControlPlane(t testing.TB) *controlPlane {
 	t.Cleanup(func() { _ = cp.main.Close() })
 	cp.baseURL = func() string { return cp.main.URL }
 	cp.token = cp.main.AdminToken
-	_, cp.js = testenv.JetStream(t, cp.natsURL)
+	_, cp.js = testenv.JetStream(t, ns)
 	if cp.store, err = eventstore.Open(ctx, cp.js, eventstore.Config{}); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +127,7 @@ func tailOf(s string, n int) string {
 // as dmgr), so that a test can kill it with SIGKILL.
 func (cp *controlPlane) startAgent(t testing.TB, id string, extra ...string) *agentProcess {
 	t.Helper()
-	args := append([]string{"agent", "--nats-url", cp.natsURL, "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
+	args := append([]string{"agent", "--nats-url", cp.natsURL, "--nats-nkey-file", cp.natsSeeds[busauth.Agent], "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
 		"--ack-wait", "3s", "--retries", "2", "--retry-backoff", "200ms", "--ssh-dial-timeout", "2s",
 		"--cache-dir", t.TempDir(), "--log-level", "debug"}, extra...)
 	cmd := exec.Command(os.Args[0], args...)

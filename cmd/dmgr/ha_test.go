@@ -21,6 +21,7 @@ import (
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/embedded"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/service"
 	"github.com/dmgr/dmgr/testenv"
 	"github.com/dmgr/dmgr/workqueue"
@@ -185,10 +186,10 @@ func startHA(t testing.TB, servers int) *haCluster {
 	for i := range key {
 		key[i] = byte(i*11 + 5)
 	}
-	cp := &controlPlane{natsURL: ns.URL(), etcdURL: strings.Join(endpoints, ","), masterKey: base64.StdEncoding.EncodeToString(key),
+	cp := &controlPlane{natsURL: ns.URL(), natsSeeds: testSeeds(t, ns), etcdURL: strings.Join(endpoints, ","), masterKey: base64.StdEncoding.EncodeToString(key),
 		token: "test-admin-token-0123456789", logs: &testenv.Buffer{}, agents: map[string]*agentProcess{}}
 	cp.baseURL = h.anyServerURL
-	_, cp.js = testenv.JetStream(t, cp.natsURL)
+	_, cp.js = testenv.JetStream(t, ns)
 	if cp.store, err = eventstore.Open(ctx, cp.js, eventstore.Config{}); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func (h *haCluster) startServer(t testing.TB, id, etcdEndpoint string) *childPro
 	t.Helper()
 	addr := freePort(t)
 	p := startChild(t, id, []string{"DMGR_TEST_RUN_MAIN=1", "DMGR_ADMIN_TOKEN=" + h.token, "DMGR_MASTER_KEY=" + h.masterKey},
-		"server", "--http-addr", addr, "--nats-url", h.natsURL, "--etcd-endpoints", etcdEndpoint,
+		"server", "--http-addr", addr, "--nats-url", h.natsURL, "--nats-nkey-file", h.natsSeeds[busauth.Server], "--etcd-endpoints", etcdEndpoint,
 		"--clickhouse-addr", h.chAddr, "--coordinator-id", id, "--session-ttl", sessionTTL.String(), "--log-level", "debug")
 	p.url, p.endpoint = "http://"+addr, etcdEndpoint
 	for deadline := time.Now().Add(60 * time.Second); ; {

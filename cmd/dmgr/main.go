@@ -1,7 +1,8 @@
 // Command dmgr is the DM cluster management platform: `dmgr dev` runs
 // everything in one process, `dmgr server` runs the API and the coordinator
 // against external NATS JetStream, etcd and ClickHouse, `dmgr agent` runs
-// steps over SSH, and `dmgr version` prints the build.
+// steps over SSH, `dmgr bus init` writes the NATS users' seeds and
+// permissions, and `dmgr version` prints the build.
 package main
 
 import (
@@ -33,6 +34,10 @@ Usage:
   dmgr projections rebuild [flags]
                           replay the event stream into fresh ClickHouse tables
                           and switch the queries over to them
+  dmgr bus init --dir DIR [--pool NAME]...
+                          write one NATS nkey seed per role (server, agent per
+                          pool, projector, admin) and the nats-server users
+                          with their permissions (DIR/nats-auth.conf)
   dmgr version            print the version
 
 Run "dmgr <command> -h" for the flags of a command.
@@ -74,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return m.Close()
 	case "projections":
 		return runProjections(ctx, args[1:], stdout, stderr)
+	case "bus":
+		return runBus(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

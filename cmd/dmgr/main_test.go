@@ -19,6 +19,7 @@ import (
 
 	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/testenv"
 )
 
@@ -249,6 +250,7 @@ func startServerMode(t *testing.T, token string) serverMode {
 	t.Setenv("DMGR_ADMIN_TOKEN", token)
 	t.Setenv("DMGR_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
+		"--nats-nkey-file", testenv.SeedFile(t, n, busauth.Server, ""),
 		"--etcd-endpoints", e.Endpoint(), "--clickhouse-addr", ch.Addr()}, io.Discard)
 	if err != nil {
 		t.Fatal(err)

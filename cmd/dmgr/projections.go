@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/projections"
 )
 
@@ -62,7 +63,8 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	natsURL := fs.String("nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
 	chAddr := fs.String("clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)")
-	replicas := fs.Int("replicas", 1, "replicas of the event stream, as the servers run it (3 in production)")
+	var bus busConfig
+	addBusFlags(fs, &bus, busauth.Projector)
 	level := fs.String("log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -73,21 +75,27 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *chAddr == "" {
 		return errors.New("dmgr projections rebuild: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
 	}
+	if err := bus.check("dmgr projections rebuild"); err != nil {
+		return err
+	}
 	lv, err := zerolog.ParseLevel(*level)
 	if err != nil {
 		return fmt.Errorf("--log-level %q: %w", *level, err)
 	}
 	log := zerolog.New(stderr).With().Timestamp().Logger().Level(lv)
-	nc, err := nats.Connect(*natsURL, nats.Name("dmgr projections rebuild"))
+	// The projector's role: it reads the event stream through its own
+	// consumers and writes nothing on the bus.
+	nc, err := dialBus(ctx, *natsURL, busauth.Identity{Role: busauth.Projector}, bus.nkeyFile, bus, true, log,
+		nats.Name("dmgr projections rebuild"))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: *replicas})
+	store, err := eventstore.OpenExisting(ctx, js)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/testenv"
 )
 
@@ -70,7 +71,8 @@ func TestServerProjectionsAndRebuildCommand(t *testing.T) {
 	}
 
 	var out, errOut bytes.Buffer
-	if err := run(ctx, []string{"projections", "rebuild", "--nats-url", n.URL(), "--clickhouse-addr", ch.Addr()}, &out, &errOut); err != nil {
+	if err := run(ctx, []string{"projections", "rebuild", "--nats-url", n.URL(),
+		"--nats-nkey-file", testenv.SeedFile(t, n, busauth.Projector, ""), "--clickhouse-addr", ch.Addr()}, &out, &errOut); err != nil {
 		t.Fatalf("dmgr projections rebuild: %v\n%s", err, errOut.String())
 	}
 	if !strings.Contains(out.String(), "generation 1 -> 2, 3 events up to commit_seq 3") {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/testenv"
 )
 
@@ -19,6 +20,7 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 	t.Setenv("DMGR_ADMIN_TOKEN", "shutdown-test-token-123456")
 	t.Setenv("DMGR_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
+		"--nats-nkey-file", testenv.SeedFile(t, n, busauth.Server, ""),
 		"--etcd-endpoints", e.Endpoint(), "--clickhouse-addr", "127.0.0.1:1"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
