@@ -43,6 +43,8 @@ type config struct {
 	sessionsPerHost int
 	sshDialTimeout  time.Duration
 
+	stores storeConfig // etcd and ClickHouse logins (stores.go)
+
 	adminTokenFile string
 	masterKeyFile  string
 	replicas       int
@@ -103,6 +105,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.adminTokenFile, "admin-token-file", envOr("DMGR_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token; or set DMGR_ADMIN_TOKEN")
 		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key for credentials; or set DMGR_MASTER_KEY")
 	}
+	c.stores.register(fs, mode)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -123,6 +126,9 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if mode == "server" && c.clickhouseAddr == "" {
 		return c, fmt.Errorf("dmgr server: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
+	}
+	if err := c.stores.validate(c); err != nil {
+		return c, err
 	}
 	if mode != "server" && c.concurrency < 1 {
 		return c, fmt.Errorf("--concurrency must be at least 1")

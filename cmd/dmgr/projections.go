@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/projections"
 )
@@ -22,7 +23,7 @@ import (
 // it campaigns in etcd so that one server projects at a time, and closes
 // the ClickHouse connection when it stops (after the HTTP server has).
 func (m *Main) newProjections(js jetstream.JetStream, store *eventstore.Store, chAddr string) (*projections.Store, func(context.Context) error, error) {
-	conn, err := projections.Dial(chAddr)
+	conn, err := projections.Dial(chAddr, m.stores.ch)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -62,6 +63,8 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	natsURL := fs.String("nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
 	chAddr := fs.String("clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)")
+	var chUser, chPasswordFile string
+	registerClickHouseLogin(fs, &chUser, &chPasswordFile, false)
 	replicas := fs.Int("replicas", 1, "replicas of the event stream, as the servers run it (3 in production)")
 	level := fs.String("log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -73,11 +76,23 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *chAddr == "" {
 		return errors.New("dmgr projections rebuild: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
 	}
+	chCred, err := clickHouseLogin(chUser, chPasswordFile)
+	if err != nil {
+		return fmt.Errorf("dmgr projections rebuild: %w", err)
+	}
 	lv, err := zerolog.ParseLevel(*level)
 	if err != nil {
 		return fmt.Errorf("--log-level %q: %w", *level, err)
 	}
 	log := zerolog.New(stderr).With().Timestamp().Logger().Level(lv)
+	// A refused login fails here, before anything is read or created.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	check, err := chserver.Connect(cctx, *chAddr, chCred)
+	cancel()
+	if err != nil {
+		return err
+	}
+	_ = check.Close()
 	nc, err := nats.Connect(*natsURL, nats.Name("dmgr projections rebuild"))
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
@@ -91,7 +106,7 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	conn, err := projections.Dial(*chAddr)
+	conn, err := projections.Dial(*chAddr, chCred)
 	if err != nil {
 		return err
 	}
