@@ -40,7 +40,7 @@ func (p EtcdPermission) String() string {
 	return fmt.Sprintf("%s %s*", t, p.Prefix)
 }
 
-// EtcdRoles are the permissions of dmgr's etcd roles:
+// EtcdRoles returns the permissions of dmgr's etcd roles, by role name:
 //
 //   - dmgr-server (`dmgr server`, `dmgr dev`): everything under /dmgr/ —
 //     cluster and projector elections (/dmgr/leader/), live coordinators
@@ -52,14 +52,17 @@ func (p EtcdPermission) String() string {
 //     under its own lease, and its seen key). It can neither take nor
 //     overwrite a leader key, nor read or write anything else.
 //
-// Leases need no key permission to be granted or kept alive; revoking one
+// Leases need a login but no key permission to be granted or kept alive
+// (so a session works with prefix permissions only); revoking one
 // needs write permission on every key attached to it.
-var EtcdRoles = map[string][]EtcdPermission{
-	EtcdServerUser: {{Prefix: "/dmgr/", Type: PermReadWrite}},
-	EtcdAgentUser: {
-		{Prefix: "/dmgr/leader/", Type: PermRead},
-		{Prefix: "/dmgr/agents/", Type: PermReadWrite},
-	},
+func EtcdRoles() map[string][]EtcdPermission {
+	return map[string][]EtcdPermission{
+		EtcdServerUser: {{Prefix: "/dmgr/", Type: PermReadWrite}},
+		EtcdAgentUser: {
+			{Prefix: "/dmgr/leader/", Type: PermRead},
+			{Prefix: "/dmgr/agents/", Type: PermReadWrite},
+		},
+	}
 }
 
 // EtcdPasswords are the passwords of the etcd users.
@@ -127,8 +130,9 @@ func EnableEtcdAuth(ctx context.Context, endpoints []string, tlsCfg *tls.Config,
 		}
 		defer cli.Close()
 	}
+	roles := EtcdRoles()
 	for _, role := range []string{EtcdServerUser, EtcdAgentUser} {
-		if err := ensureRole(ctx, cli, role, EtcdRoles[role]); err != nil {
+		if err := ensureRole(ctx, cli, role, roles[role]); err != nil {
 			return fmt.Errorf("etcd auth at %s: %w", where, err)
 		}
 	}
