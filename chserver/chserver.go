@@ -3,6 +3,8 @@ package chserver
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +54,10 @@ type Options struct {
 	TCPPort  int    // 0 = pick a free loopback port
 	HTTPPort int    // 0 = pick a free loopback port
 	Binary   string // default: "clickhouse-server" from PATH, then /usr/sbin and /usr/bin
+	// Password is the password of User, the only user that may log in
+	// (users.xml keeps its SHA-256 only). Empty: Start makes a random one
+	// (see Server.Password).
+	Password string
 	Log      zerolog.Logger
 }
 
@@ -62,6 +68,7 @@ type Server struct {
 	bin      string
 	tcpPort  int
 	httpPort int
+	password string
 	log      zerolog.Logger
 
 	mu   sync.Mutex // serialises Stop, Kill and Restart
@@ -101,7 +108,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{l: newLayout(dir), bin: bin, log: o.Log.With().Str("component", "clickhouse").Logger()}
+	password := o.Password
+	if password == "" {
+		if password, err = randomPassword(); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{l: newLayout(dir), bin: bin, password: password, log: o.Log.With().Str("component", "clickhouse").Logger()}
 
 	// A free port found here may be taken by someone else before the
 	// server binds it; when we picked that port, try again with new ones.
@@ -133,6 +146,15 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 func (s *Server) HTTPAddr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpPort))
 }
+
+// Credentials are the login of the server's only user.
+func (s *Server) Credentials() Credentials { return Credentials{User: User, Password: s.password} }
+
+// User is the server's only user, User.
+func (s *Server) User() string { return User }
+
+// Password is the password of User.
+func (s *Server) Password() string { return s.password }
 
 // Dir is the server's data directory (absolute).
 func (s *Server) Dir() string { return s.l.Dir }
@@ -235,7 +257,7 @@ func (s *Server) startLocked(ctx context.Context) error {
 	if err := checkNotRunning(s.l); err != nil {
 		return err
 	}
-	if err := writeConfig(s.l, s.tcpPort, s.httpPort); err != nil {
+	if err := writeConfig(s.l, s.tcpPort, s.httpPort, s.password); err != nil {
 		return fmt.Errorf("clickhouse server in %s: %w", s.l.Dir, err)
 	}
 	// The error log is appended to across runs; quote only this run's part.
@@ -259,7 +281,7 @@ func (s *Server) startLocked(ctx context.Context) error {
 	s.proc = p
 	log := s.log.With().Int("pid", p.pid).Str("addr", s.Addr()).Str("dir", s.l.Dir).Logger()
 
-	if err := waitReady(ctx, s.Addr(), p); err != nil {
+	if err := waitReady(ctx, s.Addr(), s.Credentials(), p); err != nil {
 		if !p.exited() {
 			_ = signalGroup(p.pid, syscall.SIGKILL)
 			<-p.done
@@ -310,9 +332,10 @@ func run(cmd *exec.Cmd, closeAfter io.Closer) (*process, error) {
 	return p, nil
 }
 
-// waitReady pings addr until it answers, the process exits, or ctx (capped
-// at readyTimeout) ends.
-func waitReady(ctx context.Context, addr string, p *process) error {
+// waitReady pings addr as cred until it answers, the process exits, or ctx
+// (capped at readyTimeout) ends. A refused login ends the wait at once:
+// the server answers, with a users.xml that is not ours.
+func waitReady(ctx context.Context, addr string, cred Credentials, p *process) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	exited := func() error {
@@ -326,8 +349,10 @@ func waitReady(ctx context.Context, addr string, p *process) error {
 		if p.exited() {
 			return exited()
 		}
-		if err := ping(ctx, addr, p.done); err == nil {
+		if err := ping(ctx, addr, cred, p.done); err == nil {
 			return nil
+		} else if IsAuthError(err) {
+			return fmt.Errorf("the server refused the login of user %s: %w", cred.User, err)
 		} else {
 			last = err
 		}
@@ -343,7 +368,7 @@ func waitReady(ctx context.Context, addr string, p *process) error {
 
 // ping tries one native-protocol ping, given up after 2 s or when the
 // process exits (someone else may own the port and never answer).
-func ping(ctx context.Context, addr string, exited <-chan struct{}) error {
+func ping(ctx context.Context, addr string, cred Credentials, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	go func() {
@@ -353,12 +378,22 @@ func ping(ctx context.Context, addr string, exited <-chan struct{}) error {
 		case <-ctx.Done():
 		}
 	}()
-	conn, err := open(addr, time.Second)
+	conn, err := open(addr, time.Second, cred)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	return conn.Ping(ctx)
+}
+
+// randomPassword is 32 random bytes, hex: 64 characters that need no
+// quoting anywhere.
+func randomPassword() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("clickhouse server: make a password: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // findBinary resolves Options.Binary, or the default locations when empty.

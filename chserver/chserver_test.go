@@ -55,9 +55,9 @@ func startServer(t *testing.T, ctx context.Context, dir string) *Server {
 	return s
 }
 
-func connect(t *testing.T, ctx context.Context, addr string) driver.Conn {
+func connect(t *testing.T, ctx context.Context, s *Server) driver.Conn {
 	t.Helper()
-	conn, err := Connect(ctx, addr)
+	conn, err := Connect(ctx, s.Addr(), s.Credentials())
 	requireNoError(t, err, "connect")
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
@@ -93,7 +93,7 @@ func TestStartStopStartKeepsData(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ch")
 
 	s := startServer(t, ctx, dir)
-	conn := connect(t, ctx, s.Addr())
+	conn := connect(t, ctx, s)
 	requireNoError(t, conn.Exec(ctx, "CREATE TABLE t (a UInt64, s String) ENGINE = MergeTree ORDER BY a"), "create table")
 	batch, err := conn.PrepareBatch(ctx, "INSERT INTO t (a, s)")
 	requireNoError(t, err, "prepare batch")
@@ -123,7 +123,7 @@ func TestStartStopStartKeepsData(t *testing.T) {
 	}
 
 	s2 := startServer(t, ctx, dir)
-	conn2 := connect(t, ctx, s2.Addr())
+	conn2 := connect(t, ctx, s2)
 	if got, want := strings.Join(selectRows(t, ctx, conn2, 0), ","), "0=zero,1=one,2=two,3=three"; got != want {
 		t.Fatalf("after restart: got %q, want %q", got, want)
 	}
@@ -135,7 +135,7 @@ func TestKillAndRestart(t *testing.T) {
 	defer cancel()
 
 	s := startServer(t, ctx, t.TempDir())
-	conn := connect(t, ctx, s.Addr())
+	conn := connect(t, ctx, s)
 	requireNoError(t, conn.Exec(ctx, "CREATE TABLE t (a UInt64, s String) ENGINE = MergeTree ORDER BY a"), "create table")
 	batch, err := conn.PrepareBatch(ctx, "INSERT INTO t (a, s)")
 	requireNoError(t, err, "prepare batch")
@@ -161,7 +161,7 @@ func TestKillAndRestart(t *testing.T) {
 	if s.Addr() != addr {
 		t.Fatalf("Restart moved the server from %s to %s", addr, s.Addr())
 	}
-	conn2 := connect(t, ctx, s.Addr())
+	conn2 := connect(t, ctx, s)
 	if got, want := strings.Join(selectRows(t, ctx, conn2, 0), ","), "7=seven"; got != want {
 		t.Fatalf("after kill and restart: got %q, want %q", got, want)
 	}
@@ -215,7 +215,7 @@ func TestConnectNothingListening(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = Connect(ctx, addr)
+	_, err = Connect(ctx, addr, Credentials{User: User, Password: "x"})
 	if domain.ErrorCode(err) != domain.Unavailable {
 		t.Fatalf("got %v, want an unavailable error", err)
 	}

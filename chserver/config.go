@@ -2,7 +2,10 @@ package chserver
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -91,10 +94,13 @@ const configXML = `<?xml version="1.0"?>
 </yandex>
 `
 
-// usersXML has one user, "default", without a password, reachable from
-// loopback only (the server listens on 127.0.0.1 anyway). It names
-// include_from too: the users file is preprocessed on its own and would
-// otherwise look for /etc/metrika.xml.
+// usersXML has one user, "dmgr" (User), that logs in with a password
+// whose SHA-256 is written here (18.16 reads password_sha256_hex), from
+// loopback only (the server listens on 127.0.0.1 anyway). There is no
+// "default" user: a login without a user name or as "default" is refused
+// ("Unknown user default"), so nobody gets in without the password. It
+// names include_from too: the users file is preprocessed on its own and
+// would otherwise look for /etc/metrika.xml.
 const usersXML = `<?xml version="1.0"?>
 <!-- Written by dmgr chserver on every start; edits are overwritten. -->
 <yandex>
@@ -111,15 +117,15 @@ const usersXML = `<?xml version="1.0"?>
         </default>
     </profiles>
     <users>
-        <default>
-            <password></password>
+        <{{.User}}>
+            <password_sha256_hex>{{.PasswordSHA256}}</password_sha256_hex>
             <networks>
                 <ip>127.0.0.1</ip>
                 <ip>::1</ip>
             </networks>
             <profile>default</profile>
             <quota>default</quota>
-        </default>
+        </{{.User}}>
     </users>
     <quotas>
         <default>
@@ -158,17 +164,19 @@ var (
 )
 
 // writeConfig creates the directories of l and writes config.xml and
-// users.xml for the given ports.
-func writeConfig(l layout, tcpPort, httpPort int) error {
+// users.xml for the given ports and the password of User.
+func writeConfig(l layout, tcpPort, httpPort int, password string) error {
 	for _, d := range []string{l.Dir, l.Data, l.Tmp, l.UserFiles, l.FormatSch, l.LogDir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	sum := sha256.Sum256([]byte(password))
 	data := struct {
-		L                 layout
-		TCPPort, HTTPPort int
-	}{l, tcpPort, httpPort}
+		L                    layout
+		TCPPort, HTTPPort    int
+		User, PasswordSHA256 string
+	}{l, tcpPort, httpPort, User, hex.EncodeToString(sum[:])}
 	for _, f := range []struct {
 		path string
 		tmpl *template.Template
@@ -177,9 +185,20 @@ func writeConfig(l layout, tcpPort, httpPort int) error {
 		if err := f.tmpl.Execute(&b, data); err != nil {
 			return fmt.Errorf("render %s: %w", f.path, err)
 		}
-		if err := os.WriteFile(f.path, b.Bytes(), 0o640); err != nil {
+		// 0600: users.xml holds the password's hash.
+		if err := writeFile(f.path, b.Bytes(), 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", f.path, err)
 		}
 	}
 	return nil
+}
+
+// writeFile writes b to path with mode perm, also when path exists with a
+// wider mode (os.WriteFile keeps an existing file's mode): the mode is
+// narrowed before the new content is written.
+func writeFile(path string, b []byte, perm os.FileMode) error {
+	if err := os.Chmod(path, perm); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.WriteFile(path, b, perm)
 }

@@ -82,7 +82,7 @@ func newProjectedStack(t *testing.T) *projected {
 	logs := &syncBuffer{}
 	log := zerolog.New(logs).Level(zerolog.InfoLevel)
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: log})
-	conn, err := projections.Dial(ch.Addr())
+	conn, err := projections.Dial(ch.Addr(), ch.Credentials())
 	if err != nil {
 		t.Fatal(err)
 	}

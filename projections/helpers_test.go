@@ -51,6 +51,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testCHPassword is the password of user dmgr on every ClickHouse server
+// these tests start (chserver.Options.Password).
+const testCHPassword = "projections-test-password"
+
+// testCH is the login of the tests' ClickHouse servers.
+var testCH = chserver.Credentials{User: chserver.User, Password: testCHPassword}
+
 // sharedClickHouse returns the shared server, or skips the test when
 // clickhouse-server is not installed.
 func sharedClickHouse(t testing.TB) *chserver.Server {
@@ -62,7 +69,7 @@ func sharedClickHouse(t testing.TB) *chserver.Server {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		sharedCH, sharedCHErr = chserver.Start(ctx, chserver.Options{Dir: sharedCHDir, Log: zerolog.Nop()})
+		sharedCH, sharedCHErr = chserver.Start(ctx, chserver.Options{Dir: sharedCHDir, Password: testCHPassword, Log: zerolog.Nop()})
 	})
 	skipWithoutClickHouse(t, sharedCHErr)
 	return sharedCH
@@ -129,7 +136,7 @@ func newEnv(t testing.TB, chAddr string) *env {
 	e := &env{t: t, ctx: ctx, natsURL: n.URL(), natsSeed: testenv.SeedFile(t, n, busauth.Server, ""), js: js, events: events, chAddr: chAddr, log: log,
 		svc:     service.New(service.Config{Store: events, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: zerolog.Nop()}),
 		running: map[*Projector]context.CancelFunc{}, done: map[*Projector]chan struct{}{}}
-	e.conn, err = Dial(chAddr)
+	e.conn, err = Dial(chAddr, testCH)
 	must(t, err, "dial clickhouse")
 	t.Cleanup(func() { _ = e.conn.Close() })
 	e.db = fmt.Sprintf("t%d_%d", os.Getpid(), dbCounter.Add(1))

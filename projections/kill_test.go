@@ -58,7 +58,7 @@ func childMain() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	conn, err := Dial(os.Getenv(childCH))
+	conn, err := Dial(os.Getenv(childCH), testCH)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

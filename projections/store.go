@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 )
@@ -62,13 +63,17 @@ type Store struct {
 }
 
 // Dial returns a clickhouse-go connection pool for the native protocol at
-// addr ("host:port"). It does not connect: the first query does, so a
-// server that starts before ClickHouse answers does not fail.
-func Dial(addr string) (driver.Conn, error) {
+// addr ("host:port") that logs in as cred. It does not connect: the first
+// query does, so a server that starts before ClickHouse answers does not
+// fail.
+func Dial(addr string, cred chserver.Credentials) (driver.Conn, error) {
+	if cred.User == "" {
+		return nil, domain.Errorf(domain.Invalid, "clickhouse at %s: no user name given", addr)
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:     []string{addr},
 		Protocol: clickhouse.Native,
-		Auth:     clickhouse.Auth{Database: "default", Username: "default"},
+		Auth:     clickhouse.Auth{Database: "default", Username: cred.User, Password: cred.Password},
 		// Short dials: while ClickHouse is down the projector backs off
 		// and queries fail fast with 503.
 		DialTimeout:     3 * time.Second,

@@ -1,6 +1,7 @@
 // Package testenv starts the real servers that dmgr's tests run against:
-// an embedded NATS JetStream server and an embedded etcd member, each in a
-// test's temporary directory and stopped when the test ends, and a real
+// an embedded NATS JetStream server and an embedded etcd member (which
+// requires a login, as dmgr's users), each in a test's temporary directory
+// and stopped when the test ends, and a real
 // OpenSSH sshd on loopback (SSHD) for tests of the SSH side. It also builds
 // the small packages the tests upload.
 package testenv
@@ -15,20 +16,13 @@ import (
 	"github.com/dmgr/dmgr/embedded"
 )
 
-// Etcd starts a single-member etcd on free loopback ports and returns a client.
-func Etcd(t testing.TB) (*embedded.Etcd, *clientv3.Client) {
+// Etcd starts a single-member etcd on free loopback ports with
+// authentication enabled (EtcdServer) and returns a client logged in as
+// dmgr-server.
+func Etcd(t testing.TB) (*EtcdServer, *clientv3.Client) {
 	t.Helper()
-	e, err := embedded.StartEtcd(t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("etcd client: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return e, c
+	e := startEtcd(t)
+	return e, e.Client(t, embedded.EtcdServerUser)
 }
 
 // Context is a context cancelled when the test ends or after d.

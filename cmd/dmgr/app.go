@@ -46,6 +46,7 @@ type Main struct {
 	nc      *nats.Conn
 	agentNC *nats.Conn // dev: the in-process agent's own connection, as agent
 	etcd    *clientv3.Client
+	stores  stores // etcd and ClickHouse logins (stores.go)
 	http    *http.Server
 	httpLn  net.Listener
 	serveCh chan error
@@ -115,9 +116,8 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	m.etcd, err = clientv3.New(clientv3.Config{Endpoints: etcdEndpoints, DialTimeout: 5 * time.Second, Context: ctx})
-	if err != nil {
-		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(etcdEndpoints, ","), err)
+	if err := m.openStores(ctx, etcdEndpoints, chAddr); err != nil {
+		return err
 	}
 	vault, pkgs, store, err := m.setupBus(ctx, js, masterKey)
 	if err != nil {
@@ -131,7 +131,7 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if m.agent, err = m.newAgent(ab.js, ab.vault, ab.pkgs); err != nil {
+		if m.agent, err = m.newAgent(ctx, ab.js, ab.vault, ab.pkgs); err != nil {
 			return err
 		}
 		background = append(background, m.agent.Run)
@@ -190,8 +190,12 @@ func (m *Main) Run(ctx context.Context) error {
 
 // newAgent builds the agent of `dmgr agent` (and the in-process one of
 // `dmgr dev`).
-func (m *Main) newAgent(js jetstream.JetStream, vault *secrets.Vault, pkgs *pkgstore.Store) (*agents.Agent, error) {
+func (m *Main) newAgent(ctx context.Context, js jetstream.JetStream, vault *secrets.Vault, pkgs *pkgstore.Store) (*agents.Agent, error) {
 	c := m.cfg
+	etcd, err := m.agentEtcdClient(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cacheDir := ""
 	if c.mode == "dev" {
 		cacheDir = filepath.Join(c.dataDir, "agent-cache")
@@ -204,7 +208,7 @@ func (m *Main) newAgent(js jetstream.JetStream, vault *secrets.Vault, pkgs *pkgs
 		}
 	}
 	return agents.New(agents.Config{
-		ID: c.agentID, Pool: c.pool, Version: version, JS: js, Etcd: m.etcd, Vault: vault, Packages: pkgs,
+		ID: c.agentID, Pool: c.pool, Version: version, JS: js, Etcd: etcd, Vault: vault, Packages: pkgs,
 		Remote: remote.NewPool(remote.Options{MaxSessionsPerHost: c.sessionsPerHost, DialTimeout: c.sshDialTimeout,
 			Log: m.log}),
 		Log: m.log, Concurrency: c.concurrency, AckWait: c.ackWait, Retries: c.retries, RetryBackoff: c.retryBackoff,
@@ -243,17 +247,7 @@ func (m *Main) startDevServers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.etcdSrv, err = embedded.StartEtcd(filepath.Join(c.dataDir, "etcd"), c.etcdClientAddr, c.etcdPeerAddr)
-	if err != nil {
-		return err
-	}
-	if c.clickhouseAddr == "" {
-		m.chSrv, err = chserver.Start(ctx, chserver.Options{Dir: filepath.Join(c.dataDir, "clickhouse"), Log: m.log})
-		if err != nil {
-			return fmt.Errorf("start local ClickHouse: %w", err)
-		}
-	}
-	return nil
+	return m.startDevStores(ctx)
 }
 
 // ready checks that NATS, the event stream, etcd and ClickHouse answer.
@@ -267,7 +261,7 @@ func (m *Main) ready(ctx context.Context, store *eventstore.Store, chAddr string
 	if _, err := m.etcd.Get(ctx, "/dmgr/ready-probe"); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	conn, err := chserver.Connect(ctx, chAddr)
+	conn, err := chserver.Connect(ctx, chAddr, m.stores.ch)
 	if err != nil {
 		return fmt.Errorf("clickhouse: %w", err)
 	}
@@ -311,6 +305,9 @@ func (m *Main) Close() error {
 		for i := 0; i < 100 && !m.nc.IsClosed(); i++ {
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	if err := m.closeStores(); err != nil {
+		errs = append(errs, err)
 	}
 	if m.etcd != nil {
 		if err := m.etcd.Close(); err != nil {

@@ -23,8 +23,8 @@ import (
 // benchmark can read its SSH connection counts.
 func (cp *controlPlane) startInProcessAgent(tb testing.TB, id string) *Main {
 	tb.Helper()
-	cfg, err := parseConfig("agent", []string{"--nats-url", cp.natsURL, "--nats-nkey-file", cp.natsSeeds[busauth.Agent], "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
-		"--ack-wait", "10s", "--cache-dir", tb.TempDir()}, io.Discard)
+	cfg, err := parseConfig("agent", append([]string{"--nats-url", cp.natsURL, "--nats-nkey-file", cp.natsSeeds[busauth.Agent], "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
+		"--ack-wait", "10s", "--cache-dir", tb.TempDir()}, cp.etcdAgent...), io.Discard)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -75,12 +75,14 @@ func TestServerAndAgentRefuseABusThatTakesAnonymousConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	common := []string{"--nats-url", n.URL(), "--etcd-endpoints", e.Endpoint()}
-	server := slices.Concat([]string{"--http-addr", "127.0.0.1:0", "--clickhouse-addr", "127.0.0.1:1"}, common)
+	server := slices.Concat([]string{"--http-addr", "127.0.0.1:0", "--clickhouse-addr", "127.0.0.1:1",
+		"--clickhouse-password-file", testenv.PasswordFile(t, "unused")}, common, etcdLogin(e, "dmgr-server"))
+	agent := slices.Concat(common, etcdLogin(e, "dmgr-agent"))
 
 	// Without credentials, and without saying the bus is insecure: a
 	// usage error that names both ways out.
 	for _, mode := range []string{"server", "agent"} {
-		args := common
+		args := agent
 		if mode == "server" {
 			args = server
 		}
@@ -91,7 +93,7 @@ func TestServerAndAgentRefuseABusThatTakesAnonymousConnections(t *testing.T) {
 	}
 	// With credentials, on a bus that would also take anyone.
 	for i, mode := range []string{"server", "agent"} {
-		args := slices.Concat(common, []string{"--nats-nkey-file", seed[i].SeedFile})
+		args := slices.Concat(agent, []string{"--nats-nkey-file", seed[i].SeedFile})
 		if mode == "server" {
 			args = slices.Concat(server, []string{"--nats-nkey-file", seed[i].SeedFile})
 		}

@@ -46,6 +46,8 @@ type config struct {
 	sessionsPerHost int
 	sshDialTimeout  time.Duration
 
+	stores storeConfig // etcd and ClickHouse logins (stores.go)
+
 	adminTokenFile string
 	masterKeyFile  string
 	replicas       int
@@ -108,6 +110,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key for credentials; or set DMGR_MASTER_KEY")
 		addBusFlags(fs, &c.bus, busauth.Server)
 	}
+	c.stores.register(fs, mode)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -128,6 +131,9 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if mode == "server" && c.clickhouseAddr == "" {
 		return c, fmt.Errorf("dmgr server: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
+	}
+	if err := c.stores.validate(c); err != nil {
+		return c, err
 	}
 	if mode != "server" && c.concurrency < 1 {
 		return c, fmt.Errorf("--concurrency must be at least 1")

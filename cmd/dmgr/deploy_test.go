@@ -41,6 +41,7 @@ type controlPlane struct {
 	natsURL   string
 	natsSeeds map[busauth.Role]string // the seed file of each role (agents: pool default)
 	etcdURL   string
+	etcdAgent []string // the agents' etcd login flags (--etcd-user, --etcd-password-file)
 	masterKey string
 	js        jetstream.JetStream
 	store     *eventstore.Store
@@ -72,13 +73,13 @@ func startControlPlane(t testing.TB) *controlPlane {
 	for i := range key {
 		key[i] = byte(i*7 + 3)
 	}
-	cp := &controlPlane{natsURL: ns.URL(), natsSeeds: testSeeds(t, ns), etcdURL: etcd.Endpoint(), masterKey: base64.StdEncoding.EncodeToString(key),
+	cp := &controlPlane{natsURL: ns.URL(), natsSeeds: testSeeds(t, ns), etcdURL: etcd.Endpoint(), etcdAgent: etcdLogin(etcd, "dmgr-agent"), masterKey: base64.StdEncoding.EncodeToString(key),
 		logs: &testenv.Buffer{}, agents: map[string]*agentProcess{}}
 	t.Setenv("DMGR_MASTER_KEY", cp.masterKey)
 	t.Setenv("DMGR_ADMIN_TOKEN", "test-admin-token-0123456789")
-	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", cp.natsURL,
+	cfg, err := parseConfig("server", append([]string{"--http-addr", "127.0.0.1:0", "--nats-url", cp.natsURL,
 		"--nats-nkey-file", cp.natsSeeds[busauth.Server],
-		"--etcd-endpoints", cp.etcdURL, "--clickhouse-addr", ch.Addr(), "--ack-wait", "3s"}, io.Discard)
+		"--etcd-endpoints", cp.etcdURL, "--ack-wait", "3s"}, append(etcdLogin(etcd, "dmgr-server"), testenv.ClickHouseFlags(t, ch)...)...), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func (cp *controlPlane) startAgent(t testing.TB, id string, extra ...string) *ag
 	t.Helper()
 	args := append([]string{"agent", "--nats-url", cp.natsURL, "--nats-nkey-file", cp.natsSeeds[busauth.Agent], "--etcd-endpoints", cp.etcdURL, "--agent-id", id,
 		"--ack-wait", "3s", "--retries", "2", "--retry-backoff", "200ms", "--ssh-dial-timeout", "2s",
-		"--cache-dir", t.TempDir(), "--log-level", "debug"}, extra...)
+		"--cache-dir", t.TempDir(), "--log-level", "debug"}, append(cp.etcdAgent, extra...)...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "DMGR_TEST_RUN_MAIN=1", "DMGR_MASTER_KEY="+cp.masterKey)
 	a := &agentProcess{id: id, cmd: cmd, stderr: &testenv.Buffer{}, done: make(chan struct{})}

@@ -53,6 +53,8 @@ type haCluster struct {
 	etcdCli *clientv3.Client   // all members
 	single  []*clientv3.Client // one per member, so a frozen member does not stall a query
 	chAddr  string
+	// The servers' login flags: etcd as dmgr-server, ClickHouse as dmgr.
+	etcdServer, chFlags []string
 
 	mu      sync.Mutex
 	servers map[string]*childProcess // by coordinator id
@@ -148,23 +150,13 @@ func startHA(t testing.TB, servers int) *haCluster {
 		h.etcd = append(h.etcd, p)
 		endpoints = append(endpoints, m.ClientURL)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	anon, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cli.Close() })
-	h.etcdCli = cli
-	for _, ep := range endpoints {
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		h.single = append(h.single, c)
-	}
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := cli.Put(pctx, "/dmgr/test/ready", "1")
+		_, err := anon.Put(pctx, "/dmgr/test/ready", "1")
 		cancel()
 		if err == nil {
 			break
@@ -174,6 +166,31 @@ func startHA(t testing.TB, servers int) *haCluster {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	anon.Close()
+	// The cluster requires a login from here on, as dev's etcd does.
+	pw := embedded.EtcdPasswords{Root: "ha-root-password", Server: "ha-server-password", Agent: "ha-agent-password"}
+	if err := embedded.EnableEtcdAuth(ctx, endpoints, nil, pw); err != nil {
+		t.Fatalf("enable etcd auth: %v", err)
+	}
+	h.etcdServer = []string{"--etcd-user", embedded.EtcdServerUser, "--etcd-password-file", testenv.PasswordFile(t, pw.Server)}
+	login := func(cfg clientv3.Config) clientv3.Config {
+		cfg.Username, cfg.Password = embedded.EtcdServerUser, pw.Server
+		return cfg
+	}
+	cli, err := clientv3.New(login(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	h.etcdCli = cli
+	for _, ep := range endpoints {
+		c, err := clientv3.New(login(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 2 * time.Second}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		h.single = append(h.single, c)
+	}
 
 	ch, err := chserver.Start(ctx, chserver.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -181,13 +198,15 @@ func startHA(t testing.TB, servers int) *haCluster {
 	}
 	t.Cleanup(func() { _ = ch.Stop() })
 	h.chAddr = ch.Addr()
+	h.chFlags = testenv.ClickHouseFlags(t, ch)
 
 	key := make([]byte, 32)
 	for i := range key {
 		key[i] = byte(i*11 + 5)
 	}
 	cp := &controlPlane{natsURL: ns.URL(), natsSeeds: testSeeds(t, ns), etcdURL: strings.Join(endpoints, ","), masterKey: base64.StdEncoding.EncodeToString(key),
-		token: "test-admin-token-0123456789", logs: &testenv.Buffer{}, agents: map[string]*agentProcess{}}
+		etcdAgent: []string{"--etcd-user", embedded.EtcdAgentUser, "--etcd-password-file", testenv.PasswordFile(t, pw.Agent)},
+		token:     "test-admin-token-0123456789", logs: &testenv.Buffer{}, agents: map[string]*agentProcess{}}
 	cp.baseURL = h.anyServerURL
 	_, cp.js = testenv.JetStream(t, ns)
 	if cp.store, err = eventstore.Open(ctx, cp.js, eventstore.Config{}); err != nil {
@@ -219,9 +238,10 @@ func startHA(t testing.TB, servers int) *haCluster {
 func (h *haCluster) startServer(t testing.TB, id, etcdEndpoint string) *childProcess {
 	t.Helper()
 	addr := freePort(t)
-	p := startChild(t, id, []string{"DMGR_TEST_RUN_MAIN=1", "DMGR_ADMIN_TOKEN=" + h.token, "DMGR_MASTER_KEY=" + h.masterKey},
-		"server", "--http-addr", addr, "--nats-url", h.natsURL, "--nats-nkey-file", h.natsSeeds[busauth.Server], "--etcd-endpoints", etcdEndpoint,
-		"--clickhouse-addr", h.chAddr, "--coordinator-id", id, "--session-ttl", sessionTTL.String(), "--log-level", "debug")
+	args := []string{"server", "--http-addr", addr, "--nats-url", h.natsURL, "--nats-nkey-file", h.natsSeeds[busauth.Server], "--etcd-endpoints", etcdEndpoint,
+		"--coordinator-id", id, "--session-ttl", sessionTTL.String(), "--log-level", "debug"}
+	args = append(append(args, h.etcdServer...), h.chFlags...)
+	p := startChild(t, id, []string{"DMGR_TEST_RUN_MAIN=1", "DMGR_ADMIN_TOKEN=" + h.token, "DMGR_MASTER_KEY=" + h.masterKey}, args...)
 	p.url, p.endpoint = "http://"+addr, etcdEndpoint
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		resp, err := http.Get(p.url + "/healthz")

@@ -249,9 +249,9 @@ func startServerMode(t *testing.T, token string) serverMode {
 	t.Cleanup(func() { _ = ch.Stop() })
 	t.Setenv("DMGR_ADMIN_TOKEN", token)
 	t.Setenv("DMGR_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
+	cfg, err := parseConfig("server", append([]string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
 		"--nats-nkey-file", testenv.SeedFile(t, n, busauth.Server, ""),
-		"--etcd-endpoints", e.Endpoint(), "--clickhouse-addr", ch.Addr()}, io.Discard)
+		"--etcd-endpoints", e.Endpoint()}, append(etcdLogin(e, "dmgr-server"), testenv.ClickHouseFlags(t, ch)...)...), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/projections"
@@ -23,7 +24,7 @@ import (
 // it campaigns in etcd so that one server projects at a time, and closes
 // the ClickHouse connection when it stops (after the HTTP server has).
 func (m *Main) newProjections(js jetstream.JetStream, store *eventstore.Store, chAddr string) (*projections.Store, func(context.Context) error, error) {
-	conn, err := projections.Dial(chAddr)
+	conn, err := projections.Dial(chAddr, m.stores.ch)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -65,6 +66,8 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	chAddr := fs.String("clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)")
 	var bus busConfig
 	addBusFlags(fs, &bus, busauth.Projector)
+	var chUser, chPasswordFile string
+	registerClickHouseLogin(fs, &chUser, &chPasswordFile, false)
 	level := fs.String("log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -78,11 +81,23 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := bus.check("dmgr projections rebuild"); err != nil {
 		return err
 	}
+	chCred, err := clickHouseLogin(chUser, chPasswordFile)
+	if err != nil {
+		return fmt.Errorf("dmgr projections rebuild: %w", err)
+	}
 	lv, err := zerolog.ParseLevel(*level)
 	if err != nil {
 		return fmt.Errorf("--log-level %q: %w", *level, err)
 	}
 	log := zerolog.New(stderr).With().Timestamp().Logger().Level(lv)
+	// A refused login fails here, before anything is read or created.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	check, err := chserver.Connect(cctx, *chAddr, chCred)
+	cancel()
+	if err != nil {
+		return err
+	}
+	_ = check.Close()
 	// The projector's role: it reads the event stream through its own
 	// consumers and writes nothing on the bus.
 	nc, err := dialBus(ctx, *natsURL, busauth.Identity{Role: busauth.Projector}, bus.nkeyFile, bus, true, log,
@@ -99,7 +114,7 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	conn, err := projections.Dial(*chAddr)
+	conn, err := projections.Dial(*chAddr, chCred)
 	if err != nil {
 		return err
 	}

@@ -71,8 +71,13 @@ func TestServerProjectionsAndRebuildCommand(t *testing.T) {
 	}
 
 	var out, errOut bytes.Buffer
-	if err := run(ctx, []string{"projections", "rebuild", "--nats-url", n.URL(),
-		"--nats-nkey-file", testenv.SeedFile(t, n, busauth.Projector, ""), "--clickhouse-addr", ch.Addr()}, &out, &errOut); err != nil {
+	// A wrong ClickHouse password is refused before anything is rebuilt.
+	projector := testenv.SeedFile(t, n, busauth.Projector, "")
+	if err := run(ctx, []string{"projections", "rebuild", "--nats-url", n.URL(), "--nats-nkey-file", projector, "--clickhouse-addr", ch.Addr(),
+		"--clickhouse-password-file", testenv.PasswordFile(t, "wrong")}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "refused the login of user dmgr") {
+		t.Fatalf("rebuild with a wrong ClickHouse password: %v", err)
+	}
+	if err := run(ctx, append([]string{"projections", "rebuild", "--nats-url", n.URL(), "--nats-nkey-file", projector}, testenv.ClickHouseFlags(t, ch)...), &out, &errOut); err != nil {
 		t.Fatalf("dmgr projections rebuild: %v\n%s", err, errOut.String())
 	}
 	if !strings.Contains(out.String(), "generation 1 -> 2, 3 events up to commit_seq 3") {

@@ -19,9 +19,10 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 	e, _ := testenv.Etcd(t)
 	t.Setenv("DMGR_ADMIN_TOKEN", "shutdown-test-token-123456")
 	t.Setenv("DMGR_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-	cfg, err := parseConfig("server", []string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
+	cfg, err := parseConfig("server", append([]string{"--http-addr", "127.0.0.1:0", "--nats-url", n.URL(),
 		"--nats-nkey-file", testenv.SeedFile(t, n, busauth.Server, ""),
-		"--etcd-endpoints", e.Endpoint(), "--clickhouse-addr", "127.0.0.1:1"}, io.Discard)
+		"--etcd-endpoints", e.Endpoint(), "--clickhouse-addr", "127.0.0.1:1",
+		"--clickhouse-password-file", testenv.PasswordFile(t, "unused")}, etcdLogin(e, "dmgr-server")...), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
