@@ -2,9 +2,9 @@ package httpapi_test
 
 import (
 	"crypto/ed25519"
-	"fmt"
 	"crypto/rand"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -369,6 +369,24 @@ func TestIdempotencyDigestsTheWholeBody(t *testing.T) {
 	again := s.do("POST", "/api/v1/packages?version=v9.0.0", first, key)
 	if again.status != http.StatusAccepted || string(again.body) != string(a.body) || again.header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("same key, same body: %d %s %v", again.status, again.body, again.header)
+	}
+	if after := s.snapshot(); !after.same(before) {
+		t.Fatalf("the replay changed something: %+v → %+v", before, after)
+	}
+}
+
+// A command without a body (its handler reads none) is remembered by its
+// key too: sent again, its answer is replayed, not run again.
+func TestIdempotencyOfBodilessCommands(t *testing.T) {
+	s := newStack(t, pkgstore.DefaultLimits())
+	s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.40", "user": "tidb", "host_key": testenv.HostKey, "password": "pw"})
+	key := withHeader("Idempotency-Key", "remove-40")
+	first := s.do("DELETE", "/api/v1/machines/198.18.0.40", nil, key)
+	before := s.snapshot()
+	again := s.do("DELETE", "/api/v1/machines/198.18.0.40", nil, key)
+	if first.status != http.StatusAccepted || again.status != http.StatusAccepted || string(again.body) != string(first.body) ||
+		again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("first %d %s, again %d %s %v", first.status, first.body, again.status, again.body, again.header)
 	}
 	if after := s.snapshot(); !after.same(before) {
 		t.Fatalf("the replay changed something: %+v → %+v", before, after)
