@@ -8,17 +8,30 @@ import (
 	"testing"
 )
 
-// machineState folds the history of one machine; nil when it has none, as the
-// service passes a never-registered machine.
-func machineState(evs []Event) *Machine {
-	if len(evs) == 0 {
-		return nil
-	}
+// machineState folds the history of one machine into the machines the
+// service passes the decider (none when it has no history).
+func machineState(evs []Event) map[string]*Machine {
+	machines := map[string]*Machine{}
 	var m Machine
 	for _, e := range evs {
 		m = EvolveMachine(m, e)
+		machines[m.Host] = &m
 	}
-	return &m
+	return machines
+}
+
+// machinesOf folds several machines' histories.
+func machinesOf(evs ...Event) map[string]*Machine {
+	w := NewWorld()
+	for _, e := range evs {
+		switch e := e.(type) {
+		case MachineRegistered:
+			w.Apply(AggregateMachine, e.Host, e)
+		case MachineRemoved:
+			w.Apply(AggregateMachine, e.Host, e)
+		}
+	}
+	return w.Machines
 }
 
 func TestDecideRegisterMachine(t *testing.T) {
@@ -38,18 +51,18 @@ func TestDecideRegisterMachine(t *testing.T) {
 		then  then
 	}{
 		{"ssh_port defaults to 22", nil, cmd(nil),
-			thenEvents(MachineRegistered{Host: host, SSHPort: 22, User: "tidb", Credential: pw, HostKey: testHostKey})},
+			thenEvents(MachineRegistered{Host: host, Address: host, SSHPort: 22, User: "tidb", Credential: pw, HostKey: testHostKey})},
 		{"a private key, a port and labels", nil,
 			cmd(func(c *RegisterMachine) {
-				c.Host, c.SSHPort, c.User = "dm-1.example.com", 2222, "dm_admin"
+				c.Host, c.Address, c.SSHPort, c.User = "dm-1.example.com", "198.18.7.1", 2222, "dm_admin"
 				c.Credential = CredentialRef{ID: "key-7", Kind: CredentialPrivateKey}
 				c.Labels = Labels{Region: "eu-west", Zone: "eu-west-1a", Rack: "r12"}
 			}),
-			thenEvents(MachineRegistered{Host: "dm-1.example.com", SSHPort: 2222, User: "dm_admin",
+			thenEvents(MachineRegistered{Host: "dm-1.example.com", Address: "198.18.7.1", SSHPort: 2222, User: "dm_admin",
 				Credential: CredentialRef{ID: "key-7", Kind: CredentialPrivateKey},
 				Labels:     Labels{Region: "eu-west", Zone: "eu-west-1a", Rack: "r12"}, HostKey: testHostKey})},
 		{"an IPv6 host", nil, cmd(func(c *RegisterMachine) { c.Host = "fd00::11" }),
-			thenEvents(MachineRegistered{Host: "fd00::11", SSHPort: 22, User: "tidb", Credential: pw, HostKey: testHostKey})},
+			thenEvents(MachineRegistered{Host: "fd00::11", Address: "fd00::11", SSHPort: 22, User: "tidb", Credential: pw, HostKey: testHostKey})},
 
 		{"host with a space", nil, cmd(func(c *RegisterMachine) { c.Host = "198.18.0.11 x" }),
 			thenError(Invalid, `host "198.18.0.11 x" is invalid`)},
@@ -98,7 +111,7 @@ func TestDecideRegisterMachine(t *testing.T) {
 			thenError(Invalid, `user "Root" is invalid`)},
 		{"registered again after removal", []Event{machineRegistered(host), MachineRemoved{Host: host}},
 			cmd(func(c *RegisterMachine) { c.User = "admin" }),
-			thenEvents(MachineRegistered{Host: host, SSHPort: 22, User: "admin", Credential: pw, HostKey: testHostKey})},
+			thenEvents(MachineRegistered{Host: host, Address: host, SSHPort: 22, User: "admin", Credential: pw, HostKey: testHostKey})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,7 +137,7 @@ func TestMachineRegisteredCarriesNoSecret(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := sortedKeys(doc), []string{"credential", "host", "host_key", "labels", "ssh_port", "user"}; !slices.Equal(got, want) {
+	if got, want := sortedKeys(doc), []string{"address", "credential", "host", "host_key", "labels", "ssh_port", "user"}; !slices.Equal(got, want) {
 		t.Errorf("MachineRegistered has keys %v, want %v", got, want)
 	}
 	var cred map[string]any
@@ -216,7 +229,7 @@ func TestEvolveMachine(t *testing.T) {
 			if !reflect.DeepEqual(m, tt.want) {
 				t.Errorf("state =\n  %+v\nwant\n  %+v", m, tt.want)
 			}
-			if again := machineState(tt.events); !reflect.DeepEqual(*again, m) {
+			if again := machineState(tt.events)[host]; !reflect.DeepEqual(*again, m) {
 				t.Errorf("folding the same events again gave\n  %+v\nthe first fold gave\n  %+v", *again, m)
 			}
 			if got, want := m.Active(), m.Status == MachineStatusRegistered; got != want {
@@ -227,5 +240,81 @@ func TestEvolveMachine(t *testing.T) {
 	var none *Machine
 	if none.Active() {
 		t.Error("a nil machine is active")
+	}
+}
+
+// TestDecideRegisterMachineKeepsOneIdentityPerMachine: a machine is
+// registered once, whatever address spelling or name it is given.
+func TestDecideRegisterMachineKeepsOneIdentityPerMachine(t *testing.T) {
+	pw := CredentialRef{ID: "cred-1", Kind: CredentialPassword}
+	reg := func(host, addr string, port int) MachineRegistered {
+		return MachineRegistered{Host: host, Address: addr, SSHPort: port, User: "tidb", Credential: pw, HostKey: testHostKey}
+	}
+	cmd := func(host, addr string, port int) RegisterMachine {
+		return RegisterMachine{Host: host, Address: addr, SSHPort: port, User: "tidb", Credential: pw, HostKey: testHostKey}
+	}
+	tests := []struct {
+		name  string
+		given map[string]*Machine
+		when  RegisterMachine
+		then  then
+	}{
+		{"a name for an address already registered", machinesOf(reg("198.18.0.11", "198.18.0.11", 22)),
+			cmd("dm-1.example.com", "198.18.0.11", 22),
+			thenError(Conflict, "machine dm-1.example.com is already registered as 198.18.0.11", "address 198.18.0.11, SSH port 22")},
+		{"an address already registered under a name", machinesOf(reg("dm-1.example.com", "198.18.0.11", 22)),
+			cmd("198.18.0.11", "", 22),
+			thenError(Conflict, "already registered as dm-1.example.com")},
+		{"two names of one address", machinesOf(reg("dm-1.example.com", "198.18.0.11", 22)),
+			cmd("dm-1.other.example", "198.18.0.11", 22),
+			thenError(Conflict, "already registered as dm-1.example.com")},
+		{"an IPv6 address registered under a name", machinesOf(reg("dm-6.example.com", "fd00::11", 22)),
+			cmd("fd00::11", "", 22), thenError(Conflict, "already registered as dm-6.example.com")},
+		{"a name that differs in case only", machinesOf(reg("dm-1.example.com", "198.18.0.11", 22)),
+			cmd("DM-1.example.com", "198.18.0.11", 2222),
+			thenError(Conflict, "already registered as dm-1.example.com", "case")},
+		{"an address registered before addresses were recorded", machinesOf(reg("198.18.0.11", "", 22)),
+			cmd("dm-1.example.com", "198.18.0.11", 22), thenError(Conflict, "already registered as 198.18.0.11")},
+		{"the same address on another SSH port", machinesOf(reg("198.18.0.11", "198.18.0.11", 22)),
+			cmd("dm-1.example.com", "198.18.0.11", 2222),
+			thenEvents(reg("dm-1.example.com", "198.18.0.11", 2222))},
+		{"the address of a removed machine", machinesOf(reg("198.18.0.11", "198.18.0.11", 22), MachineRemoved{Host: "198.18.0.11"}),
+			cmd("dm-1.example.com", "198.18.0.11", 22), thenEvents(reg("dm-1.example.com", "198.18.0.11", 22))},
+		{"a mapped IPv4 address as the resolved address", nil, cmd("dm-1.example.com", "::ffff:198.18.0.11", 22),
+			thenEvents(reg("dm-1.example.com", "198.18.0.11", 22))},
+
+		{"an IPv6 host not in canonical form", nil, cmd("FD00:0::11", "", 22),
+			thenError(Invalid, `host "FD00:0::11" is not an address in canonical form: write it as fd00::11`)},
+		{"an IPv4-mapped IPv6 host", nil, cmd("::ffff:198.18.0.11", "", 22),
+			thenError(Invalid, "write it as 198.18.0.11")},
+		{"a name without its address", nil, cmd("dm-1.example.com", "", 22),
+			thenError(Invalid, "the address of host dm-1.example.com is required")},
+		{"an address that is no IP", nil, cmd("dm-1.example.com", "dm-2.example.com", 22),
+			thenError(Invalid, `address "dm-2.example.com" of host dm-1.example.com is not an IP address`)},
+		{"an IP host with another address", nil, cmd("198.18.0.11", "198.18.0.12", 22),
+			thenError(Invalid, "differs from the host")},
+		{"the unspecified address", nil, cmd("0.0.0.0", "", 22), thenError(Invalid, "unspecified address")},
+		{"a name resolving to the unspecified IPv6 address", nil, cmd("zero.example.com", "::", 22),
+			thenError(Invalid, "host zero.example.com (address ::) cannot be a machine: it is the unspecified address")},
+		{"a multicast address", nil, cmd("224.0.0.1", "", 22), thenError(Invalid, "multicast")},
+		{"the broadcast address", nil, cmd("255.255.255.255", "", 22), thenError(Invalid, "broadcast")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := DecideRegisterMachine(tt.given, tt.when)
+			tt.then.check(t, got, err)
+		})
+	}
+}
+
+func TestMachineAddrOfOlderEvents(t *testing.T) {
+	for _, tt := range []struct{ host, address, want string }{
+		{"198.18.0.11", "", "198.18.0.11"}, {"dm-1.example.com", "", ""}, {"dm-1.example.com", "198.18.0.11", "198.18.0.11"},
+		{"fd00::11", "", "fd00::11"},
+	} {
+		m := EvolveMachine(Machine{}, MachineRegistered{Host: tt.host, Address: tt.address})
+		if got := m.Addr(); got != tt.want {
+			t.Errorf("Machine{Host: %q, Address: %q}.Addr() = %q, want %q", tt.host, tt.address, got, tt.want)
+		}
 	}
 }

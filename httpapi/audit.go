@@ -45,7 +45,8 @@ func parseAuditQuery(v url.Values) (projections.AuditQuery, error) {
 			unknown = append(unknown, k)
 			continue
 		}
-		if len(vs) > 1 && k != "type" {
+		if len(vs) > 1 { // type takes a comma-separated list
+
 			return projections.AuditQuery{}, domain.Errorf(domain.Invalid, "parameter %s is given %d times: give it once", k, len(vs))
 		}
 		for _, s := range vs {
@@ -61,11 +62,9 @@ func parseAuditQuery(v url.Values) (projections.AuditQuery, error) {
 	}
 	q := projections.AuditQuery{Cluster: v.Get("cluster"), Machine: v.Get("machine"), Actor: v.Get("actor"),
 		Operation: v.Get("operation"), Cursor: v.Get("cursor")}
-	for _, s := range v["type"] {
-		for _, t := range strings.Split(s, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				q.Types = append(q.Types, t)
-			}
+	for _, t := range strings.Split(v.Get("type"), ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			q.Types = append(q.Types, t)
 		}
 	}
 	var err error

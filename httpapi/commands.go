@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/go-chi/chi/v5/middleware"
 
@@ -25,7 +26,9 @@ func accepted(w http.ResponseWriter, acc service.Accepted) {
 	writeJSON(w, http.StatusAccepted, acc)
 }
 
+// dryRun reports whether ?dry_run is true (strictInput has refused a
+// value that is not a boolean).
 func dryRun(r *http.Request) bool {
-	v := r.URL.Query().Get("dry_run")
-	return v == "true" || v == "1"
+	v, err := strconv.ParseBool(r.URL.Query().Get("dry_run"))
+	return err == nil && v
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"time"
@@ -32,7 +33,12 @@ const idempotencyTTL = 24 * time.Hour
 const idempotencyStale = time.Minute
 
 type idemRecord struct {
+	// Fingerprint is the digest of the request's query and media type;
+	// BodySHA256 and BodySize identify its whole body (set once the
+	// request has been answered).
 	Fingerprint string            `json:"fingerprint"`
+	BodySHA256  string            `json:"body_sha256,omitempty"`
+	BodySize    int64             `json:"body_size,omitempty"`
 	Pending     bool              `json:"pending"`
 	Started     time.Time         `json:"started"`
 	Status      int               `json:"status,omitempty"`
@@ -74,11 +80,18 @@ func idempotentIDs(ctx context.Context) (idemIDs, bool) {
 
 var idemNamespace = uuid.MustParse("6f1e8f9e-3c0b-4a59-9e55-6b0d7c1f2a10")
 
-// maxFingerprintBody is the largest body that is hashed into the
-// fingerprint; larger (package) bodies are fingerprinted by their length.
-const maxFingerprintBody = 1 << 20
+// maxDrain is how much of a body its handler left unread the middleware
+// reads to complete the body's digest before answering; a request whose
+// body is longer than that is answered but not remembered.
+const maxDrain = 64 << 10
 
-// Middleware wraps a command handler.
+// Middleware wraps a command handler. A request is the same as the one a
+// key remembers when its route, query, media type and whole body (SHA-256
+// over every byte, whatever the size) are the same. The body's digest is
+// computed as the handler reads it (a package streams through it), so the
+// body is never held in memory for it; a request whose key holds a
+// finished answer is compared with it by reading at most as many bytes as
+// the remembered body had.
 func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
@@ -93,11 +106,7 @@ func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 		scope := actorOf(r.Context()) + "\n" + r.Method + " " + r.URL.Path + "\n" + key
 		sum := sha256.Sum256([]byte(scope))
 		kvKey := hex.EncodeToString(sum[:])
-		fp, err := fingerprint(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
+		fp := fingerprint(r)
 		ctx := r.Context()
 		rev, replay, err := m.claim(ctx, kvKey, fp)
 		if errors.Is(err, errKeyReused) {
@@ -109,8 +118,19 @@ func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		if replay != nil {
+			same, err := sameBody(r.Body, replay.BodySize, replay.BodySHA256)
+			if err != nil {
+				writeError(w, r, err)
+				return
+			}
+			if !same {
+				writeProblem(w, r, http.StatusUnprocessableEntity, domain.Invalid, errKeyReused.Error())
+				return
+			}
 			for k, v := range replay.Header {
-				w.Header().Set(k, v)
+				if v != "" {
+					w.Header().Set(k, v)
+				}
 			}
 			w.Header().Set("Idempotent-Replayed", "true")
 			w.WriteHeader(replay.Status)
@@ -121,16 +141,28 @@ func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 			commitID:    uuid.NewSHA1(idemNamespace, []byte("commit\n"+scope)).String(),
 			operationID: uuid.NewSHA1(idemNamespace, []byte("operation\n"+scope)).String(),
 		}
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		body := &digestBody{rc: r.Body, h: sha256.New()}
+		if r.Body == nil {
+			body.rc, body.eof = http.NoBody, true
+		}
+		r.Body = body
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK, body: body}
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, idemCtxKey{}, ids)))
+		rec.drain() // a handler that wrote nothing
 
-		store := context.WithoutCancel(ctx)
-		if rec.status >= 500 {
-			// Let the client retry a failure of ours with the same key.
-			_ = m.kv.Delete(store, kvKey, jetstream.LastRevision(rev))
+		store, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if rec.status >= 500 || !body.eof {
+			// Let the client retry a failure of ours with the same key; and
+			// forget a request whose body was not read to its end (its
+			// digest is unknown; it was refused, so a re-run is harmless).
+			if err := m.kv.Delete(store, kvKey, jetstream.LastRevision(rev)); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("release idempotency key")
+			}
 			return
 		}
-		done := idemRecord{Fingerprint: fp, Status: rec.status, Started: time.Now().UTC(), Body: rec.body.Bytes(),
+		done := idemRecord{Fingerprint: fp, BodySHA256: hex.EncodeToString(body.h.Sum(nil)), BodySize: body.n,
+			Status: rec.status, Started: time.Now().UTC(), Body: rec.buf.Bytes(),
 			Header: map[string]string{"Content-Type": w.Header().Get("Content-Type"), "Location": w.Header().Get("Location")}}
 		b, _ := json.Marshal(done)
 		if _, err := m.kv.Update(store, kvKey, b, rev); err != nil {
@@ -179,37 +211,91 @@ func (m *Idempotency) claim(ctx context.Context, kvKey, fp string) (uint64, *ide
 	return 0, nil, domain.Errorf(domain.Conflict, "a request with this Idempotency-Key is still in progress; retry later")
 }
 
-// fingerprint identifies the request's content: query and body (bodies
-// over 1 MiB, i.e. packages, by their declared length).
-func fingerprint(r *http.Request) (string, error) {
+// fingerprint identifies the request's query and media type; the body is
+// identified by its digest (digestBody).
+func fingerprint(r *http.Request) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n", r.URL.RawQuery, r.Header.Get("Content-Type"))
-	if r.Body == nil || r.ContentLength > maxFingerprintBody || (r.ContentLength < 0 && r.Header.Get("Content-Type") == "application/gzip") {
-		fmt.Fprintf(h, "length %d\n", r.ContentLength)
-		return hex.EncodeToString(h.Sum(nil)), nil
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxFingerprintBody+1))
-	if err != nil {
-		return "", domain.Errorf(domain.Invalid, "read request body: %v", err)
-	}
-	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
-	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil))
 }
 
-// recorder keeps a copy of the answer for replay.
+// sameBody reports whether body is size bytes with the given SHA-256,
+// reading at most size+1 bytes of it.
+func sameBody(body io.Reader, size int64, digest string) (bool, error) {
+	h := sha256.New()
+	if body == nil {
+		body = http.NoBody
+	}
+	n, err := io.Copy(h, io.LimitReader(body, size+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return false, err
+		}
+		return false, domain.Errorf(domain.Invalid, "read request body: %v", err)
+	}
+	return n == size && hex.EncodeToString(h.Sum(nil)) == digest, nil
+}
+
+// digestBody hashes a request body as it is read and records whether it
+// was read to its end.
+type digestBody struct {
+	rc  io.ReadCloser
+	h   hash.Hash
+	n   int64
+	eof bool
+}
+
+func (d *digestBody) Read(p []byte) (int, error) {
+	n, err := d.rc.Read(p)
+	d.h.Write(p[:n])
+	d.n += int64(n)
+	if errors.Is(err, io.EOF) {
+		d.eof = true
+	}
+	return n, err
+}
+
+func (d *digestBody) Close() error { return d.rc.Close() }
+
+// drain reads what the handler left, up to maxDrain bytes, so that the
+// digest covers the whole body.
+func (d *digestBody) drain() {
+	if !d.eof {
+		_, _ = io.Copy(io.Discard, io.LimitReader(d, maxDrain))
+		if !d.eof { // exactly maxDrain bytes were left: see whether that was all
+			var one [1]byte
+			_, _ = d.Read(one[:])
+		}
+	}
+}
+
+// recorder keeps a copy of the answer for replay. Before the answer
+// starts it drains the body (a body can no longer be read once an
+// HTTP/1 answer is sent).
 type recorder struct {
 	http.ResponseWriter
-	status int
-	body   bytes.Buffer
+	status  int
+	buf     bytes.Buffer
+	body    *digestBody
+	drained bool
+}
+
+func (r *recorder) drain() {
+	if !r.drained {
+		r.drained = true
+		r.body.drain()
+	}
 }
 
 func (r *recorder) WriteHeader(status int) {
+	r.drain()
 	r.status = status
 	r.ResponseWriter.WriteHeader(status)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	r.body.Write(b)
+	r.drain()
+	r.buf.Write(b)
 	return r.ResponseWriter.Write(b)
 }

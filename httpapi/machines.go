@@ -10,13 +10,16 @@ import (
 )
 
 type registerMachineBody struct {
-	Host       string        `json:"host"`
-	SSHPort    int           `json:"ssh_port"`
-	User       string        `json:"user"`
-	Password   string        `json:"password"`
-	PrivateKey string        `json:"private_key"`
-	Labels     domain.Labels `json:"labels"`
-	HostKey    string        `json:"host_key"`
+	Host       string `json:"host"`
+	SSHPort    int    `json:"ssh_port"`
+	User       string `json:"user"`
+	Password   string `json:"password"`
+	PrivateKey string `json:"private_key"`
+	// PrivateKeyPassphrase decrypts an encrypted private_key; it is used
+	// once, at registration, and never stored.
+	PrivateKeyPassphrase string        `json:"private_key_passphrase"`
+	Labels               domain.Labels `json:"labels"`
+	HostKey              string        `json:"host_key"`
 }
 
 func (a *api) registerMachine(w http.ResponseWriter, r *http.Request) {
@@ -30,8 +33,8 @@ func (a *api) registerMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	acc, err := a.svc.RegisterMachine(r.Context(), meta(r), service.RegisterMachineRequest{
-		Host: b.Host, SSHPort: b.SSHPort, User: b.User, Password: b.Password, PrivateKey: b.PrivateKey, Labels: b.Labels,
-		HostKey: b.HostKey})
+		Host: b.Host, SSHPort: b.SSHPort, User: b.User, Password: b.Password, PrivateKey: b.PrivateKey,
+		PrivateKeyPassphrase: b.PrivateKeyPassphrase, Labels: b.Labels, HostKey: b.HostKey})
 	if err != nil {
 		writeError(w, r, err)
 		return

@@ -57,3 +57,54 @@ func TestOpenAPIMatchesTheRouter(t *testing.T) {
 		t.Fatalf("openapi.yaml is out of date:\n  routes not documented: %v\n  documented but not routed: %v", missing, stale)
 	}
 }
+
+// TestOpenAPIDocumentsTheInputRules keeps openapi.yaml true to routeSpecs:
+// a route that takes a body documents 415, a route with query or path
+// parameters documents 400, and every documented query parameter is one
+// the route takes (and the other way round).
+func TestOpenAPIDocumentsTheInputRules(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]yaml.Node `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(OpenAPI(), &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	for rt, spec := range routeSpecs {
+		method, path, _ := strings.Cut(rt, " ")
+		node, ok := doc.Paths[path][strings.ToLower(method)]
+		if !ok {
+			continue // TestOpenAPIMatchesTheRouter reports it
+		}
+		var op struct {
+			Parameters []struct {
+				Name string `yaml:"name"`
+				In   string `yaml:"in"`
+			} `yaml:"parameters"`
+			Responses map[string]any `yaml:"responses"`
+		}
+		if err := node.Decode(&op); err != nil {
+			t.Fatalf("%s: %v", rt, err)
+		}
+		if spec.body != bodyNone && op.Responses["415"] == nil {
+			t.Errorf("%s takes a body but documents no 415", rt)
+		}
+		if (len(spec.query) > 0 || strings.Contains(path, "{")) && op.Responses["400"] == nil {
+			t.Errorf("%s has parameters but documents no 400", rt)
+		}
+		var documented []string
+		for _, p := range op.Parameters {
+			if p.In == "query" {
+				documented = append(documented, p.Name)
+			}
+		}
+		var taken []string
+		for _, p := range spec.query {
+			taken = append(taken, p.name)
+		}
+		sort.Strings(documented)
+		sort.Strings(taken)
+		if strings.Join(documented, ",") != strings.Join(taken, ",") {
+			t.Errorf("%s: openapi.yaml documents query parameters %v, the route takes %v", rt, documented, taken)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -31,7 +32,16 @@ type Config struct {
 	// uploads are bounded by the service's package limits.
 	MaxJSONBody int64
 	// Ready reports whether the dependencies answer; nil means ready.
-	Ready func(ctx context.Context) error
+	// GET /readyz runs it at most once per ReadyTTL (default 1 s), under
+	// a deadline of ReadyTimeout (default 2 s); concurrent calls share one
+	// run.
+	Ready        func(ctx context.Context) error
+	ReadyTTL     time.Duration
+	ReadyTimeout time.Duration
+	// MetricsToken, when set, is the bearer token GET /metrics needs;
+	// empty leaves /metrics open (it shows no secret, only projection
+	// lag and counters).
+	MetricsToken string
 	// Agents lists the agents registered in etcd; nil means none.
 	Agents func(ctx context.Context) ([]agents.Info, error)
 	// Projections, when set, serves the queries of current state and the
@@ -47,7 +57,7 @@ type Config struct {
 type api struct {
 	svc      *service.Service
 	maxJSON  int64
-	ready    func(ctx context.Context) error
+	ready    *readyCache
 	agents   func(ctx context.Context) ([]agents.Info, error)
 	proj     *projections.Store
 	projWait time.Duration
@@ -67,21 +77,27 @@ func Handler(c Config) http.Handler {
 	if c.ProjectionWait <= 0 {
 		c.ProjectionWait = defaultProjectionWait
 	}
-	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: c.Ready, agents: c.Agents, proj: c.Projections, projWait: c.ProjectionWait}
+	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: newReadyCache(c.Ready, c.ReadyTTL, c.ReadyTimeout), agents: c.Agents, proj: c.Projections, projWait: c.ProjectionWait}
 	q := a.queryHandlers()
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, requestLog(c.Log), middleware.Recoverer)
+	r.Use(requestID, requestLog(c.Log), middleware.Recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; see /api/v1/openapi.yaml")
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusMethodNotAllowed, "invalid", "method "+r.Method+" is not allowed on "+r.URL.Path)
 	})
-	r.Get("/healthz", a.healthz)
-	r.Get("/readyz", a.readyz)
-	r.Get("/metrics", a.metrics)
 	r.Group(func(r chi.Router) {
-		r.Use(bearerAuth(c.AdminToken))
+		r.Use(strictInput)
+		r.Get("/healthz", a.healthz)
+		r.Get("/readyz", a.readyz)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(metricsAuth(c.MetricsToken), strictInput)
+		r.Get("/metrics", a.metrics)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(bearerAuth(c.AdminToken), strictInput)
 		r.Get("/api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/yaml")
 			_, _ = w.Write(openAPI)
@@ -125,13 +141,25 @@ func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	if err := a.ready(ctx); err != nil {
-		writeProblem(w, r, http.StatusServiceUnavailable, "unavailable", "not ready: "+err.Error())
+	if err := a.ready.get(r.Context()); err != nil {
+		// /readyz needs no token: the answer names the dependency, the
+		// log has the details (addresses, errors).
+		zerolog.Ctx(r.Context()).Warn().Err(err).Msg("not ready")
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, r, http.StatusServiceUnavailable, domain.Unavailable, "not ready: "+readyComponent(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readyComponent is the part of a readiness error before its first ':'
+// (the dependency, "clickhouse", "etcd", "event stream") when it is short.
+func readyComponent(err error) string {
+	c, _, ok := strings.Cut(err.Error(), ":")
+	if !ok || len(c) > 40 {
+		return "a dependency does not answer (see the server log)"
+	}
+	return c + " does not answer (see the server log)"
 }
 
 // requestLog logs one line per request with zerolog and puts the logger,

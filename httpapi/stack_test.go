@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,8 @@ type stack struct {
 	url    string
 	js     jetstream.JetStream
 	store  *eventstore.Store
+	svc    *service.Service
+	vault  *secrets.Vault
 	logs   *syncBuffer
 	client *http.Client
 }
@@ -39,6 +42,16 @@ type syncBuffer = testenv.Buffer
 
 func newStack(t *testing.T, lim pkgstore.Limits) *stack {
 	t.Helper()
+	return newStackWith(t, lim, nil)
+}
+
+// vaultKey is the master key of the stacks' vaults.
+var vaultKey = bytes.Repeat([]byte{7}, secrets.KeySize)
+
+// newStackWith is newStack with the service's and the API's configuration
+// edited by edit (nil: none).
+func newStackWith(t *testing.T, lim pkgstore.Limits, edit func(*service.Config, *httpapi.Config)) *stack {
+	t.Helper()
 	n := testenv.NATS(t)
 	_, js := testenv.JetStream(t, n)
 	ctx := testenv.Context(t, time.Minute)
@@ -46,8 +59,7 @@ func newStack(t *testing.T, lim pkgstore.Limits) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := bytes.Repeat([]byte{7}, secrets.KeySize)
-	vault, err := secrets.Open(ctx, js, key, 1)
+	vault, err := secrets.Open(ctx, js, vaultKey, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +73,16 @@ func newStack(t *testing.T, lim pkgstore.Limits) *stack {
 	}
 	logs := &syncBuffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
-	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: log})
-	h := httpapi.Handler(httpapi.Config{Service: svc, Idempotency: idem, AdminToken: token, MaxJSONBody: 64 << 10, Log: log})
-	srv := httptest.NewServer(h)
+	sc := service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: log}
+	hc := httpapi.Config{Idempotency: idem, AdminToken: token, MaxJSONBody: 64 << 10, Log: log}
+	if edit != nil {
+		edit(&sc, &hc)
+	}
+	svc := service.New(sc)
+	hc.Service = svc
+	srv := httptest.NewServer(httpapi.Handler(hc))
 	t.Cleanup(srv.Close)
-	return &stack{t: t, url: srv.URL, js: js, store: store, logs: logs, client: srv.Client()}
+	return &stack{t: t, url: srv.URL, js: js, store: store, svc: svc, vault: vault, logs: logs, client: srv.Client()}
 }
 
 // response is an answer with its body read.
@@ -95,6 +112,12 @@ func (r response) problem(t *testing.T) httpapi.Problem {
 type reqOpt func(*http.Request)
 
 func withHeader(k, v string) reqOpt { return func(r *http.Request) { r.Header.Set(k, v) } }
+
+// addHeader adds a value to a header (to send it more than once).
+func addHeader(k, v string) reqOpt { return func(r *http.Request) { r.Header.Add(k, v) } }
+
+// noContentType sends the body without a Content-Type.
+func noContentType() reqOpt { return func(r *http.Request) { r.Header.Del("Content-Type") } }
 
 func noToken() reqOpt { return func(r *http.Request) { r.Header.Del("Authorization") } }
 
@@ -217,3 +240,23 @@ worker_servers:
 monitoring_servers:
   - host: 198.18.0.13
 `
+
+// vaultKeys lists the keys of the vault's KV bucket, read from JetStream
+// itself (not through the vault).
+func (s *stack) vaultKeys() []string {
+	s.t.Helper()
+	kv, err := s.js.KeyValue(s.t.Context(), secrets.Bucket)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	lister, err := kv.ListKeys(s.t.Context())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -22,6 +22,9 @@ const (
 	LiveUpLeader    = "Up|Leader"
 	LiveDown        = "Down"        // the host answers, the instance does not
 	LiveUnreachable = "Unreachable" // the host does not answer
+	// LiveNotStarted: dmgr never started the instance (its deploy or
+	// scale-out has not reached its start step), so it is not probed.
+	LiveNotStarted = "N/A"
 )
 
 // LiveInstance is one instance as probed now.
@@ -56,25 +59,58 @@ const liveProbeTimeout = 2 * time.Second
 // do: GET /status on masters and workers (version), the health route of
 // the monitoring, and dm-master's members API for the leader and each
 // worker's stage and bound source.
+//
+// It connects only to instances dmgr placed (started at least once, see
+// placed), at the address recorded for their machine when it was
+// registered and the port of the instance; the HTTP client dials nothing
+// else, follows no redirect and uses no proxy. A user's topology alone can
+// therefore not make the server probe an address or port.
 func (s *Service) LiveCluster(ctx context.Context, name string) (LiveCluster, error) {
 	c, err := s.Cluster(ctx, name)
 	if err != nil {
 		return LiveCluster{}, err
 	}
-	client := &http.Client{Timeout: liveProbeTimeout}
+	addrs, err := s.machineAddrs(ctx, c.Instances)
+	if err != nil {
+		return LiveCluster{}, err
+	}
+	targets := map[string]bool{}
 	out := LiveCluster{Name: c.Name, Version: c.Version, Status: c.Status, Instances: make([]LiveInstance, len(c.Instances)), ProbedAt: s.now().UTC()}
-	var wg sync.WaitGroup
+	probe := make([]string, len(c.Instances)) // host:port to probe, "" for none
 	for i, in := range c.Instances {
 		out.Instances[i] = LiveInstance{ID: in.ID, Name: in.Name, Role: in.Role, Host: in.Host, Port: in.Port,
 			DeployDir: in.DeployDir, DataDir: in.DataDir}
+		li := &out.Instances[i]
+		switch a := addrs[in.Host]; {
+		case !placed(in):
+			li.Status, li.Error = LiveNotStarted, "dmgr has not started this instance yet; it is not probed"
+		case a == "":
+			li.Status, li.Error = LiveUnreachable, "its machine "+in.Host+" has no recorded address (not registered, or registered by name before dmgr recorded addresses); it is not probed"
+		default:
+			probe[i] = net.JoinHostPort(a, strconv.Itoa(in.Port))
+			targets[probe[i]] = true
+		}
+	}
+	client := probeClient(targets)
+	var wg sync.WaitGroup
+	for i, in := range c.Instances {
+		if probe[i] == "" {
+			continue
+		}
 		wg.Add(1)
-		go func(li *LiveInstance, in domain.Instance) {
+		go func(li *LiveInstance, role domain.Role, addr string) {
 			defer wg.Done()
-			probeInstance(ctx, client, li, in)
-		}(&out.Instances[i], in)
+			probeInstance(ctx, client, li, role, addr)
+		}(&out.Instances[i], in.Role, probe[i])
 	}
 	wg.Wait()
-	members, err := s.membersOf(ctx, client, c)
+	var masters []string
+	for i, in := range c.Instances {
+		if in.Role == domain.RoleMaster && probe[i] != "" {
+			masters = append(masters, probe[i])
+		}
+	}
+	members, err := membersOf(ctx, client, masters)
 	if err == nil {
 		for i := range out.Instances {
 			li := &out.Instances[i]
@@ -96,14 +132,64 @@ func (s *Service) LiveCluster(ctx context.Context, name string) (LiveCluster, er
 	return out, nil
 }
 
+// placed reports whether dmgr started the instance at least once (its
+// start step succeeded; a stop step since leaves it down, still placed).
+func placed(in domain.Instance) bool {
+	return in.Status == domain.InstanceStatusUp || in.Status == domain.InstanceStatusDown
+}
+
+// machineAddrs returns the recorded address of each instance's machine
+// ("" when it has none).
+func (s *Service) machineAddrs(ctx context.Context, instances []domain.Instance) (map[string]string, error) {
+	out := map[string]string{}
+	for _, in := range instances {
+		if _, done := out[in.Host]; done {
+			continue
+		}
+		m, err := s.loadMachine(ctx, in.Host)
+		if err != nil {
+			return nil, err
+		}
+		out[in.Host] = ""
+		if m.state.Active() {
+			out[in.Host] = m.state.Addr()
+		}
+	}
+	return out, nil
+}
+
+// errNotATarget is the error of a dial the probe client refuses.
+var errNotATarget = errors.New("not an instance of the cluster: not probed")
+
+// probeClient is an HTTP client that connects only to targets (host:port
+// with the host an IP address), follows no redirect and uses no proxy.
+func probeClient(targets map[string]bool) *http.Client {
+	dialer := &net.Dialer{Timeout: liveProbeTimeout}
+	return &http.Client{
+		Timeout: liveProbeTimeout,
+		Transport: &http.Transport{
+			Proxy: nil,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if !targets[addr] || (network != "tcp" && network != "tcp4" && network != "tcp6") {
+					return nil, errNotATarget
+				}
+				return dialer.DialContext(ctx, network, addr)
+			},
+			DisableKeepAlives:      true,
+			ResponseHeaderTimeout:  liveProbeTimeout,
+			MaxResponseHeaderBytes: 64 << 10,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 var healthPaths = map[domain.Role]string{
 	domain.RoleMaster: "/status", domain.RoleWorker: "/status", domain.RolePrometheus: "/-/ready",
 	domain.RoleAlertmanager: "/-/ready", domain.RoleGrafana: "/api/health",
 }
 
-func probeInstance(ctx context.Context, client *http.Client, li *LiveInstance, in domain.Instance) {
-	addr := net.JoinHostPort(in.Host, strconv.Itoa(in.Port))
-	body, err := get(ctx, client, "http://"+addr+healthPaths[in.Role])
+func probeInstance(ctx context.Context, client *http.Client, li *LiveInstance, role domain.Role, addr string) {
+	body, err := get(ctx, client, "http://"+addr+healthPaths[role])
 	if err != nil {
 		li.Status, li.Error = classifyProbe(err), err.Error()
 		return
@@ -154,14 +240,12 @@ type liveMembers struct {
 	workers map[string]struct{ Stage, Source string }
 }
 
-// membersOf asks the masters, one after another, for the members.
-func (s *Service) membersOf(ctx context.Context, client *http.Client, c domain.Cluster) (liveMembers, error) {
-	var last error = errors.New("the cluster has no dm-master")
-	for _, in := range c.Instances {
-		if in.Role != domain.RoleMaster {
-			continue
-		}
-		body, err := get(ctx, client, "http://"+net.JoinHostPort(in.Host, strconv.Itoa(in.Port))+"/apis/v1alpha1/members?leader=true&master=true&worker=true")
+// membersOf asks the masters (host:port), one after another, for the
+// members.
+func membersOf(ctx context.Context, client *http.Client, masters []string) (liveMembers, error) {
+	var last error = errors.New("the cluster has no dm-master dmgr started")
+	for _, addr := range masters {
+		body, err := get(ctx, client, "http://"+addr+"/apis/v1alpha1/members?leader=true&master=true&worker=true")
 		if err != nil {
 			last = err
 			continue

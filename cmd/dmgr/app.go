@@ -164,7 +164,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.startBackground(bgCtx, append(background, coord.Run, runProjector))
 	handler := httpapi.Handler(httpapi.Config{
-		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, Log: m.log, Projections: proj,
+		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj,
 		Ready:  func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
 		Agents: func(ctx context.Context) ([]agents.Info, error) { return agents.List(ctx, m.etcd) },
 	})

@@ -54,6 +54,10 @@ type config struct {
 	maxPackage     int64
 	shutdownGrace  time.Duration
 	logLevel       zerolog.Level
+
+	// metricsToken, when set, is the bearer token GET /metrics needs
+	// (--metrics-token, DMGR_METRICS_TOKEN or --metrics-token-file).
+	metricsToken string
 }
 
 func envOr(name, def string) string {
@@ -67,13 +71,15 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	c := config{mode: mode, shutdownGrace: 15 * time.Second}
 	fs := flag.NewFlagSet("dmgr "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var etcd, level string
+	var etcd, level, metricsTokenFile string
 	if mode != "agent" {
 		fs.StringVar(&c.httpAddr, "http-addr", envOr("DMGR_HTTP_ADDR", "127.0.0.1:7700"), "address of the HTTP API (env DMGR_HTTP_ADDR)")
 		fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)"+
 			map[bool]string{true: "; empty: start a local clickhouse-server in the data dir", false: ""}[mode == "dev"])
 		fs.Int64Var(&c.maxPackage, "max-package-bytes", 1<<30, "largest package upload accepted, in bytes")
 		fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+		fs.StringVar(&c.metricsToken, "metrics-token", envOr("DMGR_METRICS_TOKEN", ""), "bearer token GET /metrics requires (env DMGR_METRICS_TOKEN; prefer the env or --metrics-token-file, a flag shows in ps); empty with no --metrics-token-file: /metrics is open")
+		fs.StringVar(&metricsTokenFile, "metrics-token-file", envOr("DMGR_METRICS_TOKEN_FILE", ""), "file holding the bearer token GET /metrics requires (env DMGR_METRICS_TOKEN_FILE)")
 	}
 	fs.IntVar(&c.replicas, "replicas", 1, "replicas of the JetStream streams and buckets (3 in production)")
 	fs.StringVar(&level, "log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
@@ -129,6 +135,9 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 			}
 		}
 	}
+	if err := c.loadMetricsToken(metricsTokenFile); err != nil {
+		return c, err
+	}
 	if mode == "server" && c.clickhouseAddr == "" {
 		return c, fmt.Errorf("dmgr server: --clickhouse-addr (or DMGR_CLICKHOUSE_ADDR) is required")
 	}
@@ -151,4 +160,32 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// minMetricsToken is the shortest metrics token accepted.
+const minMetricsToken = 16
+
+// loadMetricsToken reads the metrics token from file when one is named and
+// checks the token: one source only, at least 16 characters, no white
+// space.
+func (c *config) loadMetricsToken(file string) error {
+	if file != "" {
+		if c.metricsToken != "" {
+			return fmt.Errorf("give the metrics token once: --metrics-token (or DMGR_METRICS_TOKEN) or --metrics-token-file, not both")
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("--metrics-token-file: %w", err)
+		}
+		if c.metricsToken = strings.TrimSpace(string(b)); c.metricsToken == "" {
+			return fmt.Errorf("--metrics-token-file %s is empty", file)
+		}
+	}
+	if c.metricsToken != "" && len(c.metricsToken) < minMetricsToken {
+		return fmt.Errorf("the metrics token is shorter than %d characters", minMetricsToken)
+	}
+	if strings.ContainsAny(c.metricsToken, " \t\r\n") {
+		return fmt.Errorf("the metrics token contains white space")
+	}
+	return nil
 }

@@ -289,13 +289,22 @@ func TestServerModeUsesExternalServices(t *testing.T) {
 	if err := ch.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = http.Get(m.URL + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("readyz with ClickHouse down: %d, want 503", resp.StatusCode)
+	// /readyz reuses a result for about a second: ask until it has
+	// noticed (bounded).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err = http.Get(m.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz with ClickHouse down: %d, want 503", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

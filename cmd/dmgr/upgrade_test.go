@@ -166,7 +166,8 @@ func TestUpgradeRollbackRetryAndPatch(t *testing.T) {
 		{"/api/v1/clusters/up/upgrade", map[string]any{"version": "v8.5.0", "wait_timeout_sec": -1}, 400},
 		{"/api/v1/clusters/nope/upgrade", map[string]any{"version": "v8.5.0"}, 404},
 		{"/api/v1/operations/" + deploy.ID + "/rollback", nil, 400},
-		{"/api/v1/operations/nope/rollback", nil, 404},
+		{"/api/v1/operations/0190b2a4-7c1e-7d2f-9a3b-4c5d6e7f8091/rollback", nil, 404},
+		{"/api/v1/operations/nope/rollback", nil, 400}, // not an operation id
 		{"/api/v1/clusters/up/patch", map[string]any{"package": "dm-v7.0.0-linux-amd64", "roles": []string{"dm-worker"}}, 400},
 		{"/api/v1/clusters/up/patch", map[string]any{"package": "dm-v8.5.0-linux-amd64"}, 400},
 	} {
