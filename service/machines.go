@@ -57,7 +57,7 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 	if cmd.HostKey, err = s.pinHostKey(ctx, r); err != nil {
 		return Accepted{}, err
 	}
-	credID, err := s.vault.Put(ctx, kind, []byte(secret))
+	credID, err := s.vault.Put(ctx, kind, []byte(secret), r.Host) // bound to the machine: opens for it only
 	if err != nil {
 		return Accepted{}, err
 	}
