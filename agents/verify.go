@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -179,24 +180,30 @@ func (v *verifier) checkEvents(ctx context.Context, d workqueue.Dispatch) (domai
 // machine returns the registered machine host as its committed events say.
 func (v *verifier) machine(ctx context.Context, host string) (domain.Machine, error) {
 	mv := v.machines.get(host)
-	mv.mu.Lock()
-	defer mv.mu.Unlock()
-	lctx, cancel := context.WithTimeout(ctx, loadTimeout)
-	defer cancel()
-	st, err := v.events.LoadSince(lctx, domain.AggregateMachine, host, mv.lastSeq)
-	if err != nil {
-		return domain.Machine{}, fmt.Errorf("read the events of machine %s: %w", host, err)
-	}
-	evs, err := decodeAll(st)
-	if err != nil {
-		return domain.Machine{}, fmt.Errorf("read the events of machine %s: %w", host, err)
-	}
-	for _, e := range evs {
-		mv.m = domain.EvolveMachine(mv.m, e)
-	}
-	mv.lastSeq = st.LastSeq
-	m := mv.m
+	var m domain.Machine
+	err := mv.refresh(mv.arrive(), func(read bool) error {
+		if read {
+			lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+			defer cancel()
+			st, err := v.events.LoadSince(lctx, domain.AggregateMachine, host, mv.lastSeq)
+			if err != nil {
+				return fmt.Errorf("read the events of machine %s: %w", host, err)
+			}
+			evs, err := decodeAll(st)
+			if err != nil {
+				return fmt.Errorf("read the events of machine %s: %w", host, err)
+			}
+			for _, e := range evs {
+				mv.m = domain.EvolveMachine(mv.m, e)
+			}
+			mv.lastSeq = st.LastSeq
+		}
+		m = mv.m
+		return nil
+	})
 	switch {
+	case err != nil:
+		return domain.Machine{}, err
 	case !m.Active():
 		return domain.Machine{}, &unusable{fmt.Errorf("machine %s is not registered: register it, then retry the operation", host)}
 	case m.Host != host:
@@ -234,39 +241,83 @@ func (v *verifier) target(ctx context.Context, m domain.Machine) (remote.Target,
 
 // clusterView is one cluster's state as the agent folded it.
 type clusterView struct {
-	mu      sync.Mutex
+	fresh
 	fold    *domain.ClusterFold
+	state   domain.Cluster // the fold's state after the last read
 	lastSeq uint64
 }
 
 // machineView is one machine's state as the agent folded it.
 type machineView struct {
-	mu      sync.Mutex
+	fresh
 	m       domain.Machine
 	lastSeq uint64
+}
+
+// fresh makes the reads of one view coalesce: a check needs the commits
+// made before its step message arrived, which any read that began after
+// the message arrived has. While one read runs, the checks that arrive
+// wait for it and then share one more read, instead of one each.
+type fresh struct {
+	mu      sync.Mutex
+	started atomic.Uint64 // reads begun
+	done    uint64        // number of the last read that succeeded
+}
+
+// arrive marks a check's arrival: what refresh needs to know which reads
+// are recent enough for it.
+func (f *fresh) arrive() uint64 { return f.started.Load() }
+
+// refresh calls use under the view's lock, with read true when use must
+// read the view's new commits first: unless a read that began after the
+// check arrived has succeeded meanwhile.
+func (f *fresh) refresh(arrived uint64, use func(read bool) error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done > arrived {
+		return use(false)
+	}
+	n := f.started.Add(1)
+	if err := use(true); err != nil {
+		return err
+	}
+	f.done = n
+	return nil
 }
 
 // cluster brings the cluster's state up to date with its commits and
 // returns it.
 func (v *verifier) cluster(ctx context.Context, name string) (domain.Cluster, error) {
 	cv := v.clusters.get(name)
-	cv.mu.Lock()
-	defer cv.mu.Unlock()
-	lctx, cancel := context.WithTimeout(ctx, loadTimeout)
-	defer cancel()
-	st, err := v.events.LoadSince(lctx, domain.AggregateCluster, name, cv.lastSeq)
+	var c domain.Cluster
+	err := cv.refresh(cv.arrive(), func(read bool) error {
+		if read {
+			lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+			defer cancel()
+			st, err := v.events.LoadSince(lctx, domain.AggregateCluster, name, cv.lastSeq)
+			if err != nil {
+				return fmt.Errorf("read the events of cluster %s: %w", name, err)
+			}
+			evs, err := decodeAll(st)
+			if err != nil {
+				return fmt.Errorf("read the events of cluster %s: %w", name, err)
+			}
+			for _, e := range evs {
+				cv.fold.Apply(e)
+			}
+			if len(evs) > 0 || cv.lastSeq == 0 {
+				// Handing a state out makes the fold copy what the next
+				// events change: only when there is something new.
+				cv.state = cv.fold.State()
+			}
+			cv.lastSeq = st.LastSeq
+		}
+		c = cv.state
+		return nil
+	})
 	if err != nil {
-		return domain.Cluster{}, fmt.Errorf("read the events of cluster %s: %w", name, err)
+		return domain.Cluster{}, err
 	}
-	evs, err := decodeAll(st)
-	if err != nil {
-		return domain.Cluster{}, fmt.Errorf("read the events of cluster %s: %w", name, err)
-	}
-	for _, e := range evs {
-		cv.fold.Apply(e)
-	}
-	cv.lastSeq = st.LastSeq
-	c := cv.fold.State()
 	if c.Name == "" {
 		c.Name = name // no deploy committed (yet): the reasons name the cluster all the same
 	}

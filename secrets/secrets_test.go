@@ -445,4 +445,46 @@ func TestFormat1CredentialIsRefused(t *testing.T) {
 	if msg := domain.ErrorMessage(err); !strings.Contains(msg, "register the machine again") || !strings.Contains(msg, host) {
 		t.Fatalf("message %q does not say to register machine %s again", msg, host)
 	}
+
+	// Bind seals it again for its machine: it opens for that one only.
+	requireNoError(t, v.Bind(ctx, id, host), "bind")
+	kind, got, err = v.Get(ctx, id, host)
+	if err != nil || kind != KindPassword || string(got) != "old secret" {
+		t.Fatalf("after bind: (%q, %q, %v)", kind, got, err)
+	}
+	_, _, err = v.Get(ctx, id, "10.0.0.9")
+	requireCode(t, err, domain.Forbidden, "get a bound credential for another machine")
+	requireNoError(t, v.Bind(ctx, id, host), "bind again to the same machine")
+	requireCode(t, v.Bind(ctx, id, "10.0.0.9"), domain.Forbidden, "bind to another machine")
+	e, err := rawKV(t, ctx, js).Get(ctx, id)
+	requireNoError(t, err, "raw get")
+	if e.Value()[0] != formatV2 {
+		t.Fatalf("bound value is format %d", e.Value()[0])
+	}
+	requireCode(t, v.Bind(ctx, "cred-0191e0c4-0c7d-7000-8000-000000000002", host), domain.NotFound, "bind unknown")
+}
+
+// OpenExisting binds the bucket and creates nothing: before a server made
+// it, it fails; after, it reads what the server stored.
+func TestOpenExistingCreatesNothing(t *testing.T) {
+	ctx := ctxT(t)
+	js := runJetStream(t)
+	key := newKey(t)
+	_, err := OpenExisting(ctx, js, key)
+	requireCode(t, err, domain.Unavailable, "open a missing bucket")
+	if _, err := js.KeyValue(ctx, Bucket); err == nil {
+		t.Fatal("OpenExisting created the bucket")
+	}
+	_, err = OpenExisting(ctx, js, key[:16])
+	requireCode(t, err, domain.Invalid, "short key")
+
+	server, err := Open(ctx, js, key, 1)
+	requireNoError(t, err, "open")
+	id, err := server.Put(ctx, KindPassword, []byte("pw"), host)
+	requireNoError(t, err, "put")
+	agent, err := OpenExisting(ctx, js, key)
+	requireNoError(t, err, "open existing")
+	if _, got, err := agent.Get(ctx, id, host); err != nil || string(got) != "pw" {
+		t.Fatalf("get through OpenExisting: %q %v", got, err)
+	}
 }

@@ -95,15 +95,24 @@ func (v Vault) String() string { return "secrets.Vault{bucket: " + Bucket + "}" 
 // GoString is String, for %#v.
 func (v Vault) GoString() string { return v.String() }
 
-// Open returns a vault on the KV bucket "dmgr-secrets" (file storage,
-// history 1, the given number of replicas), creating the bucket when it does
-// not exist. key is the 32-byte master key.
-func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int) (*Vault, error) {
+// OpenExisting returns a vault on the existing bucket "dmgr-secrets",
+// creating nothing: what an agent, which may only read the bucket (stream
+// info and direct get), opens. key is the 32-byte master key.
+func OpenExisting(ctx context.Context, js jetstream.JetStream, key []byte) (*Vault, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, Bucket)
+	if err != nil {
+		return nil, domain.Errorf(domain.Unavailable, "secrets: bind key-value bucket %s (a dmgr server creates it): %v", Bucket, err)
+	}
+	return &Vault{kv: kv, aead: aead}, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
 	if len(key) != KeySize {
 		return nil, domain.Errorf(domain.Invalid, "master key is %d bytes; it must be exactly %d (AES-256)", len(key), KeySize)
-	}
-	if replicas < 1 {
-		replicas = 1
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -112,6 +121,20 @@ func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int)
 	aead, err := cipher.NewGCMWithNonceSize(block, nonceSize)
 	if err != nil {
 		return nil, fmt.Errorf("secrets: gcm: %w", err)
+	}
+	return aead, nil
+}
+
+// Open returns a vault on the KV bucket "dmgr-secrets" (file storage,
+// history 1, the given number of replicas), creating the bucket when it does
+// not exist. key is the 32-byte master key.
+func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int) (*Vault, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	if replicas < 1 {
+		replicas = 1
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
@@ -181,6 +204,56 @@ func (v *Vault) Get(ctx context.Context, id, owner string) (Kind, []byte, error)
 		return "", nil, domain.Errorf(domain.Unavailable, "read credential %s: %v", id, err)
 	}
 	return v.open(id, owner, e.Value())
+}
+
+// Bind binds credential id, stored by an older dmgr bound to no machine
+// (format 1), to machine owner: it is sealed again, in format 2, for owner.
+// A credential bound to owner already is left as it is; one bound to
+// another machine is refused (Forbidden). A server may bind the
+// credential of each registered machine, as the machine's committed
+// registration names it, once when it starts.
+func (v *Vault) Bind(ctx context.Context, id, owner string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := checkOwner(owner); err != nil {
+		return err
+	}
+	e, err := v.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return domain.Errorf(domain.NotFound, "credential %s does not exist", id)
+	}
+	if err != nil {
+		return domain.Errorf(domain.Unavailable, "read credential %s: %v", id, err)
+	}
+	value := e.Value()
+	if len(value) == 0 || value[0] != formatV1 {
+		_, secret, err := v.open(id, owner, value)
+		clear(secret)
+		return err
+	}
+	if len(value) < headerSize+v.aead.Overhead() {
+		return fmt.Errorf("credential %s: stored value is %d bytes, too short: %w", id, len(value), ErrDecrypt)
+	}
+	kind, ok := kindOf(value[1])
+	if !ok {
+		return fmt.Errorf("credential %s: unknown kind code %d: %w", id, value[1], ErrDecrypt)
+	}
+	ad := append(append(append([]byte{formatV1}, id...), 0), kind...)
+	secret, err := v.aead.Open(nil, value[2:headerSize], value[headerSize:], ad)
+	if err != nil {
+		return fmt.Errorf("credential %s: %w", id, ErrDecrypt)
+	}
+	defer clear(secret)
+	sealed, err := v.seal(id, kind, secret, owner)
+	if err != nil {
+		return err
+	}
+	// Only over the value read: a concurrent Bind of the same id wins once.
+	if _, err := v.kv.Update(ctx, id, sealed, e.Revision()); err != nil {
+		return domain.Errorf(domain.Conflict, "bind credential %s to %s: it changed meanwhile (%v); bind it again", id, owner, err)
+	}
+	return nil
 }
 
 // Delete removes credential id, keeping no earlier revision. Deleting an id

@@ -3,6 +3,10 @@
 // from, and the DMGR_RESULTS stream that agents publish step results to and
 // the coordinator consumes.
 //
+// A step message names its step and nothing else (Dispatch); agents take
+// the step's definition, target and credential from the committed events,
+// so the queue carries no instruction an agent trusts by itself.
+//
 // Delivery is at least once on both sides. Every message carries a
 // Nats-Msg-Id derived from (operation, attempt, step), so a step published
 // twice within the duplicate window is stored once, and every step is
