@@ -178,27 +178,41 @@ func (f *fixture) registerMachine(host string, port int, credID, hostKey string)
 		HostKey:    domain.HostKey{Key: hostKey, Fingerprint: fp}})
 }
 
-// lead takes the cluster's leader key in etcd, unless lead is false, and
-// commits the leadership and an operation with plan: what a coordinator
-// does before it dispatches.
+// newCluster takes the cluster's leader key in etcd, unless lead is
+// false, and commits the leadership and an operation with plan: what a
+// coordinator does before it dispatches. It returns the leader token.
 func (f *fixture) newCluster(name, op string, lead bool, plan ...domain.Step) int64 {
 	f.t.Helper()
-	token := int64(0)
+	token := int64(1_000_000) // a token no leader key has
 	if lead {
-		resp, err := f.etcd.Put(f.ctx, workqueue.LeaderKeyPrefix(name)+"test-coordinator", "test")
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		token = resp.Header.Revision
+		token = f.takeLead(name)
 	} else {
-		token = 1_000_000 // a token no leader key has
+		f.mu.Lock()
+		f.clusters[name] = &testCluster{token: token}
+		f.mu.Unlock()
+	}
+	f.startOperation(name, op, plan...)
+	return token
+}
+
+// takeLead takes the cluster's leader key in etcd and returns its token.
+func (f *fixture) takeLead(name string) int64 {
+	f.t.Helper()
+	resp, err := f.etcd.Put(f.ctx, workqueue.LeaderKeyPrefix(name)+"test-coordinator", "test")
+	if err != nil {
+		f.t.Fatal(err)
 	}
 	f.mu.Lock()
-	f.clusters[name] = &testCluster{token: token}
+	f.clusters[name] = &testCluster{token: resp.Header.Revision}
 	f.mu.Unlock()
+	return resp.Header.Revision
+}
+
+// startOperation commits the leadership and an operation with plan.
+func (f *fixture) startOperation(name, op string, plan ...domain.Step) {
+	f.t.Helper()
 	f.commit(name, domain.OperationRequested{ID: op, Kind: domain.OperationDeploy, Cluster: name, Plan: plan},
-		domain.ClusterLeaderElected{Token: token, Coordinator: "test-coordinator"})
-	return token
+		domain.ClusterLeaderElected{Token: f.clusters[name].token, Coordinator: "test-coordinator"})
 }
 
 // commit appends events to a cluster and folds them into the test's copy.
@@ -492,6 +506,18 @@ func TestAgentRunsOnlyWhatTheStoreOrdered(t *testing.T) {
 		f.dispatch(workqueue.Dispatch{Cluster: "c-retry", Operation: "op-retry", Attempt: 2, Token: tok, Step: "re"})
 		if r := f.waitResult("op-retry", "re", 2, true); !r.OK || !f.exists("retry") {
 			t.Fatalf("the retried step: %+v, marker exists %t", r, f.exists("retry"))
+		}
+	}
+
+	{ // a read that lags the dispatcher's commit: the step runs once the commit shows
+		// The message is on the queue before the operation is committed,
+		// as when a replica answers the agent's read a moment behind the
+		// one the coordinator appended to.
+		tok := f.takeLead("c-lag")
+		f.dispatch(workqueue.Dispatch{Cluster: "c-lag", Operation: "op-lag", Attempt: 1, Token: tok, Step: "lag"})
+		f.startOperation("c-lag", "op-lag", f.makeDirs("lag", "lag"))
+		if r := f.waitResult("op-lag", "lag", 1, true); !r.OK || !f.exists("lag") {
+			t.Fatalf("the step committed after its dispatch: %+v, marker exists %t", r, f.exists("lag"))
 		}
 	}
 
