@@ -2,6 +2,7 @@ package agents
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/agents/remote"
+	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/pkgstore"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/workqueue"
@@ -28,8 +30,12 @@ type Config struct {
 	Etcd     *clientv3.Client
 	Vault    *secrets.Vault
 	Packages *pkgstore.Store
-	Remote   *remote.Pool // SSH connections; the agent owns and closes it
-	Log      zerolog.Logger
+	// Events reads the committed events that a step is checked against
+	// (eventstore.OpenExisting: direct get only, which is all an agent's
+	// bus permissions allow on the event stream).
+	Events Events
+	Remote *remote.Pool // SSH connections; the agent owns and closes it
+	Log    zerolog.Logger
 
 	// Concurrency is how many steps the agent runs at once (default 16).
 	Concurrency int
@@ -47,20 +53,31 @@ type Config struct {
 	// CacheDir keeps package files extracted once per agent (default a
 	// temporary directory).
 	CacheDir string
+	// ClusterCache is how many clusters' states, folded from their events,
+	// the agent keeps to check steps against (default 256); a cluster not
+	// kept is read again from its first commit.
+	ClusterCache int
+}
+
+// Events is the part of the event store an agent reads: one aggregate's
+// commits after a stream sequence.
+type Events interface {
+	LoadSince(ctx context.Context, aggregateType, id string, after uint64) (eventstore.Stream, error)
 }
 
 // Agent pulls steps from its pool's work queue and runs them over SSH.
 // It keeps no state between steps: any agent can run any step.
 type Agent struct {
-	cfg   Config
-	log   zerolog.Logger
-	files *fileCache
+	cfg    Config
+	log    zerolog.Logger
+	files  *fileCache
+	verify *verifier
 }
 
 // New returns an agent; Run starts it.
 func New(cfg Config) (*Agent, error) {
-	if cfg.JS == nil || cfg.Etcd == nil || cfg.Vault == nil || cfg.Packages == nil || cfg.Remote == nil {
-		return nil, errors.New("agent: JetStream, etcd, vault, package store and SSH pool are required")
+	if cfg.JS == nil || cfg.Etcd == nil || cfg.Vault == nil || cfg.Packages == nil || cfg.Events == nil || cfg.Remote == nil {
+		return nil, errors.New("agent: JetStream, etcd, vault, package store, event reader and SSH pool are required")
 	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
@@ -94,7 +111,8 @@ func New(cfg Config) (*Agent, error) {
 		cfg.CacheDir = dir
 	}
 	log := cfg.Log.With().Str("agent", cfg.ID).Str("pool", cfg.Pool).Logger()
-	return &Agent{cfg: cfg, log: log, files: newFileCache(cfg.CacheDir, cfg.Packages)}, nil
+	return &Agent{cfg: cfg, log: log, files: newFileCache(cfg.CacheDir, cfg.Packages),
+		verify: newVerifier(cfg.Etcd, cfg.Events, cfg.Vault, cfg.ClusterCache)}, nil
 }
 
 // ID is the agent's id, as it appears in step results and events.
@@ -164,33 +182,46 @@ func (a *Agent) worker(ctx context.Context, cons jetstream.Consumer) {
 	}
 }
 
-// handle runs one delivered step: report started, run, report the result,
-// and ack only once the result is stored.
+// handle runs one delivered step: check it against what the store
+// ordered, report started, run, report the result, and ack only once the
+// result is stored.
 func (a *Agent) handle(ctx context.Context, msg jetstream.Msg) {
-	var d workqueue.Dispatch
-	if err := workqueue.Decode(msg, &d); err != nil {
-		a.log.Error().Err(err).Msg("undecodable step dropped")
-		_ = msg.Term()
+	d, err := workqueue.DecodeDispatch(msg.Data())
+	if err != nil {
+		a.refuse(claimed(a.log, msg.Data()), msg, err.Error())
 		return
 	}
-	log := a.log.With().Str("cluster", d.Cluster).Str("operation", d.Operation).Str("step", d.Step.ID).
-		Str("host", d.Step.Host).Int("attempt", d.Attempt).Logger()
+	log := a.log.With().Str("cluster", d.Cluster).Str("operation", d.Operation).Str("step", d.Step).
+		Int("attempt", d.Attempt).Int64("token", d.Token).Logger()
 	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
 		log.Info().Uint64("delivery", md.NumDelivered).Msg("step redelivered")
-	}
-
-	if stale, leader := a.staleDispatch(ctx, d); stale {
-		log.Info().Int64("token", d.Token).Int64("leader_token", leader).Msg("step of an old leader dropped")
-		_ = msg.Term()
-		return
 	}
 
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	defer stopHeartbeat()
 	go a.heartbeat(hbCtx, msg)
 
+	o, err := a.verify.verify(ctx, d)
+	var no *refusal
+	var bad *unusable
+	switch {
+	case errors.As(err, &no):
+		a.refuse(log, msg, no.reason)
+		return
+	case errors.As(err, &bad):
+		a.failUnusable(ctx, log, msg, d, bad)
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			log.Warn().Err(err).Msg("cannot check the step against the event store; handing it back")
+		}
+		_ = msg.NakWithDelay(retryCheckDelay)
+		return
+	}
+	log = log.With().Str("host", o.Step.Host).Logger()
+
 	base := workqueue.Result{Cluster: d.Cluster, Operation: d.Operation, Attempt: d.Attempt, Token: d.Token,
-		Step: d.Step.ID, Host: d.Step.Host, Agent: a.cfg.ID}
+		Step: d.Step, Host: o.Step.Host, Agent: a.cfg.ID}
 	started := base
 	started.Time = time.Now().UTC()
 	if err := a.publish(ctx, started); err != nil {
@@ -198,9 +229,9 @@ func (a *Agent) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
-	log.Info().Str("kind", d.Step.Kind).Msg("step started")
+	log.Info().Str("kind", o.Step.Kind).Msg("step started")
 	begin := time.Now()
-	out := a.execute(ctx, log, d)
+	out := a.execute(ctx, log, o)
 	if ctx.Err() != nil {
 		// Shutting down: another agent takes the step; it is idempotent.
 		_ = msg.Nak()
@@ -220,6 +251,38 @@ func (a *Agent) handle(ctx context.Context, msg jetstream.Msg) {
 		ev = log.Warn().Str("error", res.Error)
 	}
 	ev.Int64("duration_ms", res.DurationMS).Msg("step finished")
+	a.ack(log, msg)
+}
+
+// retryCheckDelay is how long a step whose check could not be done waits
+// before it is delivered again.
+const retryCheckDelay = 2 * time.Second
+
+// refuse drops a step message that the store did not order: it is logged
+// with the reason and terminated in the queue; nothing is published and
+// nothing runs.
+func (a *Agent) refuse(log zerolog.Logger, msg jetstream.Msg, reason string) {
+	log.Warn().Str("reason", reason).Msg("step refused: the event store did not order it")
+	_ = msg.Term()
+}
+
+// failUnusable reports an ordered step whose machine or credential cannot
+// be used as failed, with the reason, so that its operation ends; nothing
+// runs and no start is reported.
+func (a *Agent) failUnusable(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, d workqueue.Dispatch, bad *unusable) {
+	log.Warn().Str("reason", bad.Error()).Msg("step failed before it ran: its machine or credential cannot be used")
+	res := workqueue.Result{Cluster: d.Cluster, Operation: d.Operation, Attempt: d.Attempt, Token: d.Token, Step: d.Step,
+		Agent: a.cfg.ID, Finished: true, ExitCode: -1, Error: fmt.Sprintf("step %s: %s", d.Step, bad.Error()),
+		Time: time.Now().UTC()}
+	if err := a.publish(ctx, res); err != nil {
+		log.Warn().Err(err).Msg("could not report the result; handing the step back")
+		_ = msg.NakWithDelay(retryCheckDelay)
+		return
+	}
+	a.ack(log, msg)
+}
+
+func (a *Agent) ack(log zerolog.Logger, msg jetstream.Msg) {
 	ackCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := msg.DoubleAck(ackCtx); err != nil {
@@ -229,20 +292,31 @@ func (a *Agent) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// staleDispatch reports whether the step was dispatched by a leader older
-// than the cluster's current one (whose election key was created later).
-// Without a current leader, or when etcd cannot be asked, the step runs:
-// steps are idempotent, and the leader that takes over ignores results of
-// dispatches that are not its own.
-func (a *Agent) staleDispatch(ctx context.Context, d workqueue.Dispatch) (bool, int64) {
-	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	resp, err := a.cfg.Etcd.Get(gctx, workqueue.LeaderKeyPrefix(d.Cluster), clientv3.WithFirstCreate()...)
-	if err != nil || len(resp.Kvs) == 0 {
-		return false, 0
+// claimed adds to log what an unreadable step message says it is: its
+// cluster, operation and step (a string, or an old-format step's id), where
+// it has them. They are unverified, for the log only.
+func claimed(log zerolog.Logger, data []byte) zerolog.Logger {
+	var c struct {
+		Cluster   any `json:"cluster"`
+		Operation any `json:"operation"`
+		Step      any `json:"step"`
 	}
-	leader := resp.Kvs[0].CreateRevision
-	return d.Token < leader, leader
+	lc := log.With().Int("bytes", len(data))
+	if len(data) > workqueue.MaxDispatchSize || json.Unmarshal(data, &c) != nil {
+		return lc.Logger()
+	}
+	if s, ok := c.Step.(map[string]any); ok {
+		c.Step = s["id"]
+	}
+	for _, f := range []struct {
+		name string
+		v    any
+	}{{"cluster", c.Cluster}, {"operation", c.Operation}, {"step", c.Step}} {
+		if s, ok := f.v.(string); ok {
+			lc = lc.Str(f.name, s)
+		}
+	}
+	return lc.Logger()
 }
 
 // publish stores a result, retrying while JetStream is briefly away.

@@ -21,8 +21,6 @@ import (
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/agents/shell"
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/workqueue"
 )
 
 // tailBytes bounds the stdout and stderr kept of a step.
@@ -58,46 +56,23 @@ func (t *tail) String() string { return string(t.b) }
 type run struct {
 	a      *Agent
 	log    zerolog.Logger
-	d      workqueue.Dispatch
+	d      order // the step as the store ordered it (verify.go)
 	target remote.Target
 	out    *outcome
 }
 
-// execute runs a step; the error of the outcome names the host and step.
-func (a *Agent) execute(ctx context.Context, log zerolog.Logger, d workqueue.Dispatch) outcome {
+// execute runs a verified step on its machine; the error of the outcome
+// names the host and step.
+func (a *Agent) execute(ctx context.Context, log zerolog.Logger, o order) outcome {
 	var out outcome
-	if d.Step.Kind == domain.StepNoop && d.Step.Host == "" {
+	if o.Step.Kind == domain.StepNoop && o.Step.Host == "" {
 		return out
 	}
-	r := &run{a: a, log: log, d: d, out: &out}
-	err := r.resolveTarget(ctx)
-	if err == nil {
-		err = r.dispatch(ctx)
-	}
-	if err != nil {
-		out.err = fmt.Errorf("step %s on %s: %w", d.Step.ID, d.Step.Host, err)
+	r := &run{a: a, log: log, d: o, target: o.target, out: &out}
+	if err := r.dispatch(ctx); err != nil {
+		out.err = fmt.Errorf("step %s on %s: %w", o.Step.ID, o.Step.Host, err)
 	}
 	return out
-}
-
-// resolveTarget reads the machine's credential from the vault. The secret
-// stays in memory, in the remote.Target only.
-func (r *run) resolveTarget(ctx context.Context) error {
-	t := r.d.Target
-	kind, secret, err := r.a.cfg.Vault.Get(ctx, t.Credential.ID)
-	if err != nil {
-		return fmt.Errorf("credential of %s: %w", t.Host, err)
-	}
-	r.target = remote.Target{Host: t.Host, Port: t.Port, User: t.User, HostKey: t.HostKey}
-	switch kind {
-	case secrets.KindPassword:
-		r.target.Password = string(secret)
-	case secrets.KindPrivateKey:
-		r.target.PrivateKey = secret
-	default:
-		return fmt.Errorf("credential of %s has unknown kind %q", t.Host, kind)
-	}
-	return nil
 }
 
 func (r *run) dispatch(ctx context.Context) error {

@@ -184,8 +184,9 @@ func (d *driver) advance(ctx context.Context) error {
 		if !d.lease.valid() {
 			return fmt.Errorf("lease not confirmed within its safety window; not dispatching")
 		}
-		disp := workqueue.Dispatch{Cluster: d.cluster, Operation: op.ID, Attempt: op.Attempt, Token: d.token, Step: s,
-			Target: workqueue.Target{Host: m.Host, Port: m.SSHPort, User: m.User, Credential: m.Credential, HostKey: m.HostKey.Key}}
+		// The message names the step only: agents read its definition,
+		// machine and credential from the committed events.
+		disp := workqueue.Dispatch{Cluster: d.cluster, Operation: op.ID, Attempt: op.Attempt, Token: d.token, Step: s.ID}
 		if err := workqueue.PublishDispatch(ctx, d.c.cfg.JS, d.c.cfg.Pool, disp); err != nil {
 			return err
 		}

@@ -226,7 +226,7 @@ func TestCredentialsAreParsedAtRegistration(t *testing.T) {
 		"private_key": encrypted, "private_key_passphrase": "open sesame"})
 	var m domain.Machine
 	s.do("GET", "/api/v1/machines/198.18.0.31", nil).json(t, &m)
-	kind, stored, err := s.vault.Get(t.Context(), m.Credential.ID)
+	kind, stored, err := s.vault.Get(t.Context(), m.Credential.ID, m.Host)
 	if err != nil || kind != secrets.KindPrivateKey {
 		t.Fatalf("vault: %v %v", kind, err)
 	}
@@ -266,7 +266,7 @@ func TestRemovingAMachineDeletesItsCredential(t *testing.T) {
 	if len(got) != 3 || slices.Contains(got, unused.Credential.ID) {
 		t.Fatalf("after removal the vault holds %v; %s must be gone", got, unused.Credential.ID)
 	}
-	if _, _, err := s.vault.Get(t.Context(), unused.Credential.ID); domain.ErrorCode(err) != domain.NotFound {
+	if _, _, err := s.vault.Get(t.Context(), unused.Credential.ID, unused.Host); domain.ErrorCode(err) != domain.NotFound {
 		t.Fatalf("the removed machine's credential: %v", err)
 	}
 	// Registered again, it gets a new credential.

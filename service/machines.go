@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -85,7 +86,7 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 	if cmd.HostKey, err = s.pinHostKey(ctx, r.HostKey, cmd.Address, cmd.SSHPort); err != nil {
 		return Accepted{}, err
 	}
-	credID, err := s.vault.Put(ctx, kind, secret)
+	credID, err := s.vault.Put(ctx, kind, secret, cmd.Host) // bound to the machine: opens for it only
 	if err != nil {
 		return Accepted{}, err
 	}
@@ -368,4 +369,39 @@ func (s *Service) Machines(ctx context.Context) ([]domain.Machine, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out, nil
+}
+
+// BindCredentials binds the credential of every registered machine that an
+// older dmgr stored bound to no machine (vault format 1) to that machine, as
+// its committed registration names it, so that agents, which open a
+// credential only for its own machine, can use it. Credentials bound
+// already are left as they are. A server runs it once when it starts; it
+// returns how many machines it checked and the first error (each is
+// logged with its machine).
+func (s *Service) BindCredentials(ctx context.Context) (int, error) {
+	w, err := s.loadMachines(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var first error
+	n := 0
+	for host, m := range w.Machines {
+		if !m.Active() || m.Credential.ID == "" {
+			continue
+		}
+		n++
+		err := s.vault.Bind(ctx, m.Credential.ID, host)
+		if domain.ErrorCode(err) == domain.Conflict {
+			// Another server bound it meanwhile: check what it wrote.
+			err = s.vault.Bind(ctx, m.Credential.ID, host)
+		}
+		if err != nil {
+			s.log.Error().Err(err).Str("machine", host).Str("credential", m.Credential.ID).
+				Msg("bind the machine's credential to it: agents will refuse it; register the machine again")
+			if first == nil {
+				first = fmt.Errorf("bind the credential of machine %s: %w", host, err)
+			}
+		}
+	}
+	return n, first
 }

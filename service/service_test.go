@@ -153,7 +153,7 @@ func TestRefusedRegistrationStoresNoSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, secret, err := f.vault.Get(ctx, m.Credential.ID); err != nil || string(secret) != "pw" {
+	if _, secret, err := f.vault.Get(ctx, m.Credential.ID, m.Host); err != nil || string(secret) != "pw" {
 		t.Fatalf("the registered credential changed: %q %v", secret, err)
 	}
 	keys := vaultKeys(t, f)

@@ -3,6 +3,10 @@
 // from, and the DMGR_RESULTS stream that agents publish step results to and
 // the coordinator consumes.
 //
+// A step message names its step and nothing else (Dispatch); agents take
+// the step's definition, target and credential from the committed events,
+// so the queue carries no instruction an agent trusts by itself.
+//
 // Delivery is at least once on both sides. Every message carries a
 // Nats-Msg-Id derived from (operation, attempt, step), so a step published
 // twice within the duplicate window is stored once, and every step is
@@ -13,8 +17,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dmgr/dmgr/domain"
@@ -47,29 +53,55 @@ func AgentConsumer(pool string) string { return "agents-" + eventstore.EscapeTok
 // leader's fencing token, carried by every step it dispatches.
 func LeaderKeyPrefix(cluster string) string { return "/dmgr/leader/" + cluster + "/" }
 
-// Target is the machine a step runs on, as the coordinator resolved it when
-// it dispatched the step. The credential is a reference into the vault.
-type Target struct {
-	Host       string               `json:"host"`
-	Port       int                  `json:"port"`
-	User       string               `json:"user"`
-	Credential domain.CredentialRef `json:"credential"`
-	HostKey    string               `json:"host_key"`
-}
-
-// Dispatch is one step on the work queue.
+// Dispatch is one step on the work queue. It names the step and nothing
+// else: the agent reads the step's definition, its machine and the
+// machine's credential from the committed events, and runs it only when
+// the events and the cluster's leader key order it (package agents,
+// verify.go). Whoever can publish to the queue can therefore make an
+// agent run only what the store already ordered.
 type Dispatch struct {
-	Cluster   string      `json:"cluster"`
-	Operation string      `json:"operation"`
-	Attempt   int         `json:"attempt"`
-	Token     int64       `json:"token"` // the dispatching leader's fencing token
-	Step      domain.Step `json:"step"`
-	Target    Target      `json:"target"`
+	Cluster   string `json:"cluster"`
+	Operation string `json:"operation"`
+	Attempt   int    `json:"attempt"`
+	Token     int64  `json:"token"` // the dispatching leader's fencing token
+	Step      string `json:"step"`  // the step's id in the operation's plan
 }
 
 // MsgID is the deduplication id of a dispatch.
 func (d Dispatch) MsgID() string {
-	return fmt.Sprintf("%s/%d/%d/%s", d.Operation, d.Attempt, d.Token, d.Step.ID)
+	return fmt.Sprintf("%s/%d/%d/%s", d.Operation, d.Attempt, d.Token, d.Step)
+}
+
+// MaxDispatchSize bounds a step message: its fields are names and ids.
+const MaxDispatchSize = 4 << 10
+
+// DecodeDispatch reads a step message strictly: one JSON object with
+// exactly the members of Dispatch, spelled exactly (no unknown, repeated
+// or case-folded member, nothing after the object), every one set. A
+// message of an older format (with a target or a whole step definition)
+// is refused, never read in part.
+func DecodeDispatch(data []byte) (Dispatch, error) {
+	var d Dispatch
+	if len(data) > MaxDispatchSize {
+		return d, fmt.Errorf("step message is %d bytes; at most %d are accepted", len(data), MaxDispatchSize)
+	}
+	if err := jsonv2.Unmarshal(data, &d, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return Dispatch{}, fmt.Errorf("step message is not {cluster, operation, attempt, token, step}: %w", err)
+	}
+	var missing []string
+	for _, f := range []struct {
+		name string
+		ok   bool
+	}{{"cluster", d.Cluster != ""}, {"operation", d.Operation != ""}, {"attempt", d.Attempt > 0},
+		{"token", d.Token > 0}, {"step", d.Step != ""}} {
+		if !f.ok {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return Dispatch{}, fmt.Errorf("step message lacks %s", strings.Join(missing, ", "))
+	}
+	return d, nil
 }
 
 // Result is what an agent reports about a step: once when it starts it
@@ -144,10 +176,10 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 func PublishDispatch(ctx context.Context, js jetstream.JetStream, pool string, d Dispatch) error {
 	data, err := json.Marshal(d)
 	if err != nil {
-		return fmt.Errorf("encode step %s: %w", d.Step.ID, err)
+		return fmt.Errorf("encode step %s: %w", d.Step, err)
 	}
 	if _, err := js.Publish(ctx, StepSubject(pool), data, jetstream.WithMsgID(d.MsgID())); err != nil {
-		return fmt.Errorf("publish step %s of operation %s: %w", d.Step.ID, d.Operation, err)
+		return fmt.Errorf("publish step %s of operation %s: %w", d.Step, d.Operation, err)
 	}
 	return nil
 }

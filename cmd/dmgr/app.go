@@ -131,7 +131,7 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if m.agent, err = m.newAgent(ctx, ab.js, ab.vault, ab.pkgs); err != nil {
+		if m.agent, err = m.newAgent(ctx, ab); err != nil {
 			return err
 		}
 		background = append(background, m.agent.Run)
@@ -150,6 +150,14 @@ func (m *Main) Run(ctx context.Context) error {
 	lim.MaxBytes = c.maxPackage
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
 		ScanHostKey: remote.ScanHostKey})
+	// Credentials stored by a dmgr older than their binding to a machine
+	// are bound now, once; a failure is logged per machine and is no
+	// reason not to serve.
+	bctx, bcancel := context.WithTimeout(ctx, 30*time.Second)
+	if n, err := svc.BindCredentials(bctx); err != nil {
+		m.log.Warn().Err(err).Int("machines", n).Msg("some machines' credentials are not bound to them")
+	}
+	bcancel()
 	coordID := c.coordinatorID
 	if coordID == "" {
 		host, _ := os.Hostname()
@@ -190,7 +198,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 // newAgent builds the agent of `dmgr agent` (and the in-process one of
 // `dmgr dev`).
-func (m *Main) newAgent(ctx context.Context, js jetstream.JetStream, vault *secrets.Vault, pkgs *pkgstore.Store) (*agents.Agent, error) {
+func (m *Main) newAgent(ctx context.Context, ab agentBus) (*agents.Agent, error) {
 	c := m.cfg
 	etcd, err := m.agentEtcdClient(ctx)
 	if err != nil {
@@ -208,7 +216,7 @@ func (m *Main) newAgent(ctx context.Context, js jetstream.JetStream, vault *secr
 		}
 	}
 	return agents.New(agents.Config{
-		ID: c.agentID, Pool: c.pool, Version: version, JS: js, Etcd: etcd, Vault: vault, Packages: pkgs,
+		ID: c.agentID, Pool: c.pool, Version: version, JS: ab.js, Etcd: etcd, Vault: ab.vault, Packages: ab.pkgs, Events: ab.events,
 		Remote: remote.NewPool(remote.Options{MaxSessionsPerHost: c.sessionsPerHost, DialTimeout: c.sshDialTimeout,
 			Log: m.log}),
 		Log: m.log, Concurrency: c.concurrency, AckWait: c.ackWait, Retries: c.retries, RetryBackoff: c.retryBackoff,

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -8,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/testbed/dmpkg"
 	"github.com/dmgr/dmgr/testbed/hosts"
@@ -98,7 +102,8 @@ func BenchmarkDeploy(b *testing.B) {
 
 // BenchmarkAgentSteps measures agent step throughput with 1 and 3 agents:
 // no-op steps that run `true` over SSH on 3 hosts, and no-op steps without
-// a host (the queue and the result path alone).
+// a host (the queue, the agent's check of each step against etcd and the
+// committed events, and the result path alone).
 //
 //	go test -run '^$' -bench BenchmarkAgentSteps -benchtime 2000x ./cmd/dmgr/
 func BenchmarkAgentSteps(b *testing.B) {
@@ -149,15 +154,14 @@ func BenchmarkAgentSteps(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer cc.Stop()
+				// The benchmark leads the cluster itself: it holds the leader
+				// key (so no coordinator takes the cluster) and commits an
+				// operation of b.N no-op steps, which agents check against
+				// the events before they run them.
+				token := cp.leadNoopOperation(b, ctx, cluster, machines, remote)
 				b.ResetTimer()
 				for i := range b.N {
-					m := machines[i%len(machines)]
-					step := domain.Step{ID: fmt.Sprintf("noop-%d", i), Kind: domain.StepNoop}
-					if remote {
-						step.Host = m.Host
-					}
-					d := workqueue.Dispatch{Cluster: cluster, Operation: cluster, Attempt: 1, Step: step,
-						Target: workqueue.Target{Host: m.Host, Port: m.SSHPort, User: m.User, Credential: m.Credential, HostKey: m.HostKey.Key}}
+					d := workqueue.Dispatch{Cluster: cluster, Operation: cluster, Attempt: 1, Token: token, Step: fmt.Sprintf("noop-%d", i)}
 					if err := workqueue.PublishDispatch(ctx, cp.js, workqueue.DefaultPool, d); err != nil {
 						b.Fatal(err)
 					}
@@ -172,4 +176,41 @@ func BenchmarkAgentSteps(b *testing.B) {
 			})
 		}
 	}
+}
+
+// leadNoopOperation takes cluster's leader key in etcd and commits an
+// operation (with the cluster's name as its id) of b.N no-op steps "noop-i",
+// on the machines in turn when remote, without a host otherwise, with the
+// leadership: what a coordinator commits before it dispatches. It returns
+// the leader token.
+func (cp *controlPlane) leadNoopOperation(b *testing.B, ctx context.Context, cluster string, machines []domain.Machine, remote bool) int64 {
+	b.Helper()
+	resp, err := cp.main.etcd.Put(ctx, workqueue.LeaderKeyPrefix(cluster)+"bench", "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	token := resp.Header.Revision
+	plan := make([]domain.Step, b.N)
+	for i := range plan {
+		plan[i] = domain.Step{ID: fmt.Sprintf("noop-%d", i), Kind: domain.StepNoop}
+		if remote {
+			plan[i].Host = machines[i%len(machines)].Host
+		}
+	}
+	c := eventstore.Commit{CommitID: uuid.NewString(), AggregateType: domain.AggregateCluster, AggregateID: cluster,
+		Time: time.Now().UTC(), Actor: "bench", FencingToken: token}
+	for _, e := range []domain.Event{
+		domain.OperationRequested{ID: cluster, Kind: "noop", Cluster: cluster, Plan: plan},
+		domain.ClusterLeaderElected{Token: token, Coordinator: "bench"},
+	} {
+		payload, err := json.Marshal(e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Events = append(c.Events, eventstore.NewEvent{Type: e.EventType(), SchemaVersion: 1, Payload: payload})
+	}
+	if _, err := cp.store.Append(ctx, c, eventstore.Expect{}); err != nil {
+		b.Fatal(err)
+	}
+	return token
 }

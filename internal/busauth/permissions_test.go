@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/embedded"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
@@ -70,7 +69,7 @@ func newBus(t *testing.T) *bus {
 	_, err = store.Append(ctx, b.commit, eventstore.Expect{})
 	must(t, err)
 	b.secret = []byte("-----BEGIN OPENSSH PRIVATE KEY-----\nnot really\n")
-	b.credID, err = vault.Put(ctx, secrets.KindPrivateKey, b.secret)
+	b.credID, err = vault.Put(ctx, secrets.KindPrivateKey, b.secret, "10.0.0.1")
 	must(t, err)
 	// Incompressible, so that the object has many chunks, and large
 	// enough that its reader gets flow-control requests.
@@ -81,7 +80,7 @@ func newBus(t *testing.T) *bus {
 	must(t, err)
 	for _, pool := range []string{"default", "z1"} {
 		must(t, workqueue.PublishDispatch(ctx, js, pool, workqueue.Dispatch{Cluster: "prod-a", Operation: "op-1",
-			Attempt: 1, Token: 1, Step: domain.Step{ID: "step-" + pool}}))
+			Attempt: 1, Token: 1, Step: "step-" + pool}))
 	}
 	// The z1 agents have been running.
 	_, z1 := testenv.JetStreamAs(t, b.n, busauth.Agent, "z1")
@@ -251,7 +250,7 @@ func TestAnAgentCannotPublishSteps(t *testing.T) {
 	for _, pool := range []string{"default", "z1"} {
 		a.refused("publish a step to pool "+pool, func(ctx context.Context) error {
 			return workqueue.PublishDispatch(ctx, a.js, pool, workqueue.Dispatch{Cluster: "prod-a", Operation: "op-x",
-				Attempt: 1, Token: 99, Step: domain.Step{ID: "forged"}})
+				Attempt: 1, Token: 99, Step: "forged"})
 		})
 		a.expectViolation("dmgr.step." + pool)
 	}
@@ -328,7 +327,7 @@ func TestAnAgentCannotWriteTheVaultOrThePackageStore(t *testing.T) {
 	vault, err := secrets.OpenExisting(ctx, a.js, masterKey)
 	must(t, err)
 	a.refused("put a credential", func(ctx context.Context) error {
-		_, err := vault.Put(ctx, secrets.KindPassword, []byte("hunter2"))
+		_, err := vault.Put(ctx, secrets.KindPassword, []byte("hunter2"), "10.0.0.1")
 		return err
 	})
 	a.expectViolation("$KV.dmgr-secrets.cred-")
@@ -358,7 +357,7 @@ func TestAnAgentCannotWriteTheVaultOrThePackageStore(t *testing.T) {
 	if len(before) != 1 || before[0] != b.credID {
 		t.Fatalf("vault keys %v; want only %s", before, b.credID)
 	}
-	if _, got, err := (mustVault(t, b)).Get(ctx, b.credID); err != nil || !bytes.Equal(got, b.secret) {
+	if _, got, err := (mustVault(t, b)).Get(ctx, b.credID, "10.0.0.1"); err != nil || !bytes.Equal(got, b.secret) {
 		t.Fatalf("credential after the attempts: %q, %v", got, err)
 	}
 }
@@ -467,16 +466,16 @@ func TestAnAgentCanDoWhatItsStepsNeed(t *testing.T) {
 	must(t, err)
 	var got []workqueue.Dispatch
 	for msg := range batch.Messages() {
-		var d workqueue.Dispatch
-		must(t, workqueue.Decode(msg, &d))
+		d, err := workqueue.DecodeDispatch(msg.Data())
+		must(t, err)
 		got = append(got, d)
 		must(t, msg.InProgress())
 		must(t, workqueue.PublishResult(ctx, a.js, workqueue.Result{Cluster: d.Cluster, Operation: d.Operation,
-			Attempt: d.Attempt, Token: d.Token, Step: d.Step.ID, Agent: "agent-1", Finished: true, OK: true}))
+			Attempt: d.Attempt, Token: d.Token, Step: d.Step, Agent: "agent-1", Finished: true, OK: true}))
 		must(t, msg.DoubleAck(ctx))
 	}
 	must(t, batch.Error())
-	if len(got) != 1 || got[0].Step.ID != "step-default" {
+	if len(got) != 1 || got[0].Step != "step-default" {
 		t.Fatalf("fetched %+v; want the one step of pool default", got)
 	}
 	if n := b.msgs(t, workqueue.ResultsStream); n != 1 {
@@ -496,7 +495,7 @@ func TestAnAgentCanDoWhatItsStepsNeed(t *testing.T) {
 
 	vault, err := secrets.OpenExisting(ctx, a.js, masterKey)
 	must(t, err)
-	kind, secret, err := vault.Get(ctx, b.credID)
+	kind, secret, err := vault.Get(ctx, b.credID, "10.0.0.1")
 	must(t, err)
 	if kind != secrets.KindPrivateKey || !bytes.Equal(secret, b.secret) {
 		t.Fatalf("vault get: %s %q", kind, secret)
@@ -567,7 +566,7 @@ func TestTheProjectorReadsTheEventStreamAndWritesNothing(t *testing.T) {
 	})
 	p.expectViolation("$JS.API.STREAM.INFO.KV_dmgr-secrets")
 	p.refused("publish a step", func(ctx context.Context) error {
-		return workqueue.PublishDispatch(ctx, p.js, "default", workqueue.Dispatch{Step: domain.Step{ID: "x"}})
+		return workqueue.PublishDispatch(ctx, p.js, "default", workqueue.Dispatch{Step: "x"})
 	})
 	p.expectViolation("dmgr.step.default")
 	if got := b.msgs(t, eventstore.StreamName); got != before {
