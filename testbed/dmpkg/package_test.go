@@ -44,7 +44,7 @@ func TestPackageInspects(t *testing.T) {
 	if name, v, err := pkgstore.ParseName(FileName("v8.1.0")); err != nil || name != "dm" || v != "v8.1.0" {
 		t.Fatalf("ParseName(%s): %s %s %v", FileName("v8.1.0"), name, v, err)
 	}
-	m, err := pkgstore.Inspect(bytes.NewReader(b), pkgstore.Limits{})
+	m, err := pkgstore.Inspect(bytes.NewReader(b), "", pkgstore.Limits{})
 	if err != nil {
 		t.Fatalf("Inspect: %v", err)
 	}
