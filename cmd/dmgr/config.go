@@ -49,6 +49,9 @@ type config struct {
 	maxPackage     int64
 	shutdownGrace  time.Duration
 	logLevel       zerolog.Level
+
+	// maxPackageEntries bounds a package's entries (pkgstore.Limits.MaxEntries).
+	maxPackageEntries int
 }
 
 func envOr(name, def string) string {
@@ -68,6 +71,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)"+
 			map[bool]string{true: "; empty: start a local clickhouse-server in the data dir", false: ""}[mode == "dev"])
 		fs.Int64Var(&c.maxPackage, "max-package-bytes", 1<<30, "largest package upload accepted, in bytes")
+		fs.IntVar(&c.maxPackageEntries, "max-package-entries", 10000, "most entries (files, directories, links) a package may hold; a package's manifest must also fit in one bus message")
 		fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	}
 	fs.IntVar(&c.replicas, "replicas", 1, "replicas of the JetStream streams and buckets (3 in production)")
