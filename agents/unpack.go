@@ -16,11 +16,15 @@ import (
 //   - an archive holding anything but regular files, directories and links
 //     (devices, FIFOs, sockets, …: the first letter of tar's long listing)
 //     is refused before anything is written;
-//   - tar takes no owner from the archive (--no-same-owner) and applies the
-//     umask to its modes (--no-same-permissions, which drops set-uid and
-//     set-gid), and leaves existing directories as they are;
-//   - then every set-uid, set-gid or sticky bit left under $2 on a file of
-//     this user is cleared.
+//   - tar unpacks into a fresh directory of the user's inside $2, taking no
+//     owner from the archive (--no-same-owner) and applying the umask to
+//     its modes (--no-same-permissions, which drops set-uid and set-gid);
+//     any set-uid, set-gid or sticky bit left there is cleared;
+//   - the tree is then copied into $2 (links kept as links, hard links as
+//     hard links, files replaced), which leaves the directories that exist
+//     in $2 as they are: some are root's (provisioning/, made with its
+//     subdirectories), and tar would fail setting their mode or time;
+//   - finally no file of the user's under $2 keeps a set-id or sticky bit.
 //
 // The package store refused such archives at upload already; this is the
 // host's own defence, for whatever reached it anyway.
@@ -34,7 +38,14 @@ bad=$(printf '%s\n' "$list" | grep -v '^[-dlh]' | head -n 1)
 if [ -n "$bad" ]; then
   echo "$1 holds an entry that is not a regular file, directory or link; nothing unpacked: $bad" >&2; exit 1
 fi
-LC_ALL=C tar -xzf "$1" -C "$2" --no-same-owner --no-same-permissions --no-overwrite-dir || exit 1
+stage=$(mktemp -d "$2/.dmgr-unpack.XXXXXX") || exit 1
+trap 'rm -rf -- "$stage"' EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
+LC_ALL=C tar -xzf "$1" -C "$stage" --no-same-owner --no-same-permissions || exit 1
+find "$stage" ! -type l -perm /7000 -exec chmod a-st -- {} + || exit 1
+cp -R -P --preserve=links --remove-destination -- "$stage/." "$2/" || exit 1
 find "$2" -xdev -user "$(id -u)" ! -type l -perm /7000 -exec chmod a-st -- {} + || exit 1
 echo "$1 unpacked into $2 as $(id -un)"
 `

@@ -199,3 +199,43 @@ func TestUnpackCannotWriteThroughALink(t *testing.T) {
 		}
 	}
 }
+
+// TestUnpackOverAnExistingTree: the deploy directory as make_dirs leaves it
+// for grafana (provisioning/ root's, its subdirectories the user's), and a
+// second unpack over the first (a redelivered step, an upgrade) replacing
+// files and links.
+func TestUnpackOverAnExistingTree(t *testing.T) {
+	h := newUnpackHost(t)
+	v := func(body string) []byte {
+		return hostileTGZ(t,
+			hostile{name: "bin/", typ: tar.TypeDir, mode: 0o755},
+			hostile{name: "bin/grafana-server", typ: tar.TypeReg, body: body, mode: 0o755},
+			hostile{name: "bin/grafana-cli", typ: tar.TypeLink, link: "bin/grafana-server", mode: 0o755},
+			hostile{name: "conf/", typ: tar.TypeDir, mode: 0o755},
+			hostile{name: "conf/defaults.ini", typ: tar.TypeReg, body: body, mode: 0o644},
+			hostile{name: "conf/current.ini", typ: tar.TypeSymlink, link: "defaults.ini", mode: 0o777},
+			hostile{name: "provisioning/", typ: tar.TypeDir, mode: 0o700},
+			hostile{name: "provisioning/dashboards/", typ: tar.TypeDir, mode: 0o700},
+			hostile{name: "provisioning/dashboards/dm.yml", typ: tar.TypeReg, body: body, mode: 0o644},
+		)
+	}
+	dir, file := h.deployDir(v("one"))
+	h.sh(makeDirsScript, deployUser, dir+"/provisioning/dashboards", dir+"/conf", dir+"/bin")
+	ctx := testenv.Context(t, time.Minute)
+	if err := h.run.unpack(ctx, file, dir, deployUser); err != nil {
+		t.Fatalf("first unpack: %v\n%s", err, h.run.out.stderr.String())
+	}
+	// The second version, as a switch_files step would leave it.
+	_, file2 := h.deployDir(v("two"))
+	h.sh(`cp -- "$1" "$2" && chown -- "$3:" "$2"`, file2, file, deployUser)
+	if err := h.run.unpack(ctx, file, dir, deployUser); err != nil {
+		t.Fatalf("second unpack: %v\n%s", err, h.run.out.stderr.String())
+	}
+	got := h.sh(`cd "$1" && cat bin/grafana-cli conf/current.ini provisioning/dashboards/dm.yml && echo &&
+stat -c '%U %a %n' provisioning && [ bin/grafana-cli -ef bin/grafana-server ] && echo hard-linked &&
+readlink conf/current.ini && ls -A`, dir)
+	want := "twotwotwo\nroot 755 provisioning\nhard-linked\ndefaults.ini\nbin\nconf\ngrafana.tar.gz\nprovisioning\n"
+	if got != want {
+		t.Errorf("after two unpacks:\n%s\nwant:\n%s", got, want)
+	}
+}
