@@ -91,6 +91,9 @@ func (c *fileCache) extractOnce(ctx context.Context, spec domain.CopySpec, want,
 		if err != nil {
 			return "", err
 		}
+		if !insideName(hdr.Name) {
+			continue // never a file of the package: the store refuses such names
+		}
 		name := entryName(hdr.Name)
 		if name != want && !underTop(name, want) {
 			continue
@@ -105,11 +108,28 @@ func (c *fileCache) extractOnce(ctx context.Context, spec domain.CopySpec, want,
 		if hdr.Typeflag != tar.TypeReg {
 			continue
 		}
+		if hdr.Size != spec.Size {
+			return "", fmt.Errorf("is %d bytes in the package object %s, the manifest says %d", hdr.Size, spec.Object, spec.Size)
+		}
 		return "", writeChecked(tr, dst, spec.SHA256)
 	}
 }
 
 func entryName(n string) string { return strings.TrimPrefix(path.Clean("/"+n), "/") }
+
+// insideName reports whether the tar entry name n stays inside the
+// archive: not absolute, no ".." part.
+func insideName(n string) bool {
+	if strings.HasPrefix(n, "/") {
+		return false
+	}
+	for _, seg := range strings.Split(n, "/") {
+		if seg == ".." {
+			return false
+		}
+	}
+	return true
+}
 
 // underTop reports whether name is want under one top directory.
 func underTop(name, want string) bool {

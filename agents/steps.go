@@ -243,14 +243,17 @@ func (r *run) makeDirs(ctx context.Context) error {
 }
 
 // copyFiles uploads the component's files from the package; an upload
-// whose checksum already matches is skipped.
+// whose checksum already matches is skipped. An archive to unpack
+// (grafana.tar.gz) is unpacked as the deploy user (see unpackScript).
 func (r *run) copyFiles(ctx context.Context) error {
 	for _, c := range r.d.Step.Copies {
 		local, err := r.a.files.get(ctx, c)
 		if err != nil {
 			return err
 		}
-		f := remote.File{Path: c.Dst, Mode: os.FileMode(c.Mode), Owner: c.Owner, SHA256: c.SHA256, Size: c.Size, Sudo: true,
+		// Permission bits only: never a set-uid, set-gid or sticky file
+		// from a package, whatever the step says.
+		f := remote.File{Path: c.Dst, Mode: os.FileMode(c.Mode) & os.ModePerm, Owner: c.Owner, SHA256: c.SHA256, Size: c.Size, Sudo: true,
 			Open: func() (io.ReadCloser, error) { return os.Open(local) }}
 		var skipped bool
 		if err := r.retry(ctx, "upload "+c.Dst, func() error {
@@ -262,8 +265,7 @@ func (r *run) copyFiles(ctx context.Context) error {
 		}
 		r.out.stdout.add(fmt.Sprintf("%s: %s", c.Dst, map[bool]string{true: "unchanged", false: "uploaded"}[skipped]))
 		if c.UnpackInto != "" {
-			if err := r.sh(ctx, "unpack "+c.Dst, remote.RunOptions{Sudo: true},
-				`tar -xzf "$1" -C "$2" --no-same-owner && chown -R -- "$3:" "$2"`, c.Dst, c.UnpackInto, c.Owner); err != nil {
+			if err := r.unpack(ctx, c.Dst, c.UnpackInto, c.Owner); err != nil {
 				return err
 			}
 		}

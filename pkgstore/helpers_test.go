@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ type ent struct {
 	body string
 	link string
 	mode int64
+	pax  map[string]string // PAX records, such as extended attributes
 }
 
 func file(name, body string) ent      { return ent{name: name, typ: tar.TypeReg, body: body} }
@@ -59,12 +61,13 @@ func tarBytes(t testing.TB, entries []ent) []byte {
 			}
 		}
 		hdr := &tar.Header{
-			Name:     e.name,
-			Typeflag: typ,
-			Linkname: e.link,
-			Mode:     mode,
-			ModTime:  time.Unix(1700000000, 0),
-			Format:   tar.FormatPAX,
+			Name:       e.name,
+			Typeflag:   typ,
+			Linkname:   e.link,
+			Mode:       mode,
+			ModTime:    time.Unix(1700000000, 0),
+			Format:     tar.FormatPAX,
+			PAXRecords: e.pax,
 		}
 		if typ == tar.TypeReg {
 			hdr.Size = int64(len(e.body))
@@ -120,7 +123,7 @@ func layout(prefix string) []ent {
 		dir("template/"),
 		file("template/systemd.service.tmpl", "[Unit]\n"),
 		file("template/run_dm-master.sh.tmpl", "#!/bin/sh\n"),
-		file("grafana.tar.gz", "not really a grafana tarball"),
+		file("grafana.tar.gz", string(grafanaTGZ)),
 		dir("others/"),
 		file("others/dmctl", "dmctl"),
 		file("others/task_basic.yml", "name: basic\n"),
@@ -133,6 +136,43 @@ func layout(prefix string) []ent {
 	}
 	return es
 }
+
+// grafanaTGZ is a small, clean grafana.tar.gz: what the host unpacks into
+// grafana's deploy directory.
+var grafanaTGZ = func() []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range []struct {
+		name, body, link string
+		typ              byte
+		mode             int64
+	}{
+		{name: "bin/", typ: tar.TypeDir, mode: 0o755},
+		{name: "bin/grafana-server", body: "#!/bin/sh\necho grafana\n", typ: tar.TypeReg, mode: 0o755},
+		{name: "bin/grafana-cli", link: "bin/grafana-server", typ: tar.TypeLink, mode: 0o755},
+		{name: "conf/", typ: tar.TypeDir, mode: 0o755},
+		{name: "conf/defaults.ini", body: "[server]\n", typ: tar.TypeReg, mode: 0o644},
+		{name: "conf/current.ini", link: "defaults.ini", typ: tar.TypeSymlink, mode: 0o777},
+		{name: "dashboards/dm.json", body: "{}", typ: tar.TypeReg, mode: 0o644},
+	} {
+		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: e.mode, Size: int64(len(e.body)),
+			ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
+		if err := tw.WriteHeader(hdr); err != nil {
+			panic(err)
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			panic(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		panic(err)
+	}
+	if err := zw.Close(); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}()
 
 func with(base []ent, more ...ent) []ent {
 	return append(append([]ent{}, base...), more...)
@@ -151,6 +191,13 @@ func without(base []ent, name string) []ent {
 func sha(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	requireNoError(t, err)
+	return b
 }
 
 func requireNoError(t testing.TB, err error) {

@@ -34,41 +34,41 @@ func TestInspectRefuses(t *testing.T) {
 		msg  string
 	}{
 		{"dot-dot path", tgz(t, with(root, file("../etc/passwd", "x"))...), small,
-			domain.Invalid, `package entry "../etc/passwd": path climbs out of the package ("..")`},
+			domain.Invalid, `package: entry "../etc/passwd": path climbs out of the package ("..")`},
 		{"dot-dot inside path", tgz(t, with(root, file("conf/../../x", "x"))...), small,
-			domain.Invalid, `package entry "conf/../../x": path climbs out of the package ("..")`},
+			domain.Invalid, `package: entry "conf/../../x": path climbs out of the package ("..")`},
 		{"absolute path", tgz(t, with(root, file("/etc/passwd", "x"))...), small,
-			domain.Invalid, `package entry "/etc/passwd": path is absolute`},
+			domain.Invalid, `package: entry "/etc/passwd": path is absolute`},
 		{"control character in path", tgz(t, with(root, file("conf/a\nb", "x"))...), small,
-			domain.Invalid, `package entry "conf/a\nb": path contains the control character U+000A`},
+			domain.Invalid, `package: entry "conf/a\nb": path contains the control character U+000A`},
 		{"symlink to absolute path", tgz(t, with(root, symlink("conf/passwd", "/etc/passwd"))...), small,
-			domain.Invalid, `package entry "conf/passwd": symlink target "/etc/passwd" points outside the package (absolute path)`},
+			domain.Invalid, `package: entry "conf/passwd": symlink target "/etc/passwd" points outside the package (absolute path)`},
 		{"symlink climbing out", tgz(t, with(root, symlink("conf/etc", "../../etc"))...), small,
-			domain.Invalid, `package entry "conf/etc": symlink target "../../etc" points outside the package`},
+			domain.Invalid, `package: entry "conf/etc": symlink target "../../etc" points outside the package`},
 		{"symlink out after top directory is stripped", tgz(t, with(top, symlink("dm-v2.0.1/conf/etc", "../../etc"))...), small,
-			domain.Invalid, `package entry "dm-v2.0.1/conf/etc": symlink target "../../etc" points outside the package`},
+			domain.Invalid, `package: entry "dm-v2.0.1/conf/etc": symlink target "../../etc" points outside the package`},
 		{"symlink chain climbing out", tgz(t, with(root, symlink("conf/up", ".."), symlink("conf/out", "up/.."))...), small,
-			domain.Invalid, `package entry "conf/out": symlink target "up/.." points outside the package`},
+			domain.Invalid, `package: entry "conf/out": symlink target "up/.." points outside the package`},
 		{"symlink loop", tgz(t, with(root, symlink("conf/a", "b"), symlink("conf/b", "a"))...), small,
 			domain.Invalid, `symlink target "b" leads through too many symlinks`},
 		{"file through a symlink", tgz(t, with(root, symlink("conf2", "conf"), file("conf2/x", "x"))...), small,
-			domain.Invalid, `package entry "conf2/x": lies under the symlink "conf2"`},
+			domain.Invalid, `package: entry "conf2/x": lies under the symlink "conf2"`},
 		{"file under a file", tgz(t, with(root, file("others/dmctl/x", "x"))...), small,
-			domain.Invalid, `package entry "others/dmctl/x": lies under "others/dmctl", which is a regular file`},
+			domain.Invalid, `package: entry "others/dmctl/x": lies under "others/dmctl", which is a regular file`},
 		{"hard link climbing out", tgz(t, with(root, hardlink("bin/passwd", "../../etc/passwd"))...), small,
-			domain.Invalid, `package entry "bin/passwd": hard link target "../../etc/passwd" points outside the package`},
+			domain.Invalid, `package: entry "bin/passwd": hard link target "../../etc/passwd" points outside the package`},
 		{"hard link to absolute path", tgz(t, with(root, hardlink("bin/passwd", "/etc/passwd"))...), small,
-			domain.Invalid, `package entry "bin/passwd": hard link target "/etc/passwd" points outside the package`},
+			domain.Invalid, `package: entry "bin/passwd": hard link target "/etc/passwd" points outside the package`},
 		{"hard link to nothing in the package", tgz(t, with(root, hardlink("bin/x", "bin/nope"))...), small,
 			domain.Invalid, `hard link target "bin/nope" is not a regular file earlier in the package`},
 		{"character device", tgz(t, with(root, ent{name: "conf/tty", typ: tar.TypeChar})...), small,
-			domain.Invalid, `package entry "conf/tty": is a character device`},
+			domain.Invalid, `package: entry "conf/tty": is a character device`},
 		{"block device", tgz(t, with(root, ent{name: "conf/sda", typ: tar.TypeBlock})...), small,
-			domain.Invalid, `package entry "conf/sda": is a block device`},
+			domain.Invalid, `package: entry "conf/sda": is a block device`},
 		{"fifo", tgz(t, with(root, ent{name: "conf/pipe", typ: tar.TypeFifo})...), small,
-			domain.Invalid, `package entry "conf/pipe": is a FIFO`},
+			domain.Invalid, `package: entry "conf/pipe": is a FIFO`},
 		{"duplicate file", tgz(t, with(root, file("./bin/dm-master", "evil"))...), small,
-			domain.Invalid, `package entry "./bin/dm-master": appears more than once`},
+			domain.Invalid, `package: entry "./bin/dm-master": appears more than once`},
 		{"over compressed limit", valid, Limits{MaxBytes: 100},
 			domain.TooLarge, "package is larger than the upload limit of 100 bytes"},
 		{"over unpacked limit (declared sizes)", tgz(t, with(root, file("big", strings.Repeat("x", 64<<10)))...), Limits{MaxUnpackedBytes: 32 << 10},
@@ -76,7 +76,7 @@ func TestInspectRefuses(t *testing.T) {
 		{"over unpacked limit (tar stream)", valid, Limits{MaxUnpackedBytes: 4 << 10},
 			domain.TooLarge, "package unpacks to more than the limit of 4 KiB"},
 		{"too many entries", valid, Limits{MaxEntries: 3},
-			domain.Invalid, "package has more than 3 entries"},
+			domain.TooLarge, "package has more than 3 entries, the limit"},
 		{"empty body", nil, small,
 			domain.Invalid, "package is empty"},
 		{"not gzip", []byte("hello, this is a plain text request body\n"), small,
@@ -96,13 +96,13 @@ func TestInspectRefuses(t *testing.T) {
 		{"missing bin/dm-master", tgz(t, without(root, "bin/dm-master")...), small,
 			domain.Invalid, "package lacks bin/dm-master; a DM package needs bin/dm-master and bin/dm-worker"},
 		{"bin/dm-master is a symlink", tgz(t, with(without(root, "bin/dm-master"), symlink("bin/dm-master", "dm-worker"))...), small,
-			domain.Invalid, `package entry "bin/dm-master": must be a regular file, not a symlink`},
+			domain.Invalid, `package: entry "bin/dm-master": must be a regular file, not a symlink`},
 		{"two top directories, so nothing is stripped", tgz(t, with(top, file("other/x", "x"))...), small,
 			domain.Invalid, "package lacks bin/dm-master"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := Inspect(bytes.NewReader(tc.body), tc.lim)
+			m, err := Inspect(bytes.NewReader(tc.body), "", tc.lim)
 			requireCode(t, err, tc.code, tc.msg)
 			if m.SHA256 != "" || m.Files != nil {
 				t.Errorf("manifest of a refused package is not empty: %+v", m)
@@ -113,7 +113,7 @@ func TestInspectRefuses(t *testing.T) {
 
 func TestInspectRootLayout(t *testing.T) {
 	body := tgz(t, layout("")...)
-	m, err := Inspect(bytes.NewReader(body), DefaultLimits())
+	m, err := Inspect(bytes.NewReader(body), "", DefaultLimits())
 	requireNoError(t, err)
 
 	if m.SHA256 != sha(body) || m.Size != int64(len(body)) {
@@ -144,7 +144,7 @@ func TestInspectRootLayout(t *testing.T) {
 }
 
 func TestInspectTopDirLayoutsMatchRoot(t *testing.T) {
-	rootM, err := Inspect(bytes.NewReader(tgz(t, layout("")...)), DefaultLimits())
+	rootM, err := Inspect(bytes.NewReader(tgz(t, layout("")...)), "", DefaultLimits())
 	requireNoError(t, err)
 
 	dotSlash := layout("")
@@ -163,7 +163,7 @@ func TestInspectTopDirLayoutsMatchRoot(t *testing.T) {
 		"top directory with ./ prefix":    layout("./dm-v2.0.1/"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			m, err := Inspect(bytes.NewReader(tgz(t, entries...)), DefaultLimits())
+			m, err := Inspect(bytes.NewReader(tgz(t, entries...)), "", DefaultLimits())
 			requireNoError(t, err)
 			if !slices.Equal(m.Files, rootM.Files) {
 				t.Errorf("files = %+v\nwant   %+v", m.Files, rootM.Files)
@@ -219,7 +219,7 @@ func TestInspectAccepts(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := Inspect(bytes.NewReader(tc.body), Limits{})
+			m, err := Inspect(bytes.NewReader(tc.body), "", Limits{})
 			requireNoError(t, err)
 			if m.SHA256 != sha(tc.body) || m.Size != int64(len(tc.body)) {
 				t.Errorf("manifest sha256/size = %s/%d, want the whole body's %s/%d", m.SHA256, m.Size, sha(tc.body), len(tc.body))
@@ -256,8 +256,8 @@ func TestInspectStopsEarly(t *testing.T) {
 	}
 	body := tgz(t, file("../evil", "x"), file("bin/dm-master", string(noise)), file("bin/dm-worker", "w"))
 	cr := &countingReader{r: bytes.NewReader(body)}
-	_, err := Inspect(cr, DefaultLimits())
-	requireCode(t, err, domain.Invalid, `package entry "../evil"`)
+	_, err := Inspect(cr, "", DefaultLimits())
+	requireCode(t, err, domain.Invalid, `package: entry "../evil"`)
 	if cr.n > 1<<20 {
 		t.Errorf("read %d of %d bytes before refusing the first entry", cr.n, len(body))
 	}
@@ -266,7 +266,7 @@ func TestInspectStopsEarly(t *testing.T) {
 func TestInspectReadError(t *testing.T) {
 	body := tgz(t, layout("")...)
 	r := io.MultiReader(bytes.NewReader(body[:100]), errReader{io.ErrClosedPipe})
-	_, err := Inspect(r, DefaultLimits())
+	_, err := Inspect(r, "", DefaultLimits())
 	if err == nil || domain.ErrorCode(err) != domain.Internal || !strings.Contains(err.Error(), "read package") {
 		t.Fatalf("got %v, want an internal read error", err)
 	}

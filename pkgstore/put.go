@@ -22,18 +22,19 @@ var errUploadEnded = errors.New("upload to the package store ended early")
 const cleanupTimeout = 30 * time.Second
 
 // Put stores the package read from body and returns its manifest and object
-// name, "sha256/<hex>". The body is read once: each chunk goes to the object
+// name, "sha256/<hex>"; name (the package id, or "") names the package in
+// Inspect's messages. The body is read once: each chunk goes to the object
 // store, under a temporary name, and through Inspect. When Inspect refuses
 // the package the upload is aborted before it is committed, and nothing is
 // left in the bucket; the error is Inspect's (domain.Invalid or
 // domain.TooLarge). A package that is already stored is kept and its name
 // returned.
-func (s *Store) Put(ctx context.Context, body io.Reader, lim Limits) (Manifest, string, error) {
+func (s *Store) Put(ctx context.Context, name string, body io.Reader, lim Limits) (Manifest, string, error) {
 	tmp := uploadPrefix + uuid.NewString()
 	pr, pw := io.Pipe()
 	verdicts := make(chan verdict, 1)
 	go func() {
-		m, err := Inspect(pr, lim)
+		m, err := Inspect(pr, name, lim)
 		// Inspect stops reading at the first refused entry; fail the writes
 		// still to come instead of leaving them blocked.
 		pr.CloseWithError(errInspectEnded(err))
@@ -70,27 +71,27 @@ func (s *Store) Put(ctx context.Context, body io.Reader, lim Limits) (Manifest, 
 	// half way could leave both names on the same chunks.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	name := objectPrefix + m.SHA256
-	err := s.obs.UpdateMeta(rctx, tmp, jetstream.ObjectMeta{Name: name})
+	object := objectPrefix + m.SHA256
+	err := s.obs.UpdateMeta(rctx, tmp, jetstream.ObjectMeta{Name: object})
 	switch {
 	case err == nil:
-		return m, name, nil
+		return m, object, nil
 	case errors.Is(err, jetstream.ErrObjectAlreadyExists):
 		// The same package was stored before: keep that copy.
 		s.discard(ctx, tmp)
-		return m, name, nil
+		return m, object, nil
 	}
 	// UpdateMeta writes the new name before it removes the old one. If it
 	// got that far the package is stored, and deleting tmp would purge the
 	// chunks both names share; if we cannot tell, tmp is left alone.
-	got, gerr := s.obs.GetInfo(rctx, name)
+	got, gerr := s.obs.GetInfo(rctx, object)
 	switch {
 	case gerr == nil && got.NUID == info.NUID:
-		return m, name, nil
+		return m, object, nil
 	case gerr == nil || errors.Is(gerr, jetstream.ErrObjectNotFound):
 		s.discard(ctx, tmp)
 	}
-	return Manifest{}, "", storeError("store package: rename "+tmp+" to "+name, err)
+	return Manifest{}, "", storeError("store package: rename "+tmp+" to "+object, err)
 }
 
 // discard deletes the temporary upload tmp if it exists. obs.Put purges the

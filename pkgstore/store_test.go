@@ -1,6 +1,7 @@
 package pkgstore
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -89,7 +90,7 @@ func TestStorePut(t *testing.T) {
 	s, ctx := openStore(t)
 	body := bigPackage(t)
 
-	m, name, err := s.Put(ctx, bytes.NewReader(body), DefaultLimits())
+	m, name, err := s.Put(ctx, "", bytes.NewReader(body), DefaultLimits())
 	requireNoError(t, err)
 	if want := "sha256/" + sha(body); name != want {
 		t.Errorf("name = %q, want %q", name, want)
@@ -105,7 +106,7 @@ func TestStorePut(t *testing.T) {
 	}
 
 	// The same package again: same name, still one object.
-	m2, name2, err := s.Put(ctx, bytes.NewReader(body), DefaultLimits())
+	m2, name2, err := s.Put(ctx, "", bytes.NewReader(body), DefaultLimits())
 	requireNoError(t, err)
 	if name2 != name || m2.SHA256 != m.SHA256 {
 		t.Errorf("second Put = %q, want %q", name2, name)
@@ -127,7 +128,7 @@ func TestStorePut(t *testing.T) {
 	}
 
 	// And it can be stored again.
-	_, name3, err := s.Put(ctx, bytes.NewReader(body), DefaultLimits())
+	_, name3, err := s.Put(ctx, "", bytes.NewReader(body), DefaultLimits())
 	requireNoError(t, err)
 	if got := readAll(t, ctx, s, name3); !bytes.Equal(got, body) {
 		t.Error("content differs after storing a deleted package again")
@@ -144,7 +145,7 @@ func TestStorePutRefusedLeavesNothing(t *testing.T) {
 		msg  string
 	}{
 		{"path climbing out", tgz(t, with(layout(""), file("../etc/passwd", "x"))...), DefaultLimits(),
-			domain.Invalid, `package entry "../etc/passwd"`},
+			domain.Invalid, `package: entry "../etc/passwd"`},
 		{"refused at the end of the body", tgz(t, without(layout(""), "bin/dm-worker")...), DefaultLimits(),
 			domain.Invalid, "package lacks bin/dm-worker"},
 		{"refused at the end of a multi-chunk body", append(slices.Clone(big), "\x1f\x8b\x08\x00 trailing"...), Limits{MaxBytes: int64(len(big)) + 3},
@@ -153,11 +154,21 @@ func TestStorePutRefusedLeavesNothing(t *testing.T) {
 			domain.TooLarge, "package is larger than the upload limit of 300 KiB"},
 		{"not gzip", []byte("plain text"), DefaultLimits(),
 			domain.Invalid, "package is not gzip-compressed"},
+		// Archives inside the package: refused after several chunks went
+		// to the store, which keeps none of them.
+		{"nested archive with a path climbing out, after 1 MiB", tgz(t, with(withGrafana(grafanaWith(t, file("../x", "x"))), file("0-noise", noise(11, 1<<20)))...), DefaultLimits(),
+			domain.Invalid, `package: grafana.tar.gz: entry "../x": path climbs out of the archive`},
+		{"nested archive with a device deep inside", tgz(t, withGrafana(grafanaWith(t, file("public/a", noise(12, 1<<20)), ent{name: "public/tty", typ: tar.TypeChar}))...), DefaultLimits(),
+			domain.Invalid, `package: grafana.tar.gz: entry "public/tty": is a character device`},
+		{"nested compression bomb", tgz(t, with(withGrafana(zerosTGZ(t, "zeros", 64<<20)), file("0-noise", noise(13, 1<<20)))...), DefaultLimits(),
+			domain.TooLarge, "package: grafana.tar.gz unpacks to more than 200 times its compressed size"},
+		{"too many entries", tgz(t, with(layout(""), file("a", ""), file("b", ""))...), Limits{MaxEntries: 17},
+			domain.TooLarge, "package has more than 17 entries"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s, ctx := openStore(t)
-			_, name, err := s.Put(ctx, bytes.NewReader(tc.body), tc.lim)
+			_, name, err := s.Put(ctx, "", bytes.NewReader(tc.body), tc.lim)
 			requireCode(t, err, tc.code, tc.msg)
 			if name != "" {
 				t.Errorf("name = %q for a refused package", name)
@@ -190,7 +201,7 @@ func TestStorePutBodyFails(t *testing.T) {
 	s, ctx := openStore(t)
 	boom := errors.New("client went away")
 	body := bigPackage(t)
-	_, _, err := s.Put(ctx, &failingBody{data: body[:len(body)/2], err: boom}, DefaultLimits())
+	_, _, err := s.Put(ctx, "", &failingBody{data: body[:len(body)/2], err: boom}, DefaultLimits())
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v, want an error wrapping %v", err, boom)
 	}
@@ -203,7 +214,7 @@ func TestStorePutCancelled(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	// Half way, the context is cancelled while the body has no error: Put
 	// must stop, and the Inspect reading along must not stay blocked.
-	_, _, err := s.Put(cctx, &failingBody{data: body[:len(body)/2], hook: cancel}, DefaultLimits())
+	_, _, err := s.Put(cctx, "", &failingBody{data: body[:len(body)/2], hook: cancel}, DefaultLimits())
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}

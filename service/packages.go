@@ -2,8 +2,11 @@ package service
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sort"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
@@ -18,7 +21,10 @@ type UploadPackageRequest struct {
 }
 
 // UploadPackage streams the archive into the object store while checking
-// it, then records the package. A refused upload leaves no object behind.
+// it (archives inside it included), then records the package. A refused
+// upload leaves no object behind and appends nothing; a package refused for
+// its size or entry count (or an event too large for the bus) is
+// domain.TooLarge.
 func (s *Service) UploadPackage(ctx context.Context, meta Meta, r UploadPackageRequest) (Accepted, error) {
 	if r.Arch == "" {
 		r.Arch = "amd64"
@@ -34,7 +40,7 @@ func (s *Service) UploadPackage(ctx context.Context, meta Meta, r UploadPackageR
 	if _, err := domain.DecideUploadPackage(p.state, cmd); err != nil {
 		return Accepted{}, err
 	}
-	man, object, err := s.packages.Put(ctx, r.Body, s.limits)
+	man, object, err := s.packages.Put(ctx, id, r.Body, s.limits)
 	if err != nil {
 		return Accepted{}, err
 	}
@@ -50,6 +56,13 @@ func (s *Service) UploadPackage(ctx context.Context, meta Meta, r UploadPackageR
 		evs, err := domain.DecideUploadPackage(p.state, cmd)
 		return decision{domain.AggregatePackage, id, evs, eventstore.Expect{LastSeq: p.lastSeq, Version: p.version}}, err
 	})
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// Limits.MaxManifestBytes keeps this from happening unless the
+		// limits were not derived from this bus (Limits.ForPayload).
+		err = domain.Errorf(domain.TooLarge,
+			"package %s: the event recording its manifest (%d files) is larger than the bus's message size limit; use fewer files or shorter paths",
+			id, len(man.Files))
+	}
 	if err != nil {
 		if !s.objectInUse(ctx, object) {
 			if derr := s.packages.Delete(context.WithoutCancel(ctx), object); derr != nil {

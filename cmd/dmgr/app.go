@@ -146,8 +146,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lim := pkgstore.DefaultLimits()
-	lim.MaxBytes = c.maxPackage
+	// The manifest must fit in one event on this bus.
+	lim := pkgstore.DefaultLimits().ForPayload(m.nc.MaxPayload())
+	lim.MaxBytes, lim.MaxEntries = c.maxPackage, c.maxPackageEntries
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
 		ScanHostKey: remote.ScanHostKey})
 	// Credentials stored by a dmgr older than their binding to a machine

@@ -58,6 +58,9 @@ type config struct {
 	// metricsToken, when set, is the bearer token GET /metrics needs
 	// (--metrics-token, DMGR_METRICS_TOKEN or --metrics-token-file).
 	metricsToken string
+
+	// maxPackageEntries bounds a package's entries (pkgstore.Limits.MaxEntries).
+	maxPackageEntries int
 }
 
 func envOr(name, def string) string {
@@ -77,6 +80,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", envOr("DMGR_CLICKHOUSE_ADDR", ""), "ClickHouse native-protocol address host:port (env DMGR_CLICKHOUSE_ADDR)"+
 			map[bool]string{true: "; empty: start a local clickhouse-server in the data dir", false: ""}[mode == "dev"])
 		fs.Int64Var(&c.maxPackage, "max-package-bytes", 1<<30, "largest package upload accepted, in bytes")
+		fs.IntVar(&c.maxPackageEntries, "max-package-entries", 10000, "most entries (files, directories, links) a package may hold; a package's manifest must also fit in one bus message")
 		fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 		fs.StringVar(&c.metricsToken, "metrics-token", envOr("DMGR_METRICS_TOKEN", ""), "bearer token GET /metrics requires (env DMGR_METRICS_TOKEN; prefer the env or --metrics-token-file, a flag shows in ps); empty with no --metrics-token-file: /metrics is open")
 		fs.StringVar(&metricsTokenFile, "metrics-token-file", envOr("DMGR_METRICS_TOKEN_FILE", ""), "file holding the bearer token GET /metrics requires (env DMGR_METRICS_TOKEN_FILE)")

@@ -76,7 +76,7 @@ func newBus(t *testing.T) *bus {
 	blob := make([]byte, 6<<20)
 	_, _ = rand.Read(blob)
 	b.pkgBytes = testenv.DMPackage(t, "v8.1.0", testenv.Entry{Name: "others/blob", Body: string(blob)})
-	_, b.pkgName, err = pkgs.Put(ctx, bytes.NewReader(b.pkgBytes), pkgstore.DefaultLimits())
+	_, b.pkgName, err = pkgs.Put(ctx, "dm-v8.1.0-linux-amd64", bytes.NewReader(b.pkgBytes), pkgstore.DefaultLimits())
 	must(t, err)
 	for _, pool := range []string{"default", "z1"} {
 		must(t, workqueue.PublishDispatch(ctx, js, pool, workqueue.Dispatch{Cluster: "prod-a", Operation: "op-1",
@@ -342,7 +342,7 @@ func TestAnAgentCannotWriteTheVaultOrThePackageStore(t *testing.T) {
 	pkgs, err := pkgstore.OpenExisting(ctx, a.js)
 	must(t, err)
 	a.refused("upload a package", func(ctx context.Context) error {
-		_, _, err := pkgs.Put(ctx, bytes.NewReader(testenv.DMPackage(t, "v9.9.9")), pkgstore.DefaultLimits())
+		_, _, err := pkgs.Put(ctx, "dm-v9.9.9-linux-amd64", bytes.NewReader(testenv.DMPackage(t, "v9.9.9")), pkgstore.DefaultLimits())
 		return err
 	})
 	a.expectViolation("$O.dmgr-packages.")

@@ -4,7 +4,9 @@
 // linked in.
 //
 // [Build] writes a package file (the dm-package command does it for
-// people); [Package] returns the bytes to a test. The archive holds its
+// people); [Package] returns the bytes to a test; [PackageWith] adds
+// entries as given (set-uid files, devices, paths or links out) to the
+// package or its grafana.tar.gz, for tests of what dmgr refuses. The archive holds its
 // entries at the top level, no leading dm-<version>/ directory:
 //
 //	bin/dm-master                 the simulator binary

@@ -44,7 +44,7 @@ func TestPackageInspects(t *testing.T) {
 	if name, v, err := pkgstore.ParseName(FileName("v8.1.0")); err != nil || name != "dm" || v != "v8.1.0" {
 		t.Fatalf("ParseName(%s): %s %s %v", FileName("v8.1.0"), name, v, err)
 	}
-	m, err := pkgstore.Inspect(bytes.NewReader(b), pkgstore.Limits{})
+	m, err := pkgstore.Inspect(bytes.NewReader(b), "", pkgstore.Limits{})
 	if err != nil {
 		t.Fatalf("Inspect: %v", err)
 	}
@@ -251,4 +251,31 @@ func extract(t *testing.T, tgz []byte, dir string) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestPackageWith: the options add entries as given, to the package or to
+// its grafana.tar.gz, and dmgr's check sees them; without options the
+// repacked package has the same files as Package's.
+func TestPackageWith(t *testing.T) {
+	plain, err := pkgstore.Inspect(bytes.NewReader(Package(t, "v8.1.0")), "", pkgstore.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := pkgstore.Inspect(bytes.NewReader(PackageWith(t, "v8.1.0", Options{})), "", pkgstore.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(plain.Files, same.Files) {
+		t.Errorf("repacked without options: files differ")
+	}
+	suid := PackageWith(t, "v8.1.0", Options{GrafanaExtra: []Extra{{Header: tar.Header{Name: "bin/su", Mode: 0o4755}, Body: []byte("x")}}})
+	_, err = pkgstore.Inspect(bytes.NewReader(suid), "", pkgstore.Limits{})
+	if err == nil || !strings.Contains(err.Error(), `grafana.tar.gz: entry "bin/su": has the set-uid bit`) {
+		t.Errorf("set-uid file in grafana.tar.gz: %v", err)
+	}
+	fifo := PackageWith(t, "v8.1.0", Options{Extra: []Extra{{Header: tar.Header{Name: "others/p", Typeflag: tar.TypeFifo}}}})
+	_, err = pkgstore.Inspect(bytes.NewReader(fifo), "", pkgstore.Limits{})
+	if err == nil || !strings.Contains(err.Error(), `entry "others/p": is a FIFO`) {
+		t.Errorf("FIFO in the package: %v", err)
+	}
 }
