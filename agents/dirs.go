@@ -24,7 +24,8 @@ import (
 //	dir PATH
 //	kind absent|empty|full|notdir|symlink
 //	real PATH-WITH-LINKS-RESOLVED
-//	marker LINE        (each line of PATH/.dmgr-owned, when root owns it)
+//	owner USER         (of PATH/.dmgr-owned, a regular file, not a link)
+//	marker LINE        (each line of it)
 //
 // and "end" after the last one, so that a cut-off answer is noticed.
 const probeScript = `
@@ -39,7 +40,8 @@ for d; do
   r=$(realpath -m -- "$d") || { echo "cannot resolve $d" >&2; exit 1; }
   printf 'real %s\n' "$r"
   m=$d/` + domain.MarkerFile + `
-  if [ "$k" = full ] && [ -f "$m" ] && [ ! -L "$m" ] && [ "$(stat -c %u -- "$m")" = 0 ]; then
+  if [ "$k" = full ] && [ -f "$m" ] && [ ! -L "$m" ]; then
+    printf 'owner %s\n' "$(stat -c %U -- "$m")"
     head -c 4096 -- "$m" | sed 's/^/marker /'; echo
   fi
 done
@@ -102,6 +104,8 @@ func parseProbe(out string) (map[string]domain.DirProbe, error) {
 			cur.Kind = val
 		case key == "real":
 			cur.Real = val
+		case key == "owner":
+			cur.MarkerOwner = val
 		case key == "marker":
 			marker.WriteString(val + "\n")
 		default:
@@ -141,9 +145,9 @@ func (r *run) checkDirs(ctx context.Context) error {
 // makeDirsScript creates the instance's directories (dir=PATH) and writes
 // the marker (its content in $2) into those that carry it (mark=PATH). A
 // marked directory is root's while its marker is written, so that the
-// deploy user cannot slip a link in; an existing marker must be root's
-// and name the cluster and instance (a retry). Then every directory is
-// given to the deploy user.
+// deploy user cannot slip a link in; an existing marker must be root's or
+// the deploy user's and name the cluster and instance (a retry). Then
+// every directory is given to the deploy user.
 const makeDirsScript = `
 user=$1 content=$2 cluster=$3 instance=$4; shift 4
 umask 022
@@ -156,7 +160,8 @@ for a; do
     if [ -L "$d" ] || [ ! -d "$d" ]; then echo "$d is not a directory" >&2; exit 1; fi
     chown -- 0:0 "$d" && chmod -- go-w "$d" || exit 1
     if [ -e "$m" ] || [ -L "$m" ]; then
-      if [ -f "$m" ] && [ ! -L "$m" ] && [ "$(stat -c %u -- "$m")" = 0 ] &&
+      o=$(stat -c %U -- "$m")
+      if [ -f "$m" ] && [ ! -L "$m" ] && { [ "$o" = root ] || [ "$o" = "$user" ]; } &&
         grep -qxF -- "cluster=$cluster" "$m" && grep -qxF -- "instance=$instance" "$m"; then
         echo "$d: marked already"; continue
       fi
@@ -191,15 +196,16 @@ func (r *run) makeDirs(ctx context.Context) error {
 
 // removeDirsScript removes each directory of the pairs (DIR, the directory
 // whose marker speaks for it) once more checking, just before, that the
-// marker is root's and names the cluster and the instance; it reports what
-// it removed and what it left.
+// marker is root's or the deploy user's and names the cluster and the
+// instance; it reports what it removed and what it left.
 const removeDirsScript = `
-cluster=$1 instance=$2; shift 2
+cluster=$1 instance=$2 user=$3; shift 3
 while [ $# -ge 2 ]; do
   d=$1 m=$2; shift 2
   case "$d" in /?*/?*) ;; *) echo "left $d: not an absolute path two levels deep"; continue;; esac
   mk=$m/` + domain.MarkerFile + `
-  if [ -L "$d" ] || [ -L "$m" ] || [ -L "$mk" ] || [ ! -f "$mk" ] || [ "$(stat -c %u -- "$mk")" != 0 ] ||
+  o=$(stat -c %U -- "$mk" 2>/dev/null)
+  if [ -L "$d" ] || [ -L "$m" ] || [ -L "$mk" ] || [ ! -f "$mk" ] || { [ "$o" != root ] && [ "$o" != "$user" ]; } ||
     ! grep -qxF -- "cluster=$cluster" "$mk" || ! grep -qxF -- "instance=$instance" "$mk"; then
     echo "left $d: its marker changed while it was being removed"; continue
   fi
@@ -245,7 +251,7 @@ func (r *run) removeOwnedDirs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := []string{m.Cluster, s.Instance}
+	args := []string{m.Cluster, s.Instance, s.User}
 	for _, d := range s.Dirs {
 		p, md := probes[d], m.MarkDirFor(d)
 		if p.Kind == domain.DirAbsent {
@@ -259,7 +265,7 @@ func (r *run) removeOwnedDirs(ctx context.Context) error {
 		}
 		args = append(args, d, md)
 	}
-	if len(args) == 2 {
+	if len(args) == 3 {
 		return nil
 	}
 	return r.sh(ctx, "remove directories", remote.RunOptions{Sudo: true}, removeDirsScript, args...)

@@ -87,19 +87,26 @@ func TestProbeScript(t *testing.T) {
 		{Path: p("empty"), Kind: domain.DirEmpty, Real: p("empty")},
 		{Path: p("full"), Kind: domain.DirFull, Real: p("full")},
 		{Path: p("file"), Kind: domain.DirNotDir, Real: p("file")},
-		{Path: p("ours"), Kind: domain.DirFull, Real: p("ours"), Marker: ours},
-		{Path: p("forged"), Kind: domain.DirFull, Real: p("forged")},               // not root's: no marker
+		{Path: p("ours"), Kind: domain.DirFull, Real: p("ours"), Marker: ours, MarkerOwner: "root"},
+		{Path: p("forged"), Kind: domain.DirFull, Real: p("forged"), Marker: ours, MarkerOwner: "nobody"},
 		{Path: p("linked-marker"), Kind: domain.DirFull, Real: p("linked-marker")}, // a link: no marker
 		{Path: p("link"), Kind: domain.DirSymlink, Real: "/etc"},
 		{Path: p("link/ssh"), Kind: domain.DirFull, Real: "/etc/ssh"},
 	} {
 		got := probes[want.Path]
-		if got.Kind != want.Kind || got.Real != want.Real || (got.Marker == nil) != (want.Marker == nil) ||
+		if got.Kind != want.Kind || got.Real != want.Real || got.MarkerOwner != want.MarkerOwner || (got.Marker == nil) != (want.Marker == nil) ||
 			got.Marker != nil && *got.Marker != *want.Marker {
 			t.Errorf("%s: got %+v (marker %+v), want %+v", want.Path, got, got.Marker, want)
 		}
 	}
-	// The domain refuses what the probe found.
+	// The domain refuses what the probe found: a marker that neither root
+	// nor the deploy user owns speaks for nobody.
+	if reason := mark.DeployProblem(probes[p("forged")], "tidb"); !strings.Contains(reason, "its marker is owned by nobody") {
+		t.Errorf("a marker of another user's: %q", reason)
+	}
+	if reason := mark.DeployProblem(probes[p("ours")], "tidb"); reason != "" {
+		t.Errorf("this operation's own marker: %q", reason)
+	}
 	if reason := mark.DeployProblem(probes[p("link/ssh")], "tidb"); !strings.Contains(reason, "resolves to /etc/ssh") {
 		t.Errorf("a directory below a link into /etc: %q", reason)
 	}
@@ -165,6 +172,15 @@ func TestMakeDirsScript(t *testing.T) {
 		}
 	}
 
+	// The deploy user's marker (an unpack chowned it) is still this
+	// instance's.
+	if err := os.Chown(p("deploy/"+domain.MarkerFile), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := runScript(t, makeDirsScript, args...); code != 0 || !strings.Contains(out, "deploy: marked already") {
+		t.Errorf("a marker of the deploy user's: exit %d %q %s", code, out, stderr)
+	}
+
 	// Another cluster's marker, or a link planted as the marker: refused,
 	// nothing written through the link.
 	other := domain.DirMark{Cluster: "prod-b"}.MarkerContent("10.0.0.1:8261")
@@ -198,7 +214,23 @@ func TestRemoveDirsScript(t *testing.T) {
 	write(t, p("deploy/bin/dm-master"), "x")
 	write(t, p("data/"+domain.MarkerFile), domain.DirMark{Cluster: "prod-b"}.MarkerContent("10.0.0.1:8261"))
 	write(t, p("data/keep"), "x")
-	out, stderr, code := runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", p("deploy/bin"), p("deploy"), p("data"), p("data"), "/tmp", "/tmp")
+	write(t, p("byother/"+domain.MarkerFile), ours)
+	if err := os.Chown(p("byother/"+domain.MarkerFile), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	write(t, p("byuser/"+domain.MarkerFile), ours)
+	if err := os.Chown(p("byuser/"+domain.MarkerFile), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "tidb", p("byother"), p("byother"))
+	if _, err := os.Stat(p("byother")); code != 0 || err != nil || !strings.Contains(out, "left "+p("byother")) {
+		t.Errorf("a marker of another user's: exit %d %v, output %q %s", code, err, out, stderr)
+	}
+	out, stderr, code = runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "nobody", p("byuser"), p("byuser"))
+	if _, err := os.Stat(p("byuser")); code != 0 || !os.IsNotExist(err) {
+		t.Errorf("a marker of the deploy user's: exit %d %v, output %q %s", code, err, out, stderr)
+	}
+	out, stderr, code = runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "tidb", p("deploy/bin"), p("deploy"), p("data"), p("data"), "/tmp", "/tmp")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

@@ -60,9 +60,25 @@ type DirProbe struct {
 	// Real is Path with every symbolic link resolved (its missing part kept
 	// as it is).
 	Real string
-	// Marker is the directory's marker file when it is a regular file owned
-	// by root; nil otherwise.
-	Marker *Marker
+	// Marker is the directory's marker file when it is a regular file (not
+	// a link); nil otherwise. MarkerOwner is the user that owns it.
+	Marker      *Marker
+	MarkerOwner string
+}
+
+// trustedMarker is the probe's marker when root wrote it or the deploy
+// user owns it (the deploy user owns every file of an instance, and
+// unpacking a component into its directory may give it the marker too);
+// a marker anyone else owns speaks for nobody. The second result says why
+// a marker is not taken.
+func (p DirProbe) trustedMarker(user string) (*Marker, string) {
+	switch {
+	case p.Marker == nil:
+		return nil, ""
+	case p.MarkerOwner == "root" || p.MarkerOwner == user && user != "":
+		return p.Marker, ""
+	}
+	return nil, fmt.Sprintf("its marker is owned by %s, neither root nor the deploy user", p.MarkerOwner)
 }
 
 // DeployProblem says why a deploy (or scale-out) must not take the
@@ -85,12 +101,14 @@ func (m DirMark) DeployProblem(p DirProbe, user string) string {
 	case DirAbsent, DirEmpty:
 		return ""
 	case DirFull:
-		mk := p.Marker
+		mk, untrusted := p.trustedMarker(user)
 		if mk != nil && mk.Cluster == m.Cluster && mk.Operation == m.Operation && m.Operation != "" {
 			return ""
 		}
 		why := "it holds files that dmgr did not put there"
-		if mk != nil && mk.Cluster != "" {
+		if untrusted != "" {
+			why += "; " + untrusted
+		} else if mk != nil && mk.Cluster != "" {
 			why = fmt.Sprintf("it belongs to cluster %s (instance %s, operation %s)", mk.Cluster, mk.Instance, mk.Operation)
 		}
 		return fmt.Sprintf("directory %s is not empty (%s): dmgr deploys only into an absent or empty directory; empty it, remove it or choose another directory", p.Path, why)
@@ -123,8 +141,12 @@ func (m DirMark) RemovalProblem(p, mark DirProbe, instance, user string) string 
 			return where + " is a symbolic link"
 		}
 	}
-	mk := mark.Marker
+	mk, untrusted := mark.trustedMarker(user)
 	switch {
+	case untrusted != "" && where == "it":
+		return untrusted
+	case untrusted != "":
+		return where + ": " + untrusted
 	case mk == nil || mk.Cluster == "":
 		return where + " carries no marker of dmgr's: dmgr did not create it"
 	case mk.Cluster != m.Cluster:

@@ -163,21 +163,24 @@ func TestDeployProblem(t *testing.T) {
 	}{
 		{"absent", DirProbe{Path: "/srv/dm", Kind: DirAbsent, Real: "/srv/dm"}, ""},
 		{"empty", DirProbe{Path: "/srv/dm", Kind: DirEmpty, Real: "/srv/dm"}, ""},
-		{"carries this operation's marker (a retry)", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: ours}, ""},
+		{"carries this operation's marker (a retry)", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: ours, MarkerOwner: "root"}, ""},
 		{"absent below a link to a directory of its own", DirProbe{Path: "/srv/dm", Kind: DirAbsent, Real: "/data/dm"}, ""},
 		{"not empty", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm"},
 			"directory /srv/dm is not empty (it holds files that dmgr did not put there): dmgr deploys only into an absent or empty directory; empty it, remove it or choose another directory"},
-		{"another operation's marker", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{Cluster: "prod-a", Instance: "10.0.0.1:8261", Operation: "op-0"}},
+		{"another operation's marker", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{Cluster: "prod-a", Instance: "10.0.0.1:8261", Operation: "op-0"}, MarkerOwner: "root"},
 			"is not empty (it belongs to cluster prod-a (instance 10.0.0.1:8261, operation op-0))"},
-		{"another cluster's marker", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{Cluster: "prod-b", Operation: "op-1"}},
+		{"another cluster's marker", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{Cluster: "prod-b", Operation: "op-1"}, MarkerOwner: "root"},
 			"it belongs to cluster prod-b"},
-		{"a marker without a cluster", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{}}, "it holds files that dmgr did not put there"},
+		{"a marker without a cluster", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{}, MarkerOwner: "root"}, "it holds files that dmgr did not put there"},
 		{"a symbolic link", DirProbe{Path: "/srv/dm", Kind: DirSymlink, Real: "/srv/x"}, "directory /srv/dm is a symbolic link"},
 		{"a file", DirProbe{Path: "/srv/dm", Kind: DirNotDir, Real: "/srv/dm"}, "/srv/dm exists and is not a directory"},
 		{"resolves into /etc", DirProbe{Path: "/srv/dm/m1", Kind: DirAbsent, Real: "/etc/m1"},
 			"directory /srv/dm/m1 resolves to /etc/m1: /etc/m1 is inside the system directory /etc"},
 		{"resolves to a home", DirProbe{Path: "/srv/dm/m1", Kind: DirEmpty, Real: "/home/dmgr"},
 			"resolves to /home/dmgr: /home/dmgr is a user's home directory"},
+		{"this operation's marker, owned by the deploy user", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: ours, MarkerOwner: "tidb"}, ""},
+		{"this operation's marker, owned by someone else", DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: ours, MarkerOwner: "mallory"},
+			"is not empty (it holds files that dmgr did not put there; its marker is owned by mallory, neither root nor the deploy user)"},
 		{"unknown kind", DirProbe{Path: "/srv/dm", Kind: "socket", Real: "/srv/dm"}, `the host reported it as "socket"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -189,7 +192,7 @@ func TestDeployProblem(t *testing.T) {
 	}
 	// Without the operation (a plan of another version) no marker is
 	// taken for this deploy's.
-	if got := (DirMark{Cluster: "prod-a"}).DeployProblem(DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{Cluster: "prod-a"}}, "tidb"); got == "" {
+	if got := (DirMark{Cluster: "prod-a"}).DeployProblem(DirProbe{Path: "/srv/dm", Kind: DirFull, Real: "/srv/dm", Marker: &Marker{Cluster: "prod-a"}, MarkerOwner: "root"}, "tidb"); got == "" {
 		t.Error("a marker without operation was taken for this deploy's")
 	}
 }
@@ -200,7 +203,10 @@ func TestRemovalProblem(t *testing.T) {
 	m := DirMark{Cluster: "prod-a", Dirs: []string{"/srv/dm/m1", "/data/m1"}}
 	const inst = "10.0.0.1:8261"
 	ours := &Marker{Cluster: "prod-a", Instance: inst, Operation: "op-1"}
-	dir := func(path, kind string, mk *Marker) DirProbe { return DirProbe{Path: path, Kind: kind, Real: path, Marker: mk} }
+	dir := func(path, kind string, mk *Marker) DirProbe {
+		return DirProbe{Path: path, Kind: kind, Real: path, Marker: mk, MarkerOwner: "root"}
+	}
+	owned := func(p DirProbe, owner string) DirProbe { p.MarkerOwner = owner; return p }
 	for _, tt := range []struct {
 		name    string
 		p, mark DirProbe
@@ -220,8 +226,13 @@ func TestRemovalProblem(t *testing.T) {
 			"the directory /srv/dm/m1 that holds it carries no marker of dmgr's"},
 		{"holder is a link", dir("/srv/dm/m1/bin", DirFull, nil), dir("/srv/dm/m1", DirSymlink, nil), "the directory /srv/dm/m1 that holds it is a symbolic link"},
 		{"a symbolic link", dir("/srv/dm/m1", DirSymlink, nil), dir("/srv/dm/m1", DirSymlink, nil), "it is a symbolic link"},
+		{"ours, owned by the deploy user", owned(dir("/srv/dm/m1", DirFull, ours), "tidb"), owned(dir("/srv/dm/m1", DirFull, ours), "tidb"), ""},
+		{"ours, owned by someone else", owned(dir("/srv/dm/m1", DirFull, ours), "nobody"), owned(dir("/srv/dm/m1", DirFull, ours), "nobody"),
+			"its marker is owned by nobody, neither root nor the deploy user"},
+		{"holder's marker owned by someone else", dir("/srv/dm/m1/bin", DirFull, nil), owned(dir("/srv/dm/m1", DirFull, ours), "nobody"),
+			"the directory /srv/dm/m1 that holds it: its marker is owned by nobody"},
 		{"a file", dir("/srv/dm/m1", DirNotDir, nil), dir("/srv/dm/m1", DirNotDir, nil), "it is not a directory"},
-		{"resolves into /etc", DirProbe{Path: "/srv/dm/m1", Kind: DirFull, Real: "/etc/ssh", Marker: ours}, dir("/srv/dm/m1", DirFull, ours),
+		{"resolves into /etc", DirProbe{Path: "/srv/dm/m1", Kind: DirFull, Real: "/etc/ssh", Marker: ours, MarkerOwner: "root"}, dir("/srv/dm/m1", DirFull, ours),
 			"it resolves to /etc/ssh: /etc/ssh is inside the system directory /etc"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
