@@ -77,6 +77,11 @@ func (a *Agent) execute(ctx context.Context, log zerolog.Logger, o order) outcom
 
 func (r *run) dispatch(ctx context.Context) error {
 	s := r.d.Step
+	if s.TimeoutSec > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(s.TimeoutSec)*time.Second)
+		defer cancel()
+	}
 	switch s.Kind {
 	case domain.StepCheckHost:
 		return r.checkHost(ctx)
@@ -96,6 +101,8 @@ func (r *run) dispatch(ctx context.Context) error {
 		return r.stop(ctx)
 	case domain.StepRemoveDirs:
 		return r.removeDirs(ctx)
+	case domain.StepForceRemove:
+		return r.forceRemove(ctx)
 	case domain.StepSwitchFiles:
 		return r.switchFiles(ctx)
 	case domain.StepOffline:
@@ -107,7 +114,8 @@ func (r *run) dispatch(ctx context.Context) error {
 }
 
 // retry runs f, trying again after connection failures (not after a host
-// key mismatch or a command that ran and failed).
+// key mismatch or a command that ran and failed, nor in a best-effort
+// step, which tries once).
 func (r *run) retry(ctx context.Context, what string, f func() error) error {
 	backoff := r.a.cfg.RetryBackoff
 	var err error
@@ -115,14 +123,14 @@ func (r *run) retry(ctx context.Context, what string, f func() error) error {
 		err = f()
 		var mismatch *remote.HostKeyMismatchError
 		var failed *commandError
-		if err == nil || ctx.Err() != nil || errors.As(err, &mismatch) || errors.As(err, &failed) || try >= r.a.cfg.Retries {
+		if err == nil || ctx.Err() != nil || errors.As(err, &mismatch) || errors.As(err, &failed) || try >= r.a.cfg.Retries || r.d.Step.BestEffort {
 			break
 		}
 		r.log.Warn().Err(err).Int("try", try+1).Msg(what + " failed; retrying")
 		sleep(ctx, backoff)
 		backoff *= 2
 	}
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !r.d.Step.BestEffort {
 		var failed *commandError
 		if !errors.As(err, &failed) {
 			return fmt.Errorf("%s (after %d tries): %w", what, r.a.cfg.Retries+1, err)
@@ -152,13 +160,18 @@ func (e *commandError) Error() string {
 // sh runs a constant script with quoted positional arguments on the
 // target, retried on connection failures; a non-zero exit is an error.
 func (r *run) sh(ctx context.Context, what string, opts remote.RunOptions, script string, args ...string) error {
+	return r.shWith(ctx, what, opts, script, args, func(res remote.Result) { r.out.stdout.add(res.Stdout) })
+}
+
+// shWith is sh, handing each run's result to stdout.
+func (r *run) shWith(ctx context.Context, what string, opts remote.RunOptions, script string, args []string, stdout func(remote.Result)) error {
 	cmd := shell.Join(append([]string{"sh", "-c", script, "sh"}, args...)...)
 	return r.retry(ctx, what, func() error {
 		res, err := r.a.cfg.Remote.Run(ctx, r.target, cmd, opts)
 		if err != nil {
 			return err
 		}
-		r.out.stdout.add(res.Stdout)
+		stdout(res)
 		r.out.stderr.add(res.Stderr)
 		if res.ExitCode != 0 {
 			r.out.exitCode = res.ExitCode
@@ -191,13 +204,14 @@ for arg; do
     fi;;
   esac
 done
-for tool in sha256sum flock setsid tar awk; do
+for tool in sha256sum flock setsid tar awk realpath stat; do
   command -v "$tool" >/dev/null 2>&1 || { echo "$tool is missing on $(hostname)" >&2; fail=1; }
 done
 exit $fail
 `
 
-// checkHost: reachable, sudo works, directories can be created, ports are
+// checkHost: reachable, sudo works, the directories to create are absent
+// or empty (or this operation's, on a retry) and can be created, ports are
 // free (or held by the instance itself, on a retry).
 func (r *run) checkHost(ctx context.Context) error {
 	var args []string
@@ -210,7 +224,10 @@ func (r *run) checkHost(ctx context.Context) error {
 	if err := r.sh(ctx, "sudo", remote.RunOptions{Sudo: true}, "true"); err != nil {
 		return fmt.Errorf("user %s cannot run sudo without a prompt: %w", r.target.User, err)
 	}
-	return r.sh(ctx, "host check", remote.RunOptions{Sudo: true}, checkHostScript, args...)
+	if err := r.sh(ctx, "host check", remote.RunOptions{Sudo: true}, checkHostScript, args...); err != nil {
+		return err
+	}
+	return r.checkDirs(ctx)
 }
 
 // ensureUserScript creates the user unless it exists. Deploys of several
@@ -230,16 +247,6 @@ exit $rc
 
 func (r *run) ensureUser(ctx context.Context) error {
 	return r.sh(ctx, "create user "+r.d.Step.User, remote.RunOptions{Sudo: true}, ensureUserScript, r.d.Step.User)
-}
-
-const makeDirsScript = `
-user=$1; shift
-mkdir -p -- "$@" && chown -- "$user:" "$@"
-`
-
-func (r *run) makeDirs(ctx context.Context) error {
-	return r.sh(ctx, "create directories", remote.RunOptions{Sudo: true}, makeDirsScript,
-		append([]string{r.d.Step.User}, r.d.Step.Dirs...)...)
 }
 
 // copyFiles uploads the component's files from the package; an upload
@@ -531,32 +538,6 @@ func (r *run) stop(ctx context.Context) error {
 	}
 	return r.sh(ctx, "stop "+svc.Name, remote.RunOptions{Sudo: true},
 		`systemctl stop "$1" 2>/dev/null || ! systemctl is-active --quiet "$1"`, svc.Name+".service")
-}
-
-// removeDirsScript removes directories, refusing any that is not an
-// absolute path at least two levels deep.
-const removeDirsScript = `
-for d; do
-  case "$d" in
-  /*/*) ;;
-  *) echo "refusing to remove $d: not an absolute path two levels deep" >&2; exit 1;;
-  esac
-done
-rm -rf -- "$@" && echo "removed $*"
-`
-
-// removeDirs removes the instance's directories, and its systemd unit.
-func (r *run) removeDirs(ctx context.Context) error {
-	if len(r.d.Step.Dirs) > 0 {
-		if err := r.sh(ctx, "remove directories", remote.RunOptions{Sudo: true}, removeDirsScript, r.d.Step.Dirs...); err != nil {
-			return err
-		}
-	}
-	if svc := r.d.Step.Service; svc != nil && svc.UnitFile != "" {
-		return r.sh(ctx, "remove unit "+svc.Name, remote.RunOptions{Sudo: true},
-			`systemctl disable "$1" 2>/dev/null; rm -f -- "$2"; systemctl daemon-reload 2>/dev/null; exit 0`, svc.Name+".service", svc.UnitFile)
-	}
-	return nil
 }
 
 // offline takes a master or worker out of the DM cluster through a

@@ -71,6 +71,7 @@ func DecideDeployCluster(w *World, c DeployCluster) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	markOperation(plan, c.OperationID)
 	return []Event{
 		ClusterDeployRequested{Name: c.Name, Version: c.Version, PackageID: pkgID, Topology: c.Topology,
 			Global: topo.Global, Instances: topo.Instances},

@@ -57,23 +57,7 @@ func (pl *planner) hosts() []string {
 }
 
 func (pl *planner) deploy() ([]Step, error) {
-	g := pl.topo.Global
-	for _, h := range pl.hosts() {
-		var ports []PortCheck
-		var dirs []string
-		for _, in := range pl.topo.Instances {
-			if in.Host != h {
-				continue
-			}
-			svc := serviceName(in)
-			for _, p := range in.Ports() {
-				ports = append(ports, PortCheck{Port: p, PIDFile: pidFile(in, svc)})
-			}
-			dirs = append(dirs, in.Dirs()...)
-		}
-		check := pl.add(Step{ID: "check/" + h, Kind: StepCheckHost, Host: h, User: g.User, Ports: ports, Dirs: dirs})
-		pl.add(Step{ID: "user/" + h, Kind: StepEnsureUser, Host: h, User: g.User, Needs: []string{check}})
-	}
+	pl.hostChecks(pl.hosts(), pl.topo.Instances)
 	for _, in := range pl.topo.Instances {
 		if err := pl.prepareInstance(in); err != nil {
 			return nil, err
@@ -106,11 +90,40 @@ func (pl *planner) deploy() ([]Step, error) {
 	return pl.steps, nil
 }
 
+// hostChecks adds, per host, a check (reachable, sudo, tools, ports free,
+// every directory the instances of insts on it will have absent or empty)
+// and the deploy user. Every host's deploy user waits for every host's
+// check: nothing is written anywhere before every check passed.
+func (pl *planner) hostChecks(hosts []string, insts []Instance) {
+	g := pl.topo.Global
+	var checks []string
+	for _, h := range hosts {
+		var ports []PortCheck
+		var dirs []string
+		for _, in := range insts {
+			if in.Host != h {
+				continue
+			}
+			svc := serviceName(in)
+			for _, p := range in.Ports() {
+				ports = append(ports, PortCheck{Port: p, PIDFile: pidFile(in, svc)})
+			}
+			dirs = append(dirs, in.Dirs()...)
+		}
+		checks = append(checks, pl.add(Step{ID: "check/" + h, Kind: StepCheckHost, Host: h, User: g.User, Ports: ports, Dirs: dirs,
+			Mark: &DirMark{Cluster: pl.cluster, Dirs: topDirs(dirs)}}))
+	}
+	for _, h := range hosts {
+		pl.add(Step{ID: "user/" + h, Kind: StepEnsureUser, Host: h, User: g.User, Needs: slices.Clone(checks)})
+	}
+}
+
 // prepareInstance adds an instance's directories, files and configs.
 func (pl *planner) prepareInstance(in Instance) error {
 	g := pl.topo.Global
 	dirs := pl.add(Step{ID: "dirs/" + in.ID, Kind: StepMakeDirs, Host: in.Host, Instance: in.ID, Role: in.Role,
-		User: g.User, Needs: []string{"user/" + in.Host}, Dirs: instanceDirs(in)})
+		User: g.User, Needs: []string{"user/" + in.Host}, Dirs: instanceDirs(in),
+		Mark: &DirMark{Cluster: pl.cluster, Dirs: topDirs(in.Dirs())}})
 	copies, err := pl.copies(in)
 	if err != nil {
 		return err

@@ -85,10 +85,22 @@ func TestDeployPlanIsADAGInDependencyOrder(t *testing.T) {
 			t.Errorf("%s does not wait for %s", o.later, o.earlier)
 		}
 	}
-	// Independent hosts run in parallel: nothing on host 1 waits for host 2
-	// before the starts.
+	// Nothing is written on any host before every host's check passed:
+	// each deploy user (the first step that writes) waits for every check.
 	for _, s := range plan {
-		if s.Kind == StepStart || s.Kind == StepCheckCluster {
+		if s.Kind != StepEnsureUser {
+			continue
+		}
+		for _, h := range []string{"198.18.0.11", "198.18.0.12", "198.18.0.13"} {
+			if !slices.Contains(s.Needs, "check/"+h) {
+				t.Errorf("%s does not wait for check/%s", s.ID, h)
+			}
+		}
+	}
+	// Independent hosts run in parallel after the checks: nothing on host 1
+	// waits for host 2 before the starts.
+	for _, s := range plan {
+		if s.Kind == StepStart || s.Kind == StepCheckCluster || s.Kind == StepEnsureUser {
 			continue
 		}
 		for _, n := range s.Needs {

@@ -40,6 +40,7 @@ const (
 	TypeClusterScaleOutRequested = "ClusterScaleOutRequested"
 	TypeClusterScaleInRequested  = "ClusterScaleInRequested"
 	TypeClusterReloadRequested   = "ClusterReloadRequested"
+	TypeClusterDestroyRequested  = "ClusterDestroyRequested"
 )
 
 func (MachineRegistered) EventType() string        { return TypeMachineRegistered }
@@ -59,6 +60,7 @@ func (ClusterLeaderElected) EventType() string     { return TypeClusterLeaderEle
 func (ClusterScaleOutRequested) EventType() string { return TypeClusterScaleOutRequested }
 func (ClusterScaleInRequested) EventType() string  { return TypeClusterScaleInRequested }
 func (ClusterReloadRequested) EventType() string   { return TypeClusterReloadRequested }
+func (ClusterDestroyRequested) EventType() string  { return TypeClusterDestroyRequested }
 
 // decoders decode schema 1 of every event type into its value type, so
 // that Evolve switches on value types only.
@@ -80,6 +82,7 @@ var decoders = map[string]eventDecoder{
 	TypeClusterScaleOutRequested: decoderOf[ClusterScaleOutRequested](),
 	TypeClusterScaleInRequested:  decoderOf[ClusterScaleInRequested](),
 	TypeClusterReloadRequested:   decoderOf[ClusterReloadRequested](),
+	TypeClusterDestroyRequested:  decoderOf[ClusterDestroyRequested](),
 }
 
 // eventDecoder decodes one event type from a payload's bytes: with its

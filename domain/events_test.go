@@ -75,6 +75,7 @@ func TestDecodeEventTypeNames(t *testing.T) {
 		{PackageUploaded{}, "PackageUploaded"},
 		{ClusterDeployRequested{}, "ClusterDeployRequested"},
 		{OperationRequested{}, "OperationRequested"},
+		{ClusterDestroyRequested{}, "ClusterDestroyRequested"},
 	}
 	for _, tt := range tests {
 		if got := tt.event.EventType(); got != tt.name {

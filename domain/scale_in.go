@@ -85,9 +85,7 @@ func DecideScaleIn(c *Cluster, cmd ScaleIn) ([]Event, error) {
 		default:
 			last = offline(in, []string{pl.addStop(in, nil)})
 		}
-		rm := Step{ID: "remove/" + in.ID, Kind: StepRemoveDirs, Host: in.Host, Instance: in.ID, Role: in.Role,
-			User: c.Global.User, Needs: []string{last}, Dirs: removableDirs(in, false), Service: pl.service(in)}
-		removes = append(removes, pl.add(rm))
+		removes = append(removes, pl.add(removeStep(c, in, removableDirs(in, false), last, pl.service(in))))
 	}
 	if err := pl.rescrape(kept, removes); err != nil {
 		return nil, err

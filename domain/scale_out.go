@@ -60,6 +60,7 @@ func DecideScaleOut(w *World, cmd ScaleOut) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	markOperation(plan, cmd.OperationID)
 	return []Event{
 		ClusterScaleOutRequested{Topology: cmd.Topology, Instances: fragment.Instances},
 		OperationRequested{ID: cmd.OperationID, Kind: OperationScaleOut, Cluster: c.Name, Plan: plan},
@@ -101,20 +102,7 @@ func scaleOutPlan(c *Cluster, fragment *Topology, packages map[string]*Package) 
 			hosts = append(hosts, in.Host)
 		}
 	}
-	for _, h := range hosts {
-		var ports []PortCheck
-		var dirs []string
-		for _, in := range fragment.Instances {
-			if in.Host == h {
-				for _, p := range in.Ports() {
-					ports = append(ports, PortCheck{Port: p, PIDFile: pidFile(in, serviceName(in))})
-				}
-				dirs = append(dirs, in.Dirs()...)
-			}
-		}
-		check := pl.add(Step{ID: "check/" + h, Kind: StepCheckHost, Host: h, User: c.Global.User, Ports: ports, Dirs: dirs})
-		pl.add(Step{ID: "user/" + h, Kind: StepEnsureUser, Host: h, User: c.Global.User, Needs: []string{check}})
-	}
+	pl.hostChecks(hosts, fragment.Instances)
 	for _, in := range fragment.Instances {
 		if err := pl.prepareInstance(in); err != nil {
 			return nil, err

@@ -24,7 +24,13 @@ func plans(t *testing.T) func([]Event, error) []Step {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return evs[0].(OperationRequested).Plan
+		for _, e := range evs {
+			if op, ok := e.(OperationRequested); ok {
+				return op.Plan
+			}
+		}
+		t.Fatalf("no OperationRequested in %v", evs)
+		return nil
 	}
 }
 
@@ -115,7 +121,9 @@ func TestDestroyRemovesEverythingOrKeepsTheData(t *testing.T) {
 	}
 	// Once the destroy succeeded the cluster is gone and its machines free.
 	evs, _ := DecideDestroyCluster(&c, DestroyCluster{Name: "prod-a", OperationID: "op-d"})
-	c = EvolveCluster(c, evs[0])
+	for _, e := range evs {
+		c = EvolveCluster(c, e)
+	}
 	for round := 0; round < 10; round++ {
 		op := c.FindOperation("op-d")
 		for _, s := range op.Progress().Ready {

@@ -37,6 +37,16 @@ type Step struct {
 	Service  *ServiceSpec  `json:"service,omitempty"`
 	Check    *ClusterCheck `json:"check,omitempty"`
 	Switches []SwitchSpec  `json:"switches,omitempty"` // StepSwitchFiles
+	// Mark: the ownership markers of the instance directories that the
+	// step checks (check_host), creates (make_dirs) or removes
+	// (remove_dirs, force_remove).
+	Mark *DirMark `json:"mark,omitempty"`
+	// BestEffort: the step may fail without failing the operation (a
+	// forced destroy tries each host once).
+	BestEffort bool `json:"best_effort,omitempty"`
+	// TimeoutSec, when set, is how long the agent works on the step before
+	// it gives up.
+	TimeoutSec int `json:"timeout_sec,omitempty"`
 }
 
 // PortCheck is a port that must be free on a host, unless the instance's
@@ -121,8 +131,8 @@ type Progress struct {
 	Running   []string // started, no result yet
 	Failed    []string
 	Blocked   []string // pending behind a failed step
-	Succeeded int
-	Done      bool // nothing runs and nothing can run any more
+	Succeeded int      // succeeded, or failed but best effort
+	Done      bool     // nothing runs and nothing can run any more
 }
 
 // ProgressOf computes what can run next. An operation keeps running the
@@ -131,6 +141,7 @@ type Progress struct {
 func ProgressOf(plan []Step, states map[string]StepState) Progress {
 	var p Progress
 	failedOrBlocked := map[string]bool{}
+	var triedBestEffort map[string]bool // failed best-effort steps
 	// Plans are in dependency order (every need comes earlier), so one pass
 	// settles the blocked ones.
 	for _, s := range plan {
@@ -140,6 +151,15 @@ func ProgressOf(plan []Step, states map[string]StepState) Progress {
 			p.Succeeded++
 			continue
 		case StepStatusFailed:
+			if s.BestEffort {
+				// Settled: it was tried, and may fail; what needs it runs.
+				p.Succeeded++
+				if triedBestEffort == nil {
+					triedBestEffort = map[string]bool{}
+				}
+				triedBestEffort[s.ID] = true
+				continue
+			}
 			p.Failed = append(p.Failed, s.ID)
 			failedOrBlocked[s.ID] = true
 			continue
@@ -152,7 +172,7 @@ func ProgressOf(plan []Step, states map[string]StepState) Progress {
 			if failedOrBlocked[n] {
 				blocked = true
 			}
-			if states[n].Status != StepStatusSucceeded {
+			if states[n].Status != StepStatusSucceeded && !triedBestEffort[n] {
 				ready = false
 			}
 		}

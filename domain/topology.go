@@ -140,15 +140,6 @@ const (
 	msgNoMaster = "topology needs at least one dm-master in master_servers"
 )
 
-// systemDirectories may not be an instance directory: dmgr removes instance
-// directories on destroy and scale-in.
-var systemDirectories = []string{
-	"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64",
-	"/libx32", "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin",
-	"/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/local",
-	"/usr/sbin", "/usr/share", "/var", "/var/lib", "/var/log", "/var/tmp",
-}
-
 // ParseTopology parses a tiup-dm topology file (the YAML given to `tiup dm
 // deploy`), fills in defaults, resolves directories as tiup does and checks
 // that instances of the topology do not clash with one another. Errors are
@@ -284,6 +275,10 @@ type topoParser struct {
 	budget int
 	// fragment: a scale-out topology, which may have no dm-master.
 	fragment bool
+	// globalDirLines are the lines of the global deploy_dir, data_dir and
+	// log_dir, when the topology sets them: an instance directory made
+	// from one of them is refused at that line.
+	globalDirLines map[string]int
 }
 
 // yamlEntry is one entry of a YAML mapping.
@@ -438,6 +433,17 @@ func (p *topoParser) global(n *yaml.Node) (GlobalOptions, error) {
 	}{{"deploy_dir", g.DeployDir}, {"data_dir", g.DataDir}, {"log_dir", g.LogDir}} {
 		if reason := topologyDirProblem(d.dir); reason != "" {
 			return g, topologyErr(f.line(d.key, n), "global.%s: path %q is invalid: %s", d.key, d.dir, reason)
+		}
+		if path.IsAbs(d.dir) {
+			if reason := baseDirProblem(d.dir); reason != "" {
+				return g, topologyErr(f.line(d.key, n), "global.%s: %s; choose a base directory of dmgr's own (e.g. /srv/dm, or a path relative to the deploy user's home)", d.key, reason)
+			}
+		}
+		if _, ok := f[d.key]; ok {
+			if p.globalDirLines == nil {
+				p.globalDirLines = map[string]int{}
+			}
+			p.globalDirLines[d.key] = f.line(d.key, n)
 		}
 	}
 	if !path.IsAbs(g.DeployDir) {
@@ -962,11 +968,23 @@ func (p *topoParser) instance(rs topoSection, where string, n *yaml.Node, g Glob
 	inst.DataDir = resolveInstanceDir(data, g.DataDir, inst.DeployDir, sub)
 	inst.LogDir = resolveInstanceDir(logd, g.LogDir, inst.DeployDir, sub)
 	for _, dd := range []struct{ key, dir string }{{"deploy_dir", inst.DeployDir}, {"data_dir", inst.DataDir}, {"log_dir", inst.LogDir}} {
-		if reason := remotePathProblem(dd.dir); reason != "" {
-			return Instance{}, topologyErr(f.line(dd.key, n), "%s.%s: path %q is invalid: %s", where, dd.key, dd.dir, reason)
+		line, what := f.line(dd.key, n), where+"."+dd.key
+		if own := f[dd.key]; own.v == nil || isNullNode(own.v) {
+			// Made from the global setting (the deploy directory's, for a
+			// data or log directory inside it).
+			key := dd.key
+			if !path.IsAbs(g.DataDir) && key == "data_dir" || !path.IsAbs(g.LogDir) && key == "log_dir" {
+				key = "deploy_dir"
+			}
+			if gl := p.globalDirLines[key]; gl != 0 && f[key].v == nil {
+				line, what = gl, fmt.Sprintf("global.%s, for %s.%s", key, where, dd.key)
+			}
 		}
-		if slices.Contains(systemDirectories, dd.dir) || dd.dir == userHome(g.User) {
-			return Instance{}, topologyErr(f.line(dd.key, n), "%s.%s: %s is a system directory; give the instance a directory of its own", where, dd.key, dd.dir)
+		if reason := remotePathProblem(dd.dir); reason != "" {
+			return Instance{}, topologyErr(line, "%s: path %q is invalid: %s", what, dd.dir, reason)
+		}
+		if reason := ownedDirProblem(dd.dir, g.User); reason != "" {
+			return Instance{}, topologyErr(line, "%s: %s; %s", what, reason, ownedDirAdvice)
 		}
 	}
 	return inst, nil

@@ -472,9 +472,9 @@ func TestParseTopologyErrors(t *testing.T) {
 		{"global log_dir with $", topoText("global:", "  log_dir: $HOME/log") + master,
 			`topology line 2: global.log_dir: path "$HOME/log" is invalid: it contains '$'; use only letters, digits and . _ / + @ -`},
 		{"system directory", topoText("master_servers:", "  - host: 10.0.0.1", "    deploy_dir: /usr"),
-			"topology line 3: master_servers[0].deploy_dir: /usr is a system directory; give the instance a directory of its own"},
+			"topology line 3: master_servers[0].deploy_dir: /usr is a system directory; " + ownedDirAdvice},
 		{"the user's home", topoText("master_servers:", "  - host: 10.0.0.1", "    data_dir: /home/tidb"),
-			"topology line 3: master_servers[0].data_dir: /home/tidb is a system directory; give the instance a directory of its own"},
+			"topology line 3: master_servers[0].data_dir: /home/tidb is the home directory of the deploy user tidb; " + ownedDirAdvice},
 
 		// Clashes inside the topology.
 		{"duplicate name", topoText("master_servers:", "  - host: 10.0.0.1", "    name: dm1", "worker_servers:", "  - host: 10.0.0.2", "    name: dm1"),

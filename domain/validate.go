@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -114,6 +115,86 @@ func remotePathProblem(s string) string {
 	}
 	if c := path.Clean(s); c != s {
 		return "it is not clean; write it as " + c
+	}
+	return ""
+}
+
+// systemTrees are the directories that neither are nor hold a directory
+// dmgr owns: an instance's directories are chowned to the deploy user and
+// removed on destroy. Every top-level directory whose name starts with
+// "lib" (/lib, /lib32, /lib64, /libx32, /libexec) is one as well.
+var systemTrees = []string{"/bin", "/boot", "/dev", "/etc", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",
+	"/var/lock", "/var/run"}
+
+// sharedDirectories may hold directories dmgr owns but never be one.
+var sharedDirectories = []string{"/", "/home", "/media", "/mnt", "/opt", "/srv", "/tmp", "/var",
+	"/var/backups", "/var/cache", "/var/lib", "/var/local", "/var/log", "/var/mail", "/var/opt", "/var/spool", "/var/tmp"}
+
+// ownedDirAdvice ends every message that refuses an instance directory.
+const ownedDirAdvice = "give the instance a directory of its own (e.g. under /srv, or relative to the deploy user's home)"
+
+// ValidateOwnedDir checks a directory dmgr is to create, own and, on
+// destroy, remove on a host for the deploy user: a valid remote path (see
+// ValidateRemotePath) that is not a system directory, nor inside one of
+// /bin, /boot, /dev, /etc, /lib*, /proc, /root, /run, /sbin, /sys, /usr,
+// nor a user's home directory (/home/<name>).
+func ValidateOwnedDir(dir, user string) error {
+	if reason := remotePathProblem(dir); reason != "" {
+		return Errorf(Invalid, "path %q is invalid: %s", dir, reason)
+	}
+	if reason := ownedDirProblem(dir, user); reason != "" {
+		return Errorf(Invalid, "%s; %s", reason, ownedDirAdvice)
+	}
+	return nil
+}
+
+// ownedDirProblem says why the clean absolute path dir cannot be a
+// directory dmgr owns, or "".
+func ownedDirProblem(dir, user string) string {
+	if tree := systemTreeOf(dir); tree == dir {
+		return dir + " is a system directory"
+	} else if tree != "" {
+		return dir + " is inside the system directory " + tree
+	}
+	switch {
+	case dir == "/":
+		return "/ is the root directory"
+	case user != "" && dir == userHome(user):
+		return dir + " is the home directory of the deploy user " + user
+	case path.Dir(dir) == "/home":
+		return dir + " is a user's home directory"
+	case slices.Contains(sharedDirectories, dir):
+		return dir + " is a system directory"
+	}
+	return ""
+}
+
+// systemTreeOf returns the system tree (see systemTrees) that dir is or is
+// inside, or "".
+func systemTreeOf(dir string) string {
+	for _, t := range systemTrees {
+		if dir == t || strings.HasPrefix(dir, t+"/") {
+			return t
+		}
+	}
+	first, _, _ := strings.Cut(strings.TrimPrefix(dir, "/"), "/")
+	if strings.HasPrefix(first, "lib") {
+		return "/" + first
+	}
+	return ""
+}
+
+// baseDirProblem says why the clean absolute path dir cannot be a base
+// directory (a global deploy_dir, data_dir or log_dir, in which each
+// instance gets a directory of its own), or "".
+func baseDirProblem(dir string) string {
+	if dir == "/" {
+		return "/ is the root directory: instance directories may not be made directly in it"
+	}
+	if tree := systemTreeOf(dir); tree == dir {
+		return dir + " is a system directory: instance directories may not be made in it"
+	} else if tree != "" {
+		return dir + " is inside the system directory " + tree
 	}
 	return ""
 }

@@ -45,26 +45,43 @@ func (a *api) controlCluster(kind string) http.HandlerFunc {
 	}
 }
 
+// destroyClusterBody repeats the cluster's name, which a forced destroy
+// needs.
+type destroyClusterBody struct {
+	Name string `json:"name"`
+}
+
 func (a *api) destroyCluster(w http.ResponseWriter, r *http.Request) {
-	name := chi.URLParam(r, "name")
-	retain := false
-	if v := r.URL.Query().Get("retain_data"); v != "" {
-		var err error
-		if retain, err = strconv.ParseBool(v); err != nil {
-			writeError(w, r, domain.Errorf(domain.Invalid, "retain_data %q: want true or false", v))
-			return
+	req := service.DestroyClusterRequest{Name: chi.URLParam(r, "name")}
+	for _, f := range []struct {
+		key string
+		dst *bool
+	}{{"retain_data", &req.RetainData}, {"force", &req.Force}} {
+		if v := r.URL.Query().Get(f.key); v != "" {
+			var err error
+			if *f.dst, err = strconv.ParseBool(v); err != nil {
+				writeError(w, r, domain.Errorf(domain.Invalid, "%s %q: want true or false", f.key, v))
+				return
+			}
 		}
 	}
-	if dryRun(r) {
-		steps, err := a.svc.PlanDestroyCluster(r.Context(), name, retain)
-		if err != nil {
+	if r.ContentLength != 0 {
+		var b destroyClusterBody
+		if err := decodeJSON(r, a.maxJSON, &b); err != nil {
 			writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "plan": map[string]any{"steps": steps}})
+		if b.Name == "" {
+			writeError(w, r, domain.Errorf(domain.Invalid, `body: name is empty: repeat the cluster's name, {"name": %q}`, req.Name))
+			return
+		}
+		req.Confirm = b.Name
+	}
+	if dryRun(r) {
+		writePlan(w, r, func() ([]domain.Step, error) { return a.svc.PlanDestroyCluster(r.Context(), req) })
 		return
 	}
-	acc, err := a.svc.DestroyCluster(r.Context(), meta(r), name, retain)
+	acc, err := a.svc.DestroyCluster(r.Context(), meta(r), req)
 	if err != nil {
 		writeError(w, r, err)
 		return

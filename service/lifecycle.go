@@ -31,18 +31,38 @@ func (s *Service) PlanControlCluster(ctx context.Context, r ControlClusterReques
 	})
 }
 
+// DestroyClusterRequest destroys a cluster.
+type DestroyClusterRequest struct {
+	Name       string
+	RetainData bool
+	// Force forgets a cluster whose hosts are gone: each instance is tried
+	// once, and the cluster is destroyed whatever the tries gave. It needs
+	// Confirm, the cluster's name repeated.
+	Force   bool
+	Confirm string
+}
+
+func (r DestroyClusterRequest) command(operationID string) domain.DestroyCluster {
+	return domain.DestroyCluster{Name: r.Name, RetainData: r.RetainData, Force: r.Force, Confirm: r.Confirm, OperationID: operationID}
+}
+
 // DestroyCluster records a destroy of a cluster.
-func (s *Service) DestroyCluster(ctx context.Context, meta Meta, name string, retainData bool) (Accepted, error) {
+func (s *Service) DestroyCluster(ctx context.Context, meta Meta, r DestroyClusterRequest) (Accepted, error) {
 	meta = s.complete(meta)
-	return s.onCluster(ctx, meta, name, func(c *domain.Cluster) ([]domain.Event, error) {
-		return domain.DecideDestroyCluster(c, domain.DestroyCluster{Name: name, RetainData: retainData, OperationID: meta.OperationID})
+	acc, err := s.onCluster(ctx, meta, r.Name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideDestroyCluster(c, r.command(meta.OperationID))
 	})
+	if err == nil && r.Force {
+		s.log.Warn().Str("cluster", r.Name).Str("operation", acc.OperationID).Str("actor", meta.Actor).
+			Uint64("commit_seq", acc.CommitSeq).Msg("forced destroy: the cluster is forgotten whether or not its hosts answer")
+	}
+	return acc, err
 }
 
 // PlanDestroyCluster is DestroyCluster's dry run.
-func (s *Service) PlanDestroyCluster(ctx context.Context, name string, retainData bool) ([]domain.Step, error) {
-	return s.planOnCluster(ctx, name, func(c *domain.Cluster) ([]domain.Event, error) {
-		return domain.DecideDestroyCluster(c, domain.DestroyCluster{Name: name, RetainData: retainData, OperationID: "dry-run"})
+func (s *Service) PlanDestroyCluster(ctx context.Context, r DestroyClusterRequest) ([]domain.Step, error) {
+	return s.planOnCluster(ctx, r.Name, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideDestroyCluster(c, r.command("dry-run"))
 	})
 }
 
