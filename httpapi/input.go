@@ -157,7 +157,7 @@ var routeSpecs = map[string]routeSpec{
 	"POST /api/v1/clusters/{name}/start":     {body: bodyJSON, query: []param{dryRunParam}},
 	"POST /api/v1/clusters/{name}/stop":      {body: bodyJSON, query: []param{dryRunParam}},
 	"POST /api/v1/clusters/{name}/restart":   {body: bodyJSON, query: []param{dryRunParam}},
-	"DELETE /api/v1/clusters/{name}":         {body: bodyJSON, query: []param{boolParam("retain_data"), dryRunParam}},
+	"DELETE /api/v1/clusters/{name}":         {body: bodyJSON, query: []param{boolParam("retain_data"), boolParam("force"), dryRunParam}},
 	"POST /api/v1/clusters/{name}/scale-out": {body: bodyJSON, query: []param{dryRunParam}},
 	"POST /api/v1/clusters/{name}/scale-in":  {body: bodyJSON, query: []param{dryRunParam}},
 	"POST /api/v1/clusters/{name}/reload":    {body: bodyJSON, query: []param{dryRunParam}},

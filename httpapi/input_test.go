@@ -189,7 +189,7 @@ func TestQueryParametersAreAllowListed(t *testing.T) {
 		{"dry_run not a boolean", "POST", "/api/v1/clusters?dry_run=yes", deploy, nil, 400, `query parameter dry_run="yes": want true or false`},
 		{"dry_run without a value", "POST", "/api/v1/clusters/prod-a/stop?dry_run", nil, nil, 400, `dry_run=""`},
 		{"retain_data twice", "DELETE", "/api/v1/clusters/prod-a?retain_data=true&retain_data=false", nil, nil, 400, "retain_data is given 2 times"},
-		{"a misspelt parameter of a destroy", "DELETE", "/api/v1/clusters/prod-a?retian_data=true", nil, nil, 400, `unknown query parameter "retian_data": this route takes retain_data, dry_run`},
+		{"a misspelt parameter of a destroy", "DELETE", "/api/v1/clusters/prod-a?retian_data=true", nil, nil, 400, `unknown query parameter "retian_data": this route takes retain_data, force, dry_run`},
 		{"version twice on a package", "POST", "/api/v1/packages?version=v9.0.0&version=v9.0.1", pkg, nil, 400, "version is given 2 times"},
 		{"an unknown parameter of a package", "POST", "/api/v1/packages?version=v9.0.0&os=linux", pkg, nil, 400, `unknown query parameter "os"`},
 		{"a parameter on a route that takes none", "GET", "/api/v1/machines?host=198.18.0.11", nil, nil, 400, `unknown query parameter "host": this route takes no query parameters`},
