@@ -49,6 +49,9 @@ type config struct {
 	maxPackage     int64
 	shutdownGrace  time.Duration
 	logLevel       zerolog.Level
+
+	http   httpConfig   // server and dev: the HTTP server's bounds (httpserver.go)
+	limits limitsConfig // server and dev: size limits and the coordinator's retries
 }
 
 func envOr(name, def string) string {
@@ -69,6 +72,8 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 			map[bool]string{true: "; empty: start a local clickhouse-server in the data dir", false: ""}[mode == "dev"])
 		fs.Int64Var(&c.maxPackage, "max-package-bytes", 1<<30, "largest package upload accepted, in bytes")
 		fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+		addHTTPFlags(fs, &c.http)
+		addLimitsFlags(fs, &c.limits)
 	}
 	fs.IntVar(&c.replicas, "replicas", 1, "replicas of the JetStream streams and buckets (3 in production)")
 	fs.StringVar(&level, "log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
@@ -135,6 +140,14 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if c.replicas < 1 {
 		return c, fmt.Errorf("--replicas must be at least 1")
+	}
+	if mode != "agent" {
+		if err := c.http.validate(); err != nil {
+			return c, err
+		}
+		if err := c.limits.validate(); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }
