@@ -375,3 +375,99 @@ func slowLoris(addr, head string) <-chan lorisResult {
 	return out
 }
 
+
+// Bodies and headers past the configured limits, a topology past the
+// instance cap, and a request beyond the concurrency cap are refused with
+// what is wrong, and change nothing.
+func TestRequestsPastTheLimitsAreRefused(t *testing.T) {
+	d := startInProcessDev(t, "--max-package-bytes", "1048576", "--http-max-header-bytes", "8192",
+		"--http-max-concurrent", "1", "--agent=false")
+	hosts := d.registerLoopback(t, 1)
+	problem := func(what string, a answer, err error, status int, code, detail string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var p struct{ Code, Detail string }
+		_ = json.Unmarshal(a.body, &p)
+		if a.status != status || p.Code != code || !strings.Contains(p.Detail, detail) {
+			t.Fatalf("%s: %d %s, want %d %s with %q", what, a.status, a.body, status, code, detail)
+		}
+	}
+	big := append(append([]byte(`{"name":"big","version":"v8.1.0","topology":"`), bytes.Repeat([]byte("x"), 1<<20)...), `"}`...)
+	a, err := d.do("POST", "/api/v1/clusters", big, nil, time.Minute)
+	problem("a JSON body past 1 MiB", a, err, http.StatusRequestEntityTooLarge, "too_large", "larger than the limit of 1048576 bytes")
+	req, _ := http.NewRequest("POST", d.url+"/api/v1/clusters", io.MultiReader(bytes.NewReader(big))) // no length: chunked
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := d.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	problem("a chunked JSON body past 1 MiB", answer{status: resp.StatusCode, body: body}, nil, http.StatusRequestEntityTooLarge, "too_large", "larger than the limit")
+
+	pkg := bytes.Repeat([]byte{0x1f}, 2<<20)
+	a, err = d.do("POST", "/api/v1/packages?filename=dm-v8.1.0.tar.gz", pkg, map[string]string{"Content-Type": "application/gzip"}, time.Minute)
+	problem("an upload past --max-package-bytes", a, err, http.StatusRequestEntityTooLarge, "too_large", "larger than the limit of 1048576 bytes")
+
+	a, err = d.do("GET", "/api/v1/clusters", nil, map[string]string{"X-Big": strings.Repeat("h", 16<<10)}, time.Minute)
+	if err != nil || a.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a header block past --http-max-header-bytes: %v %d %s", err, a.status, a.body)
+	}
+
+	// A topology one instance past the cap is refused before anything else
+	// is looked at (no package is uploaded here).
+	var b strings.Builder
+	b.WriteString("master_servers:\n  - host: " + hosts[0] + "\nworker_servers:\n")
+	for i := 1; i < 501; i++ {
+		fmt.Fprintf(&b, "  - host: %s\n    port: %d\n", hosts[0], 20000+i)
+	}
+	deploy, _ := json.Marshal(map[string]string{"name": "big", "version": "v8.1.0", "topology": b.String()})
+	for _, path := range []string{"/api/v1/clusters?dry_run=true", "/api/v1/clusters"} {
+		a, err = d.do("POST", path, deploy, nil, time.Minute)
+		problem("POST "+path+" of 501 instances", a, err, http.StatusBadRequest, "invalid",
+			"topology has 501 instances, more than the limit of 500 instances per cluster")
+	}
+
+	// With --http-max-concurrent 1, a request that is still sending its
+	// body holds the only slot: the next one answers 503 at once.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(d.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "POST /api/v1/machines HTTP/1.1\r\nHost: dmgr\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", d.token); err != nil {
+		t.Fatal(err)
+	}
+	var full answer
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		// The held request reaches its handler a moment after its headers.
+		if full, err = d.do("GET", "/api/v1/clusters", nil, nil, time.Minute); err != nil || full.status == http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+	}
+	problem("a request past --http-max-concurrent", full, err, http.StatusServiceUnavailable, "unavailable", "the server is serving 1 requests at once, its limit")
+	if full.retryAfter != "1" {
+		t.Fatalf("503 with Retry-After %q, want 1", full.retryAfter)
+	}
+	if a, err := d.do("GET", "/healthz", nil, nil, time.Minute); err != nil || a.status != http.StatusOK {
+		t.Fatalf("/healthz while the server is full: %v %d", err, a.status)
+	}
+	conn.Close()
+
+	// Nothing was recorded: no cluster, no package.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		a, err = d.do("GET", "/api/v1/clusters", nil, nil, time.Minute)
+		if err == nil && a.status == http.StatusOK || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || a.status != http.StatusOK || !strings.Contains(string(a.body), `"clusters":[]`) {
+		t.Fatalf("clusters after the refusals: %v %d %s", err, a.status, a.body)
+	}
+	if body := d.mustDo(t, "GET", "/api/v1/packages", nil, http.StatusOK); !strings.Contains(string(body), `"packages":[]`) {
+		t.Fatalf("packages after the refusals: %s", body)
+	}
+}
