@@ -38,12 +38,13 @@ type inProcessDev struct {
 }
 
 // startInProcessDev runs dmgr dev in-process with extra flags after the
-// test's own (loopback ports picked by the system, agent retries off).
+// test's own (loopback ports picked by the system; the agent tries a step
+// once more, 10 ms later: --retries 0 means the default of 3).
 func startInProcessDev(tb testing.TB, extra ...string) *inProcessDev {
 	tb.Helper()
 	requireClickHouse(tb)
 	args := append([]string{"--data-dir", tb.TempDir(), "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
-		"--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0", "--retries", "0",
+		"--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0", "--retries", "1", "--retry-backoff", "10ms",
 		"--ssh-dial-timeout", "2s", "--log-level", "info"}, extra...)
 	cfg, err := parseConfig("dev", args, io.Discard)
 	if err != nil {
