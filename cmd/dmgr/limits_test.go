@@ -376,7 +376,6 @@ func slowLoris(addr, head string) <-chan lorisResult {
 	return out
 }
 
-
 // Bodies and headers past the configured limits, a topology past the
 // instance cap, and a request beyond the concurrency cap are refused with
 // what is wrong, and change nothing.
