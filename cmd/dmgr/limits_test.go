@@ -471,3 +471,38 @@ func TestRequestsPastTheLimitsAreRefused(t *testing.T) {
 		t.Fatalf("packages after the refusals: %s", body)
 	}
 }
+
+// The bounds' flags have working defaults and refuse values that would
+// defeat them, saying which flag is wrong.
+func TestLimitFlags(t *testing.T) {
+	c, err := parseConfig("server", []string{"--clickhouse-addr", "127.0.0.1:9000"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.http.requestTimeout != 30*time.Second || c.http.writeTimeout <= c.http.requestTimeout || c.http.maxInFlight != 256 ||
+		c.http.readHeaderTimeout <= 0 || c.http.idleTimeout <= 0 || c.http.maxHeaderBytes <= 0 ||
+		c.limits.maxInstances != domain.DefaultMaxInstancesPerCluster || c.limits.advanceGiveUp <= 0 {
+		t.Fatalf("defaults: %+v %+v", c.http, c.limits)
+	}
+	if _, err := parseConfig("agent", []string{"--http-request-timeout", "1s"}, io.Discard); err == nil {
+		t.Fatal("the agent took an HTTP server flag")
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http-request-timeout", "60s"}, "--http-write-timeout (1m0s) must be longer than --http-request-timeout"},
+		{[]string{"--http-read-header-timeout", "0s"}, "--http-read-header-timeout must be positive"},
+		{[]string{"--http-max-concurrent", "0"}, "--http-max-concurrent and --http-max-streams must be at least 1"},
+		{[]string{"--http-max-header-bytes", "100"}, "--http-max-header-bytes must be at least 4096"},
+		{[]string{"--http-min-upload-rate", "10"}, "--http-min-upload-rate must be at least 1024"},
+		{[]string{"--max-instances-per-cluster", "0"}, "--max-instances-per-cluster must be at least 1"},
+		{[]string{"--advance-retry-min", "1s", "--advance-retry-max", "500ms"}, "--advance-retry-max (500ms) must not be shorter than --advance-retry-min (1s)"},
+		{[]string{"--advance-give-up-after", "0s"}, "--advance-give-up-after and --advance-retry-min must be positive"},
+	} {
+		_, err := parseConfig("dev", tt.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}
