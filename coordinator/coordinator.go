@@ -15,6 +15,13 @@
 // A leader stops all work for a cluster the moment its session ends or its
 // keepalives stop answering for two thirds of the TTL, before etcd can
 // expire its lease.
+//
+// A leader keeps its cluster's state in memory, folding in its own commits
+// and reading only newer ones (service.TrackedCluster), so a step result
+// costs one decision and one append. A result it cannot record or a step
+// it cannot dispatch is tried again with a jittered, capped backoff; an
+// operation whose failure can never pass, or lasts past GiveUpAfter, is
+// failed with the error as its reason, never left stalled.
 package coordinator
 
 import (
