@@ -19,6 +19,9 @@ const (
 	seenPrefix   = "/dmgr/agents/seen/"
 )
 
+// registryTimeout bounds each etcd request of the registration.
+const registryTimeout = 5 * time.Second
+
 // Info describes an agent as it registered.
 type Info struct {
 	ID        string    `json:"id"`
@@ -34,7 +37,10 @@ type Info struct {
 // ctx ends, seen without one. It returns when the lease is lost or ctx
 // ends; the error says which.
 func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Duration) (lost <-chan struct{}, revoke func(), err error) {
-	lease, err := cli.Grant(ctx, int64(ttl/time.Second))
+	// The grant and the writes get a deadline; the keepalive lasts with ctx.
+	rctx, cancel := context.WithTimeout(ctx, registryTimeout)
+	defer cancel()
+	lease, err := cli.Grant(rctx, int64(ttl/time.Second))
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent %s: etcd lease: %w", info.ID, err)
 	}
@@ -42,7 +48,7 @@ func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Dur
 	seen, _ := json.Marshal(info)
 	info.Online = true
 	online, _ := json.Marshal(info)
-	if _, err := cli.Txn(ctx).Then(
+	if _, err := cli.Txn(rctx).Then(
 		clientv3.OpPut(seenPrefix+info.ID, string(seen)),
 		clientv3.OpPut(onlinePrefix+info.ID, string(online), clientv3.WithLease(lease.ID)),
 	).Commit(); err != nil {
@@ -69,6 +75,11 @@ func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Dur
 // List returns every agent that ever registered, online ones first, then
 // by id.
 func List(ctx context.Context, cli *clientv3.Client) ([]Info, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, registryTimeout)
+		defer cancel()
+	}
 	seen, err := cli.Get(ctx, seenPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)

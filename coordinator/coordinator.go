@@ -15,6 +15,13 @@
 // A leader stops all work for a cluster the moment its session ends or its
 // keepalives stop answering for two thirds of the TTL, before etcd can
 // expire its lease.
+//
+// A leader keeps its cluster's state in memory, folding in its own commits
+// and reading only newer ones (service.TrackedCluster), so a step result
+// costs one decision and one append. A result it cannot record or a step
+// it cannot dispatch is tried again with a jittered, capped backoff; an
+// operation whose failure can never pass, or lasts past GiveUpAfter, is
+// failed with the error as its reason, never left stalled.
 package coordinator
 
 import (
@@ -45,7 +52,29 @@ type Config struct {
 	SessionTTL time.Duration
 	Pool       string // agent pool for steps (default workqueue.DefaultPool)
 	Log        zerolog.Logger
+
+	// AdvanceTimeout bounds the reads and publishes of one pass over a
+	// cluster (default 30 s); writes are bounded by the lease.
+	AdvanceTimeout time.Duration
+	// RetryMin and RetryMax bound the backoff between tries of an
+	// operation that failed to advance (defaults 200 ms and 30 s).
+	RetryMin, RetryMax time.Duration
+	// GiveUpAfter is how long an operation may keep failing to advance
+	// before the coordinator fails it with the error (default 10 min).
+	GiveUpAfter time.Duration
+	// EtcdTimeout bounds each etcd request of the leadership that is not
+	// a wait by design (default 5 s).
+	EtcdTimeout time.Duration
 }
+
+// Defaults of Config.
+const (
+	DefaultAdvanceTimeout = 30 * time.Second
+	DefaultRetryMin       = 200 * time.Millisecond
+	DefaultRetryMax       = 30 * time.Second
+	DefaultGiveUpAfter    = 10 * time.Minute
+	DefaultEtcdTimeout    = 5 * time.Second
+)
 
 // Coordinator drives the operations of the clusters it leads.
 type Coordinator struct {
@@ -65,9 +94,24 @@ func New(cfg Config) *Coordinator {
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 5 * time.Second
 	}
+	if cfg.AdvanceTimeout <= 0 {
+		cfg.AdvanceTimeout = DefaultAdvanceTimeout
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = DefaultRetryMin
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(DefaultRetryMax, cfg.RetryMin)
+	}
+	if cfg.GiveUpAfter <= 0 {
+		cfg.GiveUpAfter = DefaultGiveUpAfter
+	}
+	if cfg.EtcdTimeout <= 0 {
+		cfg.EtcdTimeout = DefaultEtcdTimeout
+	}
 	c := &Coordinator{cfg: cfg, drivers: map[string]*driver{},
 		log: cfg.Log.With().Str("component", "coordinator").Str("coordinator", cfg.ID).Logger()}
-	c.leader = newLeadership(cfg.Etcd, cfg.ID, cfg.SessionTTL, c.log, c.lead)
+	c.leader = newLeadership(cfg.Etcd, cfg.ID, cfg.SessionTTL, cfg.EtcdTimeout, c.log, c.lead)
 	return c
 }
 

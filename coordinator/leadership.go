@@ -60,6 +60,7 @@ type leadership struct {
 	cli  *clientv3.Client
 	id   string
 	ttl  time.Duration
+	rpc  time.Duration // bound of an etcd request that is not a wait by design
 	log  zerolog.Logger
 	lead func(ctx context.Context, cluster string, token int64, l *lease)
 
@@ -79,9 +80,9 @@ type campaign struct {
 	done    chan struct{}
 }
 
-func newLeadership(cli *clientv3.Client, id string, ttl time.Duration, log zerolog.Logger,
+func newLeadership(cli *clientv3.Client, id string, ttl, rpc time.Duration, log zerolog.Logger,
 	lead func(ctx context.Context, cluster string, token int64, l *lease)) *leadership {
-	return &leadership{cli: cli, id: id, ttl: ttl, log: log, lead: lead,
+	return &leadership{cli: cli, id: id, ttl: ttl, rpc: rpc, log: log, lead: lead,
 		live: map[string]bool{}, clusters: map[string]*campaign{}}
 }
 
@@ -153,7 +154,7 @@ func (ld *leadership) campaignLocked(cluster string) *campaign {
 		}
 		defer func() {
 			// Resign unless the session is gone (then the key goes with it).
-			rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer rcancel()
 			if err := el.Resign(rctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				ld.log.Debug().Err(err).Str("cluster", cluster).Msg("resign")
@@ -187,7 +188,16 @@ func (ld *leadership) Run(ctx context.Context) error {
 
 func (ld *leadership) session(ctx context.Context) error {
 	ttlSec := max(1, int(ld.ttl/time.Second))
-	sess, err := concurrency.NewSession(ld.cli, concurrency.WithTTL(ttlSec), concurrency.WithContext(ctx))
+	// The lease is granted under a deadline (a session would wait for etcd
+	// as long as ctx lasts), then kept by the session.
+	granted := time.Now() // the lease's TTL runs from (after) here
+	gctx, gcancel := context.WithTimeout(ctx, ld.rpc)
+	grant, err := ld.cli.Grant(gctx, int64(ttlSec))
+	gcancel()
+	if err != nil {
+		return fmt.Errorf("etcd session: grant a lease: %w", err)
+	}
+	sess, err := concurrency.NewSession(ld.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("etcd session: %w", err)
 	}
@@ -195,12 +205,15 @@ func (ld *leadership) session(ctx context.Context) error {
 	sessCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := &lease{window: ld.ttl - ld.ttl/3}
-	l.renewed(time.Now())
+	l.renewed(granted)
 	keep, err := ld.cli.KeepAlive(sessCtx, sess.Lease())
 	if err != nil {
 		return fmt.Errorf("etcd keepalive: %w", err)
 	}
-	if _, err := ld.cli.Put(sessCtx, coordinatorsPrefix+ld.id, ld.id, clientv3.WithLease(sess.Lease())); err != nil {
+	pctx, pcancel := context.WithTimeout(sessCtx, ld.rpc)
+	_, err = ld.cli.Put(pctx, coordinatorsPrefix+ld.id, ld.id, clientv3.WithLease(sess.Lease()))
+	pcancel()
+	if err != nil {
 		return fmt.Errorf("register coordinator: %w", err)
 	}
 	ld.mu.Lock()
@@ -261,7 +274,9 @@ loop:
 
 // watchLive keeps the set of live coordinators and rebalances on change.
 func (ld *leadership) watchLive(ctx context.Context) error {
-	resp, err := ld.cli.Get(ctx, coordinatorsPrefix, clientv3.WithPrefix())
+	gctx, cancel := context.WithTimeout(ctx, ld.rpc)
+	resp, err := ld.cli.Get(gctx, coordinatorsPrefix, clientv3.WithPrefix())
+	cancel()
 	if err != nil {
 		return err
 	}

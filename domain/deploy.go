@@ -11,6 +11,8 @@ type DeployCluster struct {
 	Version     string
 	Topology    string // tiup-dm YAML
 	OperationID string
+	// MaxInstances caps the cluster's instances (≤ 0: DefaultMaxInstancesPerCluster).
+	MaxInstances int
 }
 
 // ClusterDeployRequested: a deploy was accepted with this resolved topology.
@@ -42,6 +44,9 @@ func DecideDeployCluster(w *World, c DeployCluster) ([]Event, error) {
 	}
 	topo, err := ParseTopology(c.Topology)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckInstanceCap(c.Name, 0, len(topo.Instances), c.MaxInstances); err != nil {
 		return nil, err
 	}
 	// Every platform in the topology needs its package: the global one

@@ -16,6 +16,9 @@ type ScaleOut struct {
 	Name        string
 	Topology    string
 	OperationID string
+	// MaxInstances caps the cluster's instances, existing and new (≤ 0:
+	// DefaultMaxInstancesPerCluster).
+	MaxInstances int
 }
 
 // ClusterScaleOutRequested: instances were added to the cluster's
@@ -41,6 +44,15 @@ func DecideScaleOut(w *World, cmd ScaleOut) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckInstanceCap(c.Name, len(c.Instances), len(fragment.Instances), cmd.MaxInstances); err != nil {
+		return nil, err
+	}
+	memberNames := make(map[string]bool, len(c.Instances))
+	for _, o := range c.Instances {
+		if o.Role == RoleMaster || o.Role == RoleWorker {
+			memberNames[o.Name] = true
+		}
+	}
 	for _, in := range fragment.Instances {
 		if m := w.Machines[in.Host]; !m.Active() {
 			return nil, Errorf(Invalid, "topology line %d: host %s is not a registered machine: register it with POST /api/v1/machines first", in.Line, in.Host)
@@ -49,7 +61,7 @@ func DecideScaleOut(w *World, cmd ScaleOut) ([]Event, error) {
 		if err := needPackage(w, c.Version, id, in.Line); err != nil {
 			return nil, err
 		}
-		if slices.ContainsFunc(c.Instances, func(o Instance) bool { return o.Name == in.Name && (o.Role == RoleMaster || o.Role == RoleWorker) }) {
+		if memberNames[in.Name] {
 			return nil, Errorf(Conflict, "topology line %d: %s is already the name of an instance of cluster %s", in.Line, in.Name, c.Name)
 		}
 	}

@@ -1010,15 +1010,14 @@ func resolveInstanceDir(own, global, deployDir, sub string) string {
 // checkTopologyClashes refuses instances of one topology that share a name, a port
 // on a host or a directory on a host, or that disagree on a host's platform.
 // Each instance is checked against the ones before it, so the error names
-// the later instance's line first.
+// the later instance's line first, and the earliest instance it clashes
+// with. Names and ports are kept in maps and directories in a dirIndex per
+// host, so a topology of n instances costs O(n · depth), not O(n²).
 func checkTopologyClashes(insts []Instance) error {
-	names := map[string]int{}
-	type hostPort struct {
-		host string
-		port int
-	}
-	ports := map[hostPort]int{}
-	onHost := map[string][]int{} // host key → indexes of the instances checked so far
+	names := make(map[string]int, len(insts))
+	ports := make(map[hostPortKey]int, len(insts))
+	firstOnHost := map[string]int{} // host key → index of its first instance
+	dirs := map[string]*dirIndex{}  // host key → the directories of the instances checked so far
 	for i, in := range insts {
 		if in.Role == RoleMaster || in.Role == RoleWorker {
 			if j, ok := names[in.Name]; ok {
@@ -1032,22 +1031,38 @@ func checkTopologyClashes(insts []Instance) error {
 			return topologyErr(in.Line, "%s uses port %d twice", in.label(), in.Port)
 		}
 		for _, port := range in.Ports() {
-			if j, ok := ports[hostPort{hk, port}]; ok {
+			if j, ok := ports[hostPortKey{hk, port}]; ok {
 				o := insts[j]
 				return topologyErr(in.Line, "port %d on %s is already used by %s (line %d)", port, in.Host, o.label(), o.Line)
 			}
-			ports[hostPort{hk, port}] = i
+			ports[hostPortKey{hk, port}] = i
 		}
-		for _, j := range onHost[hk] {
-			o := insts[j]
-			if o.Arch != in.Arch || o.OS != in.OS {
+		x := dirs[hk]
+		if j, ok := firstOnHost[hk]; ok {
+			// Every instance before this one on the host agrees with the
+			// first one, so the first one is the earliest that disagrees.
+			if o := insts[j]; o.Arch != in.Arch || o.OS != in.OS {
 				return topologyErr(in.Line, "%s is %s/%s but %s (line %d) on the same host is %s/%s", in.label(), in.OS, in.Arch, o.label(), o.Line, o.OS, o.Arch)
 			}
-			if d, od, ok := firstDirClash(in.Dirs(), o.Dirs()); ok {
+			j, clash := -1, false
+			for _, d := range in.Dirs() {
+				if o, ok := x.clash(d); ok && (!clash || o < j) {
+					j, clash = o, true
+				}
+			}
+			if clash {
+				o := insts[j]
+				d, od, _ := firstDirClash(in.Dirs(), o.Dirs())
 				return topologyErr(in.Line, "directory %s on %s %s (line %d)", d, in.Host, describeDirClash(d, od, o), o.Line)
 			}
+		} else {
+			firstOnHost[hk] = i
+			x = newDirIndex()
+			dirs[hk] = x
 		}
-		onHost[hk] = append(onHost[hk], i)
+		for _, d := range in.Dirs() {
+			x.add(d, i)
+		}
 	}
 	return nil
 }

@@ -243,3 +243,25 @@ func describeRune(r rune) string {
 	}
 	return strconv.QuoteRune(r)
 }
+
+// DefaultMaxInstancesPerCluster is the instance cap of a cluster when the
+// server sets none (dmgr server --max-instances-per-cluster).
+const DefaultMaxInstancesPerCluster = 500
+
+// CheckInstanceCap refuses a cluster that would have more than limit
+// instances (DefaultMaxInstancesPerCluster when limit ≤ 0): existing is
+// what the cluster has, adding what the command adds.
+func CheckInstanceCap(cluster string, existing, adding, limit int) error {
+	if limit <= 0 {
+		limit = DefaultMaxInstancesPerCluster
+	}
+	if existing+adding <= limit {
+		return nil
+	}
+	if existing == 0 {
+		return Errorf(Invalid, "topology has %d instances, more than the limit of %d instances per cluster: split it into several clusters",
+			adding, limit)
+	}
+	return Errorf(Invalid, "cluster %s has %d instances and the scale-out adds %d: %d is more than the limit of %d instances per cluster",
+		cluster, existing, adding, existing+adding, limit)
+}

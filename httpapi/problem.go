@@ -40,6 +40,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
+	if code == domain.Internal && r.Context().Err() != nil {
+		// The request's deadline passed (or its client left) while a store answered.
+		code, status = domain.Unavailable, http.StatusServiceUnavailable
+		err = domain.Errorf(domain.Unavailable, "the request did not finish within its deadline; retry it")
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		code, status = domain.TooLarge, http.StatusRequestEntityTooLarge

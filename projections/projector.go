@@ -567,8 +567,15 @@ func (p *Projector) insertBatch(ctx context.Context, gen uint32, rows *rowSet, b
 	return nil
 }
 
+// insertTimeout bounds one batch's inserts, so that a ClickHouse that
+// stopped answering fails the batch (which is then retried) rather than
+// hanging the projector.
+const insertTimeout = 2 * time.Minute
+
 // insert sends a batch's tables in parallel.
 func (p *Projector) insert(ctx context.Context, plan *insertPlan, gen uint32) error {
+	ctx, cancel := context.WithTimeout(ctx, insertTimeout)
+	defer cancel()
 	st := p.cfg.Store
 	if plan.done == nil {
 		plan.done = map[string]bool{}

@@ -47,7 +47,7 @@ func (s *Service) decideDeploy(ctx context.Context, r DeployClusterRequest, oper
 		return decision{}, err
 	}
 	evs, err := domain.DecideDeployCluster(w.World, domain.DeployCluster{
-		Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: operationID})
+		Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: operationID, MaxInstances: s.maxInstances})
 	return decision{domain.AggregateCluster, r.Name, evs, w.expect(domain.AggregateCluster, r.Name)}, err
 }
 

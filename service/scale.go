@@ -30,7 +30,8 @@ func (s *Service) decideScaleOut(ctx context.Context, name, topology, operationI
 	if err != nil {
 		return decision{}, err
 	}
-	evs, err := domain.DecideScaleOut(w.World, domain.ScaleOut{Name: name, Topology: topology, OperationID: operationID})
+	evs, err := domain.DecideScaleOut(w.World, domain.ScaleOut{Name: name, Topology: topology, OperationID: operationID,
+		MaxInstances: s.maxInstances})
 	return decision{domain.AggregateCluster, name, evs, w.expect(domain.AggregateCluster, name)}, err
 }
 

@@ -22,8 +22,10 @@ type Service struct {
 	vault    *secrets.Vault
 	packages *pkgstore.Store
 	limits   pkgstore.Limits
-	now      func() time.Time
-	log      zerolog.Logger
+	// maxInstances caps a cluster's instances (domain.CheckInstanceCap).
+	maxInstances int
+	now          func() time.Time
+	log          zerolog.Logger
 
 	scanHostKey func(ctx context.Context, host string, port int) (string, error)
 }
@@ -34,8 +36,11 @@ type Config struct {
 	Vault         *secrets.Vault
 	Packages      *pkgstore.Store
 	PackageLimits pkgstore.Limits
-	Now           func() time.Time // default time.Now
-	Log           zerolog.Logger
+	// MaxInstancesPerCluster caps the instances of a cluster on deploy and
+	// scale-out (default domain.DefaultMaxInstancesPerCluster).
+	MaxInstancesPerCluster int
+	Now                    func() time.Time // default time.Now
+	Log                    zerolog.Logger
 	// ScanHostKey reads a machine's SSH host key for pinning when a
 	// registration does not give one (remote.ScanHostKey).
 	ScanHostKey func(ctx context.Context, host string, port int) (string, error)
@@ -46,8 +51,11 @@ func New(c Config) *Service {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.MaxInstancesPerCluster <= 0 {
+		c.MaxInstancesPerCluster = domain.DefaultMaxInstancesPerCluster
+	}
 	return &Service{store: c.Store, vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log,
-		scanHostKey: c.ScanHostKey}
+		maxInstances: c.MaxInstancesPerCluster, scanHostKey: c.ScanHostKey}
 }
 
 // Meta is who sent a command and how to identify it.
@@ -85,40 +93,67 @@ func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Co
 	for attempt := 1; ; attempt++ {
 		d, err := decide(ctx)
 		if err != nil {
-			return Accepted{}, err
+			return Accepted{}, deadlineErr(ctx, err)
 		}
 		if len(d.events) == 0 {
 			return Accepted{OperationID: meta.OperationID}, nil // nothing to record
 		}
-		commit := eventstore.Commit{
-			CommitID: meta.CommitID, AggregateType: d.aggregateType, AggregateID: d.aggregateID,
-			Time: s.now().UTC(), Actor: meta.Actor, OperationID: meta.OperationID,
-			CorrelationID: meta.CorrelationID, CausationID: meta.CommitID, FencingToken: meta.FencingToken,
-		}
-		for _, e := range d.events {
-			payload, err := json.Marshal(e)
-			if err != nil {
-				return Accepted{}, fmt.Errorf("encode %s: %w", e.EventType(), err)
-			}
-			commit.Events = append(commit.Events, eventstore.NewEvent{Type: e.EventType(), SchemaVersion: 1, Payload: payload})
-		}
-		seq, err := s.store.Append(ctx, commit, d.expect)
+		seq, err := s.appendDecision(ctx, meta, d)
 		switch {
 		case err == nil:
-			s.log.Info().Str("operation", meta.OperationID).Str("aggregate", d.aggregateType+"/"+d.aggregateID).
-				Uint64("commit_seq", seq).Str("actor", meta.Actor).Msg("command committed")
 			return Accepted{OperationID: meta.OperationID, CommitSeq: seq}, nil
 		case errors.Is(err, eventstore.ErrConflict) && attempt < maxDecideAttempts:
 			// Someone else committed after our read: decide again on fresh state.
 			continue
-		case errors.Is(err, eventstore.ErrConflict):
-			return Accepted{}, domain.Errorf(domain.Conflict, "%s %s changed %d times while this command was decided; retry it", d.aggregateType, d.aggregateID, attempt)
-		case errors.Is(err, eventstore.ErrRetryable):
-			return Accepted{}, domain.Errorf(domain.Unavailable, "event store is busy: %v; retry the request", err)
-		default:
-			return Accepted{}, err
 		}
+		return Accepted{}, s.appendErr(ctx, d, attempt, err)
 	}
+}
+
+// appendDecision appends a decision's events as one commit of meta, under
+// its condition, and returns the commit's stream sequence.
+func (s *Service) appendDecision(ctx context.Context, meta Meta, d decision) (uint64, error) {
+	commit := eventstore.Commit{
+		CommitID: meta.CommitID, AggregateType: d.aggregateType, AggregateID: d.aggregateID,
+		Time: s.now().UTC(), Actor: meta.Actor, OperationID: meta.OperationID,
+		CorrelationID: meta.CorrelationID, CausationID: meta.CommitID, FencingToken: meta.FencingToken,
+	}
+	for _, e := range d.events {
+		payload, err := json.Marshal(e)
+		if err != nil {
+			return 0, fmt.Errorf("encode %s: %w", e.EventType(), err)
+		}
+		commit.Events = append(commit.Events, eventstore.NewEvent{Type: e.EventType(), SchemaVersion: 1, Payload: payload})
+	}
+	seq, err := s.store.Append(ctx, commit, d.expect)
+	if err != nil {
+		return 0, err
+	}
+	s.log.Info().Str("operation", meta.OperationID).Str("aggregate", d.aggregateType+"/"+d.aggregateID).
+		Uint64("commit_seq", seq).Str("actor", meta.Actor).Msg("command committed")
+	return seq, nil
+}
+
+// appendErr is what a command answers when its append failed on its
+// attempt-th decision.
+func (s *Service) appendErr(ctx context.Context, d decision, attempt int, err error) error {
+	switch {
+	case errors.Is(err, eventstore.ErrConflict):
+		return domain.Errorf(domain.Conflict, "%s %s changed %d times while this command was decided; retry it", d.aggregateType, d.aggregateID, attempt)
+	case errors.Is(err, eventstore.ErrRetryable):
+		return domain.Errorf(domain.Unavailable, "event store is busy: %v; retry the request", err)
+	}
+	return deadlineErr(ctx, err)
+}
+
+// deadlineErr turns an error that came from ctx ending (the request's
+// deadline passed, or the server is stopping) into an Unavailable one the
+// client may retry; other errors are returned as they are.
+func deadlineErr(ctx context.Context, err error) error {
+	if err == nil || domain.ErrorCode(err) != domain.Internal || ctx.Err() == nil {
+		return err
+	}
+	return domain.Errorf(domain.Unavailable, "the request did not finish within its deadline; retry it")
 }
 
 func (s *Service) complete(m Meta) Meta {
@@ -155,7 +190,7 @@ type aggregate struct {
 func (s *Service) loadAggregate(ctx context.Context, aggregateType, id string) (aggregate, error) {
 	st, err := s.store.Load(ctx, aggregateType, id)
 	if err != nil {
-		return aggregate{}, fmt.Errorf("load %s %s: %w", aggregateType, id, err)
+		return aggregate{}, deadlineErr(ctx, fmt.Errorf("load %s %s: %w", aggregateType, id, err))
 	}
 	a := aggregate{lastSeq: st.LastSeq, version: st.Version()}
 	for _, e := range st.Events {
@@ -201,7 +236,7 @@ type world struct {
 func (s *Service) loadWorld(ctx context.Context, filter string) (world, error) {
 	st, err := s.store.LoadFilter(ctx, filter)
 	if err != nil {
-		return world{}, fmt.Errorf("load %s: %w", filter, err)
+		return world{}, deadlineErr(ctx, fmt.Errorf("load %s: %w", filter, err))
 	}
 	w := world{World: domain.NewWorld(), lastSeq: st.LastSeq, versions: map[string]uint64{}, events: st.Events}
 	for _, e := range st.Events {

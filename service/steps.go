@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
@@ -86,6 +88,146 @@ func (s *Service) RetryOperation(ctx context.Context, meta Meta, id string) (Acc
 	return s.onCluster(ctx, meta, view.Cluster, func(c *domain.Cluster) ([]domain.Event, error) {
 		return domain.DecideRetryOperation(c, domain.RetryOperation{ID: id})
 	})
+}
+
+// TrackedCluster is one cluster's state kept in memory by the coordinator
+// that leads it, and kept up to date incrementally: Refresh folds in only
+// the commits made after the last one it folded (a direct get of the
+// newer commits, eventstore.LoadSince), and the methods that decide fold
+// in the events they appended. A step result then costs one decision on
+// the state in memory and one append, whatever the cluster's history —
+// never a read and fold of that history.
+//
+// The methods decide on the state in memory and append on the condition
+// that nothing was committed to the cluster since; on a conflict they
+// Refresh and decide again. A TrackedCluster is not safe for concurrent
+// use: one driver owns it.
+type TrackedCluster struct {
+	s       *Service
+	name    string
+	fold    *domain.ClusterFold
+	state   domain.Cluster // fold's state as last handed out (valid while !stale)
+	stale   bool           // fold has events that state lacks
+	exists  bool           // some event was folded in
+	lastSeq uint64         // stream sequence of the last commit folded in
+	version uint64         // the aggregate's version: events folded in
+}
+
+// TrackCluster starts tracking a cluster from nothing; the first Refresh
+// reads its whole history.
+func (s *Service) TrackCluster(name string) *TrackedCluster {
+	return &TrackedCluster{s: s, name: name, fold: domain.NewClusterFold(domain.Cluster{})}
+}
+
+// Name is the tracked cluster's name.
+func (t *TrackedCluster) Name() string { return t.name }
+
+// LastSeq is the stream sequence of the last commit folded in.
+func (t *TrackedCluster) LastSeq() uint64 { return t.lastSeq }
+
+// State returns the state folded so far; ok is false while the cluster has
+// no events. The state is shared: read it, never change it.
+func (t *TrackedCluster) State() (c domain.Cluster, ok bool) {
+	if t.stale {
+		t.state, t.stale = t.fold.State(), false
+	}
+	return t.state, t.exists
+}
+
+// Refresh folds in the commits made to the cluster after the last one
+// folded, and reports how many events it folded.
+func (t *TrackedCluster) Refresh(ctx context.Context) (int, error) {
+	st, err := t.s.store.LoadSince(ctx, domain.AggregateCluster, t.name, t.lastSeq)
+	if err != nil {
+		return 0, fmt.Errorf("cluster %s: read commits after %d: %w", t.name, t.lastSeq, err)
+	}
+	for _, e := range st.Events {
+		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		if err != nil {
+			return 0, fmt.Errorf("cluster %s: seq %d: %w", t.name, e.Seq, err)
+		}
+		t.apply(de)
+		t.version = e.AggregateVersion // the stored numbering is the one an append continues
+	}
+	t.lastSeq = st.LastSeq
+	return len(st.Events), nil
+}
+
+func (t *TrackedCluster) apply(e domain.Event) {
+	t.fold.Apply(e)
+	t.version++
+	t.stale, t.exists = true, true
+}
+
+// ReportStep records an agent's report on a step (see Service.ReportStep)
+// on the tracked state.
+func (t *TrackedCluster) ReportStep(ctx context.Context, r domain.StepReport, token int64) (acc Accepted, recorded bool, err error) {
+	meta := Meta{Actor: CoordinatorActor, OperationID: r.Operation, FencingToken: token}
+	acc, err = t.decide(ctx, meta, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideStepReport(c, r, token)
+	})
+	return acc, err == nil && acc.CommitSeq != 0, err
+}
+
+// TakeLeadership records that the coordinator with token leads the
+// cluster (see Service.TakeLeadership) on the tracked state.
+func (t *TrackedCluster) TakeLeadership(ctx context.Context, operationID string, token int64, coordinator string) (Accepted, error) {
+	meta := Meta{Actor: CoordinatorActor, OperationID: operationID, FencingToken: token}
+	return t.decide(ctx, meta, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideLeadership(c, token, coordinator)
+	})
+}
+
+// SettleOperation records the outcome of an operation with nothing left to
+// run (see Service.SettleOperation) on the tracked state.
+func (t *TrackedCluster) SettleOperation(ctx context.Context, id string, token int64) (Accepted, error) {
+	meta := Meta{Actor: CoordinatorActor, OperationID: id, FencingToken: token}
+	return t.decide(ctx, meta, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideSettle(c, id, token)
+	})
+}
+
+// AbandonOperation fails an operation the coordinator with token could not
+// advance, with the reason (domain.DecideAbandonOperation).
+func (t *TrackedCluster) AbandonOperation(ctx context.Context, a domain.AbandonOperation, token int64) (Accepted, error) {
+	meta := Meta{Actor: CoordinatorActor, OperationID: a.ID, FencingToken: token}
+	return t.decide(ctx, meta, func(c *domain.Cluster) ([]domain.Event, error) {
+		return domain.DecideAbandonOperation(c, a, token)
+	})
+}
+
+// decide decides on the tracked state and appends on the condition that
+// the cluster has no commit after the last one folded; on a conflict it
+// refreshes and decides again. What it appended is folded in.
+func (t *TrackedCluster) decide(ctx context.Context, meta Meta, decide func(*domain.Cluster) ([]domain.Event, error)) (Accepted, error) {
+	meta = t.s.complete(meta)
+	for attempt := 1; ; attempt++ {
+		c, ok := t.State()
+		if !ok {
+			return Accepted{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", t.name)
+		}
+		evs, err := decide(&c)
+		if err != nil || len(evs) == 0 {
+			return Accepted{OperationID: meta.OperationID}, err
+		}
+		d := decision{domain.AggregateCluster, t.name, evs, eventstore.Expect{LastSeq: t.lastSeq, Version: t.version}}
+		seq, err := t.s.appendDecision(ctx, meta, d)
+		switch {
+		case err == nil:
+			for _, e := range evs {
+				t.apply(e)
+			}
+			t.lastSeq = seq
+			return Accepted{OperationID: meta.OperationID, CommitSeq: seq}, nil
+		case errors.Is(err, eventstore.ErrConflict) && attempt < maxDecideAttempts:
+			// Someone else committed to the cluster: read what, decide again.
+			if _, err := t.Refresh(ctx); err != nil {
+				return Accepted{}, err
+			}
+			continue
+		}
+		return Accepted{}, t.s.appendErr(ctx, d, attempt, err)
+	}
 }
 
 // ClusterState returns a cluster's state folded from its events, whatever

@@ -150,7 +150,7 @@ func (m *Main) Run(ctx context.Context) error {
 	lim := pkgstore.DefaultLimits().ForPayload(m.nc.MaxPayload())
 	lim.MaxBytes, lim.MaxEntries = c.maxPackage, c.maxPackageEntries
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
-		ScanHostKey: remote.ScanHostKey})
+		ScanHostKey: remote.ScanHostKey, MaxInstancesPerCluster: c.limits.maxInstances})
 	// Credentials stored by a dmgr older than their binding to a machine
 	// are bound now, once; a failure is logged per machine and is no
 	// reason not to serve.
@@ -165,7 +165,8 @@ func (m *Main) Run(ctx context.Context) error {
 		coordID = host + "-" + uuid.NewString()[:8]
 	}
 	m.Coordinator = coordinator.New(coordinator.Config{ID: coordID, Service: svc, JS: js, Etcd: m.etcd,
-		SessionTTL: c.sessionTTL, Log: m.log})
+		SessionTTL: c.sessionTTL, Log: m.log,
+		GiveUpAfter: c.limits.advanceGiveUp, RetryMin: c.limits.advanceRetryBase, RetryMax: c.limits.advanceRetryMax})
 	coord := m.Coordinator
 	proj, runProjector, err := m.newProjections(js, store, chAddr)
 	if err != nil {
@@ -173,7 +174,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.startBackground(bgCtx, append(background, coord.Run, runProjector))
 	handler := httpapi.Handler(httpapi.Config{
-		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj,
+		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj, MaxJSONBody: maxJSONBody,
 		Ready:  func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
 		Agents: func(ctx context.Context) ([]agents.Info, error) { return agents.List(ctx, m.etcd) },
 	})
@@ -183,7 +184,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", c.httpAddr, err)
 	}
 	m.URL = "http://" + m.httpLn.Addr().String()
-	m.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	m.http = newHTTPServer(c, handler, m.log)
 	m.serveCh = make(chan error, 1)
 	go func() { m.serveCh <- m.http.Serve(m.httpLn) }()
 

@@ -61,6 +61,9 @@ type config struct {
 
 	// maxPackageEntries bounds a package's entries (pkgstore.Limits.MaxEntries).
 	maxPackageEntries int
+
+	http   httpConfig   // server and dev: the HTTP server's bounds (httpserver.go)
+	limits limitsConfig // server and dev: size limits and the coordinator's retries
 }
 
 func envOr(name, def string) string {
@@ -84,6 +87,8 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 		fs.StringVar(&c.metricsToken, "metrics-token", envOr("DMGR_METRICS_TOKEN", ""), "bearer token GET /metrics requires (env DMGR_METRICS_TOKEN; prefer the env or --metrics-token-file, a flag shows in ps); empty with no --metrics-token-file: /metrics is open")
 		fs.StringVar(&metricsTokenFile, "metrics-token-file", envOr("DMGR_METRICS_TOKEN_FILE", ""), "file holding the bearer token GET /metrics requires (env DMGR_METRICS_TOKEN_FILE)")
+		addHTTPFlags(fs, &c.http)
+		addLimitsFlags(fs, &c.limits)
 	}
 	fs.IntVar(&c.replicas, "replicas", 1, "replicas of the JetStream streams and buckets (3 in production)")
 	fs.StringVar(&level, "log-level", envOr("DMGR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DMGR_LOG_LEVEL)")
@@ -162,6 +167,14 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if err := c.checkBus(); err != nil {
 		return c, err
+	}
+	if mode != "agent" {
+		if err := c.http.validate(); err != nil {
+			return c, err
+		}
+		if err := c.limits.validate(); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }
