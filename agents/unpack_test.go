@@ -93,7 +93,7 @@ func (h *unpackHost) deployDir(archive []byte) (dir, file string) {
 		h.t.Fatal(err)
 	}
 	dir = filepath.Join(base, "grafana-3000")
-	h.sh(makeDirsScript, deployUser, dir)
+	h.sh(makeDirsScript, deployUser, "", "", "", "dir="+dir)
 	file = filepath.Join(dir, "grafana.tar.gz")
 	sum := sha256.Sum256(archive)
 	_, err := h.run.a.cfg.Remote.Upload(testenv.Context(h.t, time.Minute), h.run.target, remote.File{
@@ -220,7 +220,7 @@ func TestUnpackOverAnExistingTree(t *testing.T) {
 		)
 	}
 	dir, file := h.deployDir(v("one"))
-	h.sh(makeDirsScript, deployUser, dir+"/provisioning/dashboards", dir+"/conf", dir+"/bin")
+	h.sh(makeDirsScript, deployUser, "", "", "", "dir="+dir+"/provisioning/dashboards", "dir="+dir+"/conf", "dir="+dir+"/bin")
 	ctx := testenv.Context(t, time.Minute)
 	if err := h.run.unpack(ctx, file, dir, deployUser); err != nil {
 		t.Fatalf("first unpack: %v\n%s", err, h.run.out.stderr.String())

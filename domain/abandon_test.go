@@ -30,7 +30,7 @@ func TestDecideAbandonOperation(t *testing.T) {
 		{name: "running steps fail with the reason", c: base, a: AbandonOperation{ID: op, Attempt: 1, Reason: "publish step: nats: maximum payload exceeded"},
 			wantFailed: []string{"check/198.18.0.12", "check/198.18.0.13"}, wantReason: "publish step: nats: maximum payload exceeded"},
 		{name: "the named pending step fails too", c: base, a: AbandonOperation{ID: op, Attempt: 1, Step: "user/198.18.0.11", Reason: "r"},
-			wantFailed: []string{"user/198.18.0.11", "check/198.18.0.12", "check/198.18.0.13"}, wantReason: "r"},
+			wantFailed: []string{"check/198.18.0.12", "check/198.18.0.13", "user/198.18.0.11"}, wantReason: "r"}, // plan order: the user steps wait for every check
 		{name: "a named step that finished stays as it is", c: base, a: AbandonOperation{ID: op, Attempt: 1, Step: "check/198.18.0.11", Reason: "r"},
 			wantFailed: []string{"check/198.18.0.12", "check/198.18.0.13"}, wantReason: "r"},
 		{name: "after a new leader only what runs under it", c: led, writer: 7, a: AbandonOperation{ID: op, Attempt: 1, Reason: "r"},

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/secretfile"
 )
 
 // KeySize is the length of the master key in bytes (AES-256).
@@ -96,26 +97,7 @@ func createKeyFile(path string) error {
 	if _, err := rand.Read(key); err != nil {
 		return fmt.Errorf("master key file %s: random key: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, ".master-key-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("master key file %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, err = f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("master key file %s: write: %w", path, err)
-	}
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+	if _, err := secretfile.Create(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n")); err != nil {
 		return fmt.Errorf("master key file %s: %w", path, err)
 	}
 	return nil

@@ -144,7 +144,8 @@ func TestDevMakesBusCredentialsItsAgentUses(t *testing.T) {
 	dir := t.TempDir()
 	start := func() *Main {
 		cfg, err := parseConfig("dev", []string{"--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
-			"--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0", "--clickhouse-addr", "127.0.0.1:1"}, io.Discard)
+			"--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0", "--clickhouse-addr", "127.0.0.1:1",
+			"--clickhouse-password-file", testenv.PasswordFile(t, "unused")}, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}

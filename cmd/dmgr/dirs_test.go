@@ -277,7 +277,7 @@ func TestForceDestroyOfAClusterWhoseHostsAreGone(t *testing.T) {
 		{"?force=true", map[string]any{"name": "other"}, `the name "other" in the body is not the cluster's name gone`},
 		{"?force=true", map[string]any{"name": "GONE"}, `the name "GONE" in the body is not the cluster's name gone`},
 		{"?force=true", map[string]any{"name": "gone", "force": true}, "unknown field"},
-		{"?force=yes-please", map[string]any{"name": "gone"}, `force "yes-please": want true or false`},
+		{"?force=yes-please", map[string]any{"name": "gone"}, `query parameter force="yes-please": want true or false`},
 		{"?force=true&dry_run=true", nil, "confirm it by repeating"},
 	} {
 		st, detail := cp.problemOf(t, "DELETE", "/api/v1/clusters/gone"+r.query, r.body)

@@ -472,10 +472,17 @@ func TestRequestsPastTheLimitsAreRefused(t *testing.T) {
 	}
 }
 
+// serverArgs are the flags dmgr server needs to parse (its logins; the
+// files are not read while parsing), followed by extra.
+func serverArgs(extra ...string) []string {
+	return append([]string{"--clickhouse-addr", "127.0.0.1:9000", "--clickhouse-password-file", "/nonexistent/ch",
+		"--etcd-password-file", "/nonexistent/etcd", "--nats-nkey-file", "/nonexistent/nk"}, extra...)
+}
+
 // The bounds' flags have working defaults and refuse values that would
 // defeat them, saying which flag is wrong.
 func TestLimitFlags(t *testing.T) {
-	c, err := parseConfig("server", []string{"--clickhouse-addr", "127.0.0.1:9000"}, io.Discard)
+	c, err := parseConfig("server", serverArgs(), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

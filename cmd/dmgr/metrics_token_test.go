@@ -13,7 +13,7 @@ import (
 func TestMetricsTokenConfig(t *testing.T) {
 	t.Setenv("DMGR_METRICS_TOKEN", "")
 	t.Setenv("DMGR_METRICS_TOKEN_FILE", "")
-	base := []string{"--clickhouse-addr", "127.0.0.1:9000"}
+	base := serverArgs()
 	file := filepath.Join(t.TempDir(), "metrics-token")
 	if err := os.WriteFile(file, []byte("from-a-file-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/internal/secretfile"
 )
 
 // How dmgr logs in to etcd and ClickHouse.
@@ -166,20 +167,12 @@ func loadOrCreatePassword(path string) (string, error) {
 		return "", fmt.Errorf("generate a password for %s: %w", path, err)
 	}
 	pw := hex.EncodeToString(raw)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	created, err := secretfile.Create(path, []byte(pw+"\n"))
 	if err != nil {
-		return "", fmt.Errorf("create password file: %w", err)
+		return "", fmt.Errorf("password file %s: %w", path, err)
 	}
-	if _, err := f.WriteString(pw + "\n"); err != nil {
-		f.Close()
-		return "", fmt.Errorf("write password file %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", fmt.Errorf("write password file %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("write password file %s: %w", path, err)
+	if !created { // another process made it meanwhile
+		return readPasswordFile(path)
 	}
 	return pw, nil
 }

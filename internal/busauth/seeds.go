@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/dmgr/dmgr/internal/secretfile"
 )
 
 // User is an identity with its nkey: the public key, which the NATS server
@@ -151,32 +153,11 @@ func createSeedFile(path string, id Identity) (bool, error) {
 	body.WriteByte('\n')
 	defer wipe(body.Bytes())
 
-	f, err := os.CreateTemp(filepath.Dir(path), ".nats-seed-*") // mode 0600
+	created, err := secretfile.Create(path, body.Bytes())
 	if err != nil {
 		return false, fmt.Errorf("NATS seed file %s: %w", path, err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, err = f.Write(body.Bytes())
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, fmt.Errorf("NATS seed file %s: write: %w", path, err)
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return false, nil
-		}
-		return false, fmt.Errorf("NATS seed file %s: %w", path, err)
-	}
-	return true, nil
+	return created, nil
 }
 
 func wipe(b []byte) {
