@@ -105,7 +105,8 @@ func EnableEtcdAuth(ctx context.Context, endpoints []string, tlsCfg *tls.Config,
 	ctx, cancel := context.WithTimeout(ctx, authTimeout)
 	defer cancel()
 	where := strings.Join(endpoints, ",")
-	anon, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second, Context: ctx})
+	anon, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second, Context: ctx,
+		Logger: EtcdClientLogger()})
 	if err != nil {
 		return fmt.Errorf("etcd auth at %s: connect: %w", where, err)
 	}
@@ -125,7 +126,7 @@ func EnableEtcdAuth(ctx context.Context, endpoints []string, tlsCfg *tls.Config,
 			return fmt.Errorf("etcd auth at %s: log in as root: %w", where, err)
 		}
 		if cli, err = clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second,
-			Context: ctx, Username: EtcdRootUser, Password: pw.Root}); err != nil {
+			Context: ctx, Username: EtcdRootUser, Password: pw.Root, Logger: EtcdClientLogger()}); err != nil {
 			return fmt.Errorf("etcd auth at %s: connect as root: %w", where, err)
 		}
 		defer cli.Close()

@@ -50,7 +50,7 @@ func startEtcd(t testing.TB) *EtcdServer {
 // one for "". It is closed when the test ends.
 func (e *EtcdServer) Client(t testing.TB, user string) *clientv3.Client {
 	t.Helper()
-	cfg := clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second}
+	cfg := clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second, Logger: embedded.EtcdClientLogger()}
 	if user != "" {
 		cfg.Username, cfg.Password = user, e.Passwords.Password(user)
 	}

@@ -225,7 +225,7 @@ func (m *Main) startDevStores(ctx context.Context) error {
 // ClickHouse login at chAddr.
 func (m *Main) openStores(ctx context.Context, endpoints []string, chAddr string) error {
 	c, s := m.cfg, &m.stores
-	s.etcd = clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Context: ctx}
+	s.etcd = clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Context: ctx, Logger: embedded.EtcdClientLogger()}
 	if c.mode == "dev" {
 		s.etcd.Username, s.etcd.Password = embedded.EtcdServerUser, s.dev.etcd.Server
 		agent := s.etcd
