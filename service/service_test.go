@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
@@ -23,6 +24,7 @@ type fixture struct {
 	svc   *service.Service
 	store *eventstore.Store
 	vault *secrets.Vault
+	js    jetstream.JetStream
 }
 
 func newService(t *testing.T) fixture {
@@ -43,7 +45,7 @@ func newService(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: zerolog.Nop()})
-	f := fixture{svc: svc, store: store, vault: vault}
+	f := fixture{svc: svc, store: store, vault: vault, js: js}
 	for _, h := range []string{"198.18.0.11", "198.18.0.12"} {
 		if _, err := svc.RegisterMachine(ctx, service.Meta{Actor: "admin"}, service.RegisterMachineRequest{Host: h, User: "tidb", Password: "pw", HostKey: testenv.HostKey}); err != nil {
 			t.Fatal(err)
