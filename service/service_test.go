@@ -143,7 +143,11 @@ func TestRemoveMachineRacingADeployNeverLeavesAClusterOnARemovedMachine(t *testi
 	}
 }
 
-// A refused registration leaves no secret in the vault.
+// A refused registration leaves no secret in the vault: the vault's bucket
+// is listed as it is stored, and holds exactly the credentials of the
+// registered machines, both after a registration refused before the vault
+// is written (the host is known) and after registrations refused only when
+// their commit lost a race (the vault was written, and must be cleaned).
 func TestRefusedRegistrationStoresNoSecret(t *testing.T) {
 	f := newService(t)
 	ctx := testenv.Context(t, time.Minute)
@@ -158,21 +162,68 @@ func TestRefusedRegistrationStoresNoSecret(t *testing.T) {
 	if _, secret, err := f.vault.Get(ctx, m.Credential.ID, m.Host); err != nil || string(secret) != "pw" {
 		t.Fatalf("the registered credential changed: %q %v", secret, err)
 	}
-	keys := vaultKeys(t, f)
-	if len(keys) != 2 {
-		t.Fatalf("vault holds %d secrets, want the 2 of the registered machines: %v", len(keys), keys)
+	requireVaultHoldsOnly(t, f, "198.18.0.11", "198.18.0.12")
+
+	// Concurrent registrations of one new host: all pass the early check,
+	// all write the vault, one commit wins and the others are refused.
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = f.svc.RegisterMachine(ctx, service.Meta{}, service.RegisterMachineRequest{Host: "198.18.0.13", User: "tidb",
+				Password: fmt.Sprintf("pw-%d", i), HostKey: testenv.HostKey})
+		}()
 	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case domain.ErrorCode(err) != domain.Conflict:
+			t.Errorf("registration %d: %v, want a conflict or success", i, err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d registrations of one host won, want exactly 1", won)
+	}
+	requireVaultHoldsOnly(t, f, "198.18.0.11", "198.18.0.12", "198.18.0.13")
 }
 
-func vaultKeys(t *testing.T, f fixture) []string {
+// requireVaultHoldsOnly lists the keys of the vault's bucket and fails
+// unless they are exactly the credential ids of the given machines.
+func requireVaultHoldsOnly(t *testing.T, f fixture, hosts ...string) {
 	t.Helper()
-	var ids []string
-	for _, h := range []string{"198.18.0.11", "198.18.0.12"} {
-		m, err := f.svc.Machine(t.Context(), h)
+	ctx := testenv.Context(t, 30*time.Second)
+	want := map[string]bool{}
+	for _, h := range hosts {
+		m, err := f.svc.Machine(ctx, h)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, m.Credential.ID)
+		want[m.Credential.ID] = true
 	}
-	return ids
+	kv, err := f.js.KeyValue(ctx, secrets.Bucket)
+	if err != nil {
+		t.Fatalf("open vault bucket: %v", err)
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatalf("list vault keys: %v", err)
+	}
+	var got []string
+	for k := range lister.Keys() {
+		got = append(got, k)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("vault holds %d secrets %v, want the %d of the registered machines", len(got), got, len(want))
+	}
+	for _, k := range got {
+		if !want[k] {
+			t.Fatalf("vault holds %s, a secret of no registered machine (all: %v)", k, got)
+		}
+	}
 }
