@@ -35,6 +35,8 @@ type stack struct {
 	vault  *secrets.Vault
 	logs   *syncBuffer
 	client *http.Client
+	// handler is the router the server serves, to walk its routes.
+	handler http.Handler
 }
 
 // syncBuffer is the log buffer the stack tests share with their logger.
@@ -80,9 +82,10 @@ func newStackWith(t *testing.T, lim pkgstore.Limits, edit func(*service.Config, 
 	}
 	svc := service.New(sc)
 	hc.Service = svc
-	srv := httptest.NewServer(httpapi.Handler(hc))
+	h := httpapi.Handler(hc)
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &stack{t: t, url: srv.URL, js: js, store: store, svc: svc, vault: vault, logs: logs, client: srv.Client()}
+	return &stack{t: t, url: srv.URL, js: js, store: store, svc: svc, vault: vault, logs: logs, client: srv.Client(), handler: h}
 }
 
 // response is an answer with its body read.
