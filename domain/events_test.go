@@ -64,7 +64,9 @@ func TestDecodeEventRoundTrip(t *testing.T) {
 }
 
 // TestDecodeEventTypeNames: the names written into the event store never
-// change once written.
+// change once written. Every stored name is pinned here as a literal, and
+// the table must cover every type DecodeEvent knows: a new event type
+// fails this test until its name is pinned.
 func TestDecodeEventTypeNames(t *testing.T) {
 	tests := []struct {
 		event Event
@@ -75,11 +77,42 @@ func TestDecodeEventTypeNames(t *testing.T) {
 		{PackageUploaded{}, "PackageUploaded"},
 		{ClusterDeployRequested{}, "ClusterDeployRequested"},
 		{OperationRequested{}, "OperationRequested"},
+		{StepStarted{}, "StepStarted"},
+		{StepSucceeded{}, "StepSucceeded"},
+		{StepFailed{}, "StepFailed"},
+		{OperationSucceeded{}, "OperationSucceeded"},
+		{OperationFailed{}, "OperationFailed"},
+		{OperationRetried{}, "OperationRetried"},
+		{OperationCancelRequested{}, "OperationCancelRequested"},
+		{OperationCancelled{}, "OperationCancelled"},
+		{ClusterLeaderElected{}, "ClusterLeaderElected"},
+		{ClusterScaleOutRequested{}, "ClusterScaleOutRequested"},
+		{ClusterScaleInRequested{}, "ClusterScaleInRequested"},
+		{ClusterReloadRequested{}, "ClusterReloadRequested"},
 		{ClusterDestroyRequested{}, "ClusterDestroyRequested"},
 	}
+	pinned := map[string]bool{}
 	for _, tt := range tests {
+		if pinned[tt.name] {
+			t.Errorf("%q pinned twice", tt.name)
+		}
+		pinned[tt.name] = true
 		if got := tt.event.EventType(); got != tt.name {
 			t.Errorf("%T.EventType() = %q, want %q", tt.event, got, tt.name)
+		}
+		// The stored name decodes to the same Go type.
+		got, err := DecodeEvent(tt.name, 1, []byte(`{}`))
+		if err != nil {
+			t.Errorf("DecodeEvent(%q): %v", tt.name, err)
+			continue
+		}
+		if reflect.TypeOf(got) != reflect.TypeOf(tt.event) {
+			t.Errorf("DecodeEvent(%q) = %T, want %T", tt.name, got, tt.event)
+		}
+	}
+	for name := range decoders {
+		if !pinned[name] {
+			t.Errorf("event type %q is stored but its name is not pinned in this test", name)
 		}
 	}
 }
