@@ -396,6 +396,13 @@ func randomPassword() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
+// Installed reports whether a clickhouse-server binary is found where Start
+// looks when Options.Binary is empty; the error wraps ErrNotInstalled.
+func Installed() error {
+	_, err := findBinary("")
+	return err
+}
+
 // findBinary resolves Options.Binary, or the default locations when empty.
 func findBinary(bin string) (string, error) {
 	candidates := defaultBinaries

@@ -21,11 +21,16 @@ import (
 	"github.com/dmgr/dmgr/domain"
 )
 
-// requireServer skips the test when no clickhouse-server binary is found.
+// requireServer skips the test when no clickhouse-server binary is found,
+// and fails it when CI is true (as testenv.SkipOrFail does; this package
+// cannot import testenv, which imports it).
 func requireServer(t *testing.T) {
 	t.Helper()
-	if _, err := findBinary(""); err != nil {
-		t.Skipf("skipping: needs a real ClickHouse server and none is installed (%v)", err)
+	if err := Installed(); err != nil {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+			t.Fatalf("needs a real ClickHouse server and none is installed, and CI is set: %v", err)
+		}
+		t.Skipf("SKIP: needs a real ClickHouse server and none is installed (%v)", err)
 	}
 }
 

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,17 +37,10 @@ type projected struct {
 	svc      *service.Service
 }
 
-func requireClickHouse(t *testing.T) {
+// requireClickHouse skips without clickhouse-server, and fails under CI=true.
+func requireClickHouse(t testing.TB) {
 	t.Helper()
-	for _, p := range []string{"/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"} {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-	}
-	if _, err := exec.LookPath("clickhouse-server"); err == nil {
-		return
-	}
-	t.Skip("SKIP: clickhouse-server is not installed (apt-get install -y clickhouse-server); CI installs it")
+	testenv.RequireClickHouse(t)
 }
 
 func newProjectedStack(t *testing.T) *projected {

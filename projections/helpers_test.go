@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -80,8 +81,9 @@ func skipWithoutClickHouse(t testing.TB, err error) {
 	if err == nil {
 		return
 	}
-	if domain.ErrorCode(err) == domain.Unavailable && bytes.Contains([]byte(err.Error()), []byte("not installed")) {
-		t.Skipf("SKIP: %v", err)
+	if errors.Is(err, chserver.ErrNotInstalled) {
+		testenv.SkipOrFail(t, "SKIP: %v", err)
+		return
 	}
 	t.Fatalf("start clickhouse: %v", err)
 }

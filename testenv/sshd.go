@@ -93,10 +93,10 @@ const (
 func SSHD(t testing.TB, o SSHDOptions) *SSHServer {
 	t.Helper()
 	if _, err := os.Stat(SSHDPath); err != nil {
-		skipOrFail(t, "SKIP: %s is not installed (apt-get install -y openssh-server); the SSH tests run a real sshd. CI installs it.", SSHDPath)
+		SkipOrFail(t, "SKIP: %s is not installed (apt-get install -y openssh-server); the SSH tests run a real sshd. CI installs it.", SSHDPath)
 	}
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "SKIP: starting sshd for SSH tests needs root (running as uid %d); run the tests as root, as CI does.", os.Geteuid())
+		SkipOrFail(t, "SKIP: starting sshd for SSH tests needs root (running as uid %d); run the tests as root, as CI does.", os.Geteuid())
 	}
 	// sshd refuses to start without its privilege-separation directory.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -138,14 +138,6 @@ func SSHD(t testing.TB, o SSHDOptions) *SSHServer {
 	}
 	t.Fatalf("sshd: %v", err)
 	return nil
-}
-
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(strings.TrimPrefix(format, "SKIP: "), args...)
-	}
-	t.Skipf(format, args...)
 }
 
 // Restart stops sshd together with every connection it serves and every

@@ -36,17 +36,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// requireClickHouse skips without clickhouse-server, and fails under CI=true.
 func requireClickHouse(t testing.TB) {
 	t.Helper()
-	for _, p := range []string{"/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server"} {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-	}
-	if _, err := exec.LookPath("clickhouse-server"); err == nil {
-		return
-	}
-	t.Skip("SKIP: clickhouse-server is not installed (apt-get install -y clickhouse-server); dev mode starts one. CI installs it.")
+	testenv.RequireClickHouse(t)
 }
 
 // devProcess is `dmgr dev` running as a child process.
