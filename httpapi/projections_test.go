@@ -383,6 +383,19 @@ func TestClickHouseDownThirtySecondsWhileCommandsArrive(t *testing.T) {
 	if r := p.do("GET", "/metrics", nil, noToken()); !strings.Contains(string(r.body), "dmgr_projection_up 0\n") {
 		t.Fatalf("metrics with ClickHouse down:\n%s", r.body)
 	}
+	// Commands sent while ClickHouse is certainly down (the query above
+	// answered 503) are accepted and committed: they never wait on the
+	// projections.
+	for i := range 10 {
+		host := fmt.Sprintf("198.18.200.%d", i+1)
+		r := p.do("POST", "/api/v1/machines", map[string]any{"host": host, "user": "tidb", "host_key": testenv.HostKey, "password": "pw"})
+		if r.status != http.StatusAccepted {
+			t.Fatalf("register %s with ClickHouse down: %d %s", host, r.status, r.body)
+		}
+		if _, err := p.svc.Machine(testenv.Context(t, 10*time.Second), host); err != nil {
+			t.Fatalf("machine %s accepted with ClickHouse down is not in the event store: %v", host, err)
+		}
+	}
 	time.Sleep(30*time.Second - time.Since(down))
 	if err := p.ch.Restart(context.Background()); err != nil {
 		t.Fatal(err)
@@ -395,11 +408,10 @@ func TestClickHouseDownThirtySecondsWhileCommandsArrive(t *testing.T) {
 	if len(failed) > 0 {
 		t.Fatalf("%d commands failed while ClickHouse was down: %v", len(failed), failed[0])
 	}
+	// How many arrived depends on the machine's speed, not on the
+	// behaviour under test; command latency is measured by benchmarks.
 	t.Logf("%d commands accepted during the test", accepted)
 	mu.Unlock()
-	if accepted < 250 {
-		t.Fatalf("only %d commands arrived", accepted)
-	}
 	// Back: the projections catch up; a query waits for them.
 	r := p.do("GET", "/api/v1/machines", nil)
 	if r.status != 200 {

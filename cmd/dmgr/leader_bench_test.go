@@ -20,7 +20,10 @@ import (
 )
 
 // BenchmarkFailover kills the leader of a cluster 10 times (kill -9) and
-// measures how long until another server leads it.
+// measures how long until another server leads it. The target is the
+// session TTL + 2 s (TestLeadershipSpreadsAndFailsOver checks only that
+// another server takes over); over-target-ms is the slowest failover
+// beyond it, 0 when every one met it.
 //
 //	go test -run '^$' -bench BenchmarkFailover -benchtime 1x ./cmd/dmgr/
 func BenchmarkFailover(b *testing.B) {
@@ -46,6 +49,7 @@ func BenchmarkFailover(b *testing.B) {
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Milliseconds()), "failover-median-ms")
 	b.ReportMetric(float64(times[len(times)-1].Milliseconds()), "failover-max-ms")
+	b.ReportMetric(float64(max(0, times[len(times)-1]-(sessionTTL+2*time.Second)).Milliseconds()), "over-target-ms")
 	b.Logf("failover times (TTL %s): %v", sessionTTL, times)
 }
 
