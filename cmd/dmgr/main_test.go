@@ -33,7 +33,43 @@ func TestMain(m *testing.M) {
 	if os.Getenv("DMGR_TEST_RUN_ETCD") == "1" {
 		os.Exit(runEtcdMember())
 	}
+	// The tests configure dmgr by flags and t.Setenv only: a DMGR_*
+	// variable of the shell that runs them (DMGR_CLICKHOUSE_ADDR of a dev
+	// instance, say) must never point a test at a running installation.
+	for _, name := range inheritedDMGREnv(os.Environ()) {
+		_ = os.Unsetenv(name)
+	}
 	os.Exit(m.Run())
+}
+
+// inheritedDMGREnv names the DMGR_* variables of env that configure dmgr;
+// DMGR_TEST_* are the tests' own knobs and stay.
+func inheritedDMGREnv(env []string) []string {
+	var names []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "DMGR_") && !strings.HasPrefix(name, "DMGR_TEST_") {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// childEnv is env without any variable that configures dmgr, plus extra:
+// a child started with it reads its configuration from its flags and
+// extra alone.
+func childEnv(env []string, extra ...string) []string {
+	drop := map[string]bool{}
+	for _, name := range inheritedDMGREnv(env) {
+		drop[name] = true
+	}
+	var out []string
+	for _, kv := range env {
+		if name, _, _ := strings.Cut(kv, "="); !drop[name] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, extra...)
 }
 
 // requireClickHouse skips without clickhouse-server, and fails under CI=true.
@@ -57,7 +93,10 @@ func startDev(t *testing.T, dataDir string) *devProcess {
 	cmd := exec.Command(os.Args[0], "dev", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0",
 		"--nats-addr", "127.0.0.1:0", "--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0",
 		"--agent=false")
-	cmd.Env = append(os.Environ(), "DMGR_TEST_RUN_MAIN=1")
+	// Flags alone: no DMGR_* of the test process (a test's t.Setenv) or of
+	// the shell reaches it, so it can never write into a dev instance
+	// that is running beside the tests.
+	cmd.Env = childEnv(os.Environ(), "DMGR_TEST_RUN_MAIN=1")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -329,4 +368,44 @@ func TestCommandLine(t *testing.T) {
 	if cfg.dataDir != "./.dmgr" || cfg.httpAddr != "127.0.0.1:7700" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
+}
+
+// startDev starts dev from its flags alone: a DMGR_CLICKHOUSE_ADDR (or any
+// DMGR_* variable) in the environment of the tests, pointing at a running
+// dev instance, reaches neither the child nor its data. Here it points
+// at a port where nothing listens; a dev that used it would not get ready.
+func TestStartDevIgnoresDMGREnvironment(t *testing.T) {
+	if got := childEnv([]string{"PATH=/bin", "DMGR_CLICKHOUSE_ADDR=127.0.0.1:9000", "DMGR_DATA_DIR=/var/lib/dmgr", "DMGR_TEST_LOG_DIR=/tmp/l"}, "DMGR_TEST_RUN_MAIN=1"); strings.Join(got, " ") != "PATH=/bin DMGR_TEST_LOG_DIR=/tmp/l DMGR_TEST_RUN_MAIN=1" {
+		t.Fatalf("childEnv: %q", got)
+	}
+	requireClickHouse(t)
+	t.Setenv("DMGR_CLICKHOUSE_ADDR", "127.0.0.1:1")
+	t.Setenv("DMGR_CLICKHOUSE_PASSWORD_FILE", testenv.PasswordFile(t, "not-the-dev-password"))
+	dev := startDev(t, t.TempDir())
+	ctx := testenv.Context(t, time.Minute)
+	for {
+		req, err := http.NewRequestWithContext(ctx, "GET", dev.url+"/readyz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("dev never got ready (did it use DMGR_CLICKHOUSE_ADDR?); stderr:\n%s", dev.stderr.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if st, b := dev.call(t, "POST", "/api/v1/machines", "application/json", []byte(`{"host":"198.18.0.11","user":"tidb","password":"pw","host_key":"`+testenv.HostKey+`"}`)); st != 202 {
+		t.Fatalf("register: %d %s", st, b)
+	}
+	if st, b := dev.call(t, "GET", "/api/v1/machines/198.18.0.11", "", nil); st != 200 {
+		t.Fatalf("query: %d %s (stderr:\n%s)", st, b, dev.stderr.String())
+	}
+	dev.stop(t)
 }
