@@ -218,7 +218,7 @@ func (m *Main) newAgent(ctx context.Context, ab agentBus) (*agents.Agent, error)
 		}
 	}
 	return agents.New(agents.Config{
-		ID: c.agentID, Pool: c.pool, Version: version, JS: ab.js, Etcd: etcd, Vault: ab.vault, Packages: ab.pkgs, Events: ab.events,
+		ID: c.agentID, Pool: c.pool, Version: dmgrVersion(), JS: ab.js, Etcd: etcd, Vault: ab.vault, Packages: ab.pkgs, Events: ab.events,
 		Remote: remote.NewPool(remote.Options{MaxSessionsPerHost: c.sessionsPerHost, DialTimeout: c.sshDialTimeout,
 			Log: m.log}),
 		Log: m.log, Concurrency: c.concurrency, AckWait: c.ackWait, Retries: c.retries, RetryBackoff: c.retryBackoff,

@@ -18,9 +18,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 const usage = `dmgr manages TiDB DM clusters: deploy, scale, upgrade, patch, start/stop and
 destroy them over SSH, with every change recorded as an event.
 
@@ -61,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "dmgr", version)
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "dev", "server", "agent":
 		cfg, err := parseConfig(args[0], args[1:], stderr)
