@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
@@ -42,10 +45,11 @@ func TestBuildVersion(t *testing.T) {
 	}
 }
 
-// TestVersionIsSetAtBuild builds dmgr as a user does. From a git clone it
-// prints the commit it was built from, never "dev" (a clone: the Go
-// toolchain stamps no VCS information in a git worktree, whose .git is a
-// file); with -ldflags -X it prints the version given.
+// TestVersionIsSetAtBuild builds dmgr as a user does. From a git checkout
+// it prints the commit it was built from, never "dev"; with -ldflags -X it
+// prints the version given. It builds the working tree, copied into a
+// fresh repository with one commit (the Go toolchain stamps no VCS
+// information in a git worktree, whose .git is a file).
 func TestVersionIsSetAtBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds dmgr twice")
@@ -55,15 +59,32 @@ func TestVersionIsSetAtBuild(t *testing.T) {
 		t.Helper()
 		gctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		out, err := exec.CommandContext(gctx, "git", append([]string{"-C", dir}, args...)...).Output()
+		out, err := exec.CommandContext(gctx, "git", append([]string{"-C", dir, "-c", "user.name=dmgr test", "-c", "user.email=test@dmgr.invalid"}, args...)...).Output()
 		if err != nil {
-			testenv.SkipOrFail(t, "SKIP: git %v in %s: %v (the test builds from a git clone)", args, dir, err)
+			testenv.SkipOrFail(t, "SKIP: git %v in %s: %v (the test builds dmgr from a git checkout)", args, dir, err)
 		}
 		return strings.TrimSpace(string(out))
 	}
 	top := git(".", "rev-parse", "--show-toplevel")
 	clone := filepath.Join(t.TempDir(), "src")
-	git(".", "clone", "--quiet", top, clone)
+	for _, f := range strings.Split(git(top, "ls-files", "--cached", "--others", "--exclude-standard"), "\n") {
+		b, err := os.ReadFile(filepath.Join(top, f))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted in the working tree
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(clone, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(clone, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git(clone, "init", "--quiet")
+	git(clone, "add", "--all")
+	git(clone, "commit", "--quiet", "-m", "the working tree")
 	head := git(clone, "rev-parse", "HEAD")[:12]
 	bin := t.TempDir()
 	for _, tt := range []struct {
@@ -71,7 +92,7 @@ func TestVersionIsSetAtBuild(t *testing.T) {
 	}{
 		// -buildvcs=true is go build's default in a checkout ("auto");
 		// explicit here since GOFLAGS may turn it off.
-		{"from a clone", "", head},
+		{"from a checkout", "", head},
 		{"with -X", "-X main.versionOverride=v9.9.9-test", "dmgr v9.9.9-test ("},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
