@@ -67,11 +67,22 @@ const hostA = "127.0.0.1"
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newAgentFixture(t, true)
+}
+
+// newAgentFixture is newFixture, with machine A and its sshd only when
+// withSSHD (without, the fixture needs neither root nor sshd: for steps
+// that run nothing on a host).
+func newAgentFixture(t *testing.T, withSSHD bool) *fixture {
+	t.Helper()
 	ctx := testenv.Context(t, 3*time.Minute)
 	ns := testenv.NATS(t)
 	nc, js := testenv.JetStream(t, ns)
 	etcdSrv, etcd := testenv.Etcd(t)
-	sshd := testenv.SSHD(t, testenv.SSHDOptions{})
+	var sshd *testenv.SSHServer
+	if withSSHD {
+		sshd = testenv.SSHD(t, testenv.SSHDOptions{})
+	}
 	store, err := eventstore.Open(ctx, js, eventstore.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +125,12 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(cc.Stop)
 
 	// Machine A: the sshd, with its real credential.
-	if f.credA, err = vault.Put(ctx, secrets.KindPrivateKey, sshd.ClientKey, hostA); err != nil {
-		t.Fatal(err)
+	if withSSHD {
+		if f.credA, err = vault.Put(ctx, secrets.KindPrivateKey, sshd.ClientKey, hostA); err != nil {
+			t.Fatal(err)
+		}
+		f.registerMachine(hostA, sshd.Port, f.credA, sshd.HostKey)
 	}
-	f.registerMachine(hostA, sshd.Port, f.credA, sshd.HostKey)
 
 	// The agent connects as an agent of pool default (NATS) and as
 	// dmgr-agent (etcd), and opens the stores read-only, as dmgr agent does.
