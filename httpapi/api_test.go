@@ -336,12 +336,12 @@ func TestPackageUploadIsListed(t *testing.T) {
 	s := newStack(t, pkgstore.DefaultLimits())
 	body := testenv.DMPackage(t, "v8.1.0")
 	s.mustAccept("POST", "/api/v1/packages", body, withHeader("Content-Disposition", `attachment; filename="dm-v8.1.0.tar.gz"`))
-	var list struct{ Packages []domain.Package }
+	var list struct{ Items []domain.Package }
 	s.do("GET", "/api/v1/packages", nil).json(t, &list)
-	if len(list.Packages) != 1 {
+	if len(list.Items) != 1 {
 		t.Fatalf("packages: %+v", list)
 	}
-	p := list.Packages[0]
+	p := list.Items[0]
 	if p.ID != "dm-v8.1.0-linux-amd64" || p.Version != "v8.1.0" || p.Size != int64(len(body)) || len(p.SHA256) != 64 ||
 		!strings.Contains(strings.Join(p.Components, ","), "dm-master") {
 		t.Fatalf("package: %+v", p)

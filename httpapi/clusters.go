@@ -5,6 +5,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/service"
 )
 
@@ -44,11 +45,8 @@ func (a *api) deployCluster(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) listClusters(w http.ResponseWriter, r *http.Request) {
 	cs, err := a.svc.Clusters(r.Context())
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"clusters": cs})
+	name := func(c domain.Cluster) string { return c.Name }
+	answerList(w, r, cs, err, name, name, clusterKept)
 }
 
 func (a *api) getCluster(w http.ResponseWriter, r *http.Request) {

@@ -53,11 +53,8 @@ func (a *api) removeMachine(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) listMachines(w http.ResponseWriter, r *http.Request) {
 	ms, err := a.svc.Machines(r.Context())
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"machines": ms})
+	host := func(m domain.Machine) string { return m.Host }
+	answerList(w, r, ms, err, host, host, machineKept)
 }
 
 func (a *api) getMachine(w http.ResponseWriter, r *http.Request) {

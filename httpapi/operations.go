@@ -7,15 +7,18 @@ import (
 
 	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/projections"
 )
 
 func (a *api) listOperations(w http.ResponseWriter, r *http.Request) {
-	ops, err := a.svc.Operations(r.Context())
-	if err != nil {
-		writeError(w, r, err)
-		return
+	if q, err := listQuery(r.URL.Query()); err == nil {
+		if _, ok := projections.ParseOperationsAfter(q.After); !ok {
+			writeError(w, r, projections.ErrNotAnOperationsCursor)
+			return
+		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"operations": ops})
+	ops, err := a.svc.Operations(r.Context())
+	answerList(w, r, ops, err, operationOrder, operationCursor, operationKept)
 }
 
 func (a *api) getOperation(w http.ResponseWriter, r *http.Request) {

@@ -305,10 +305,10 @@ func TestPackageManifestBoundIsExact(t *testing.T) {
 	}
 	t.Logf("manifest %d bytes (the limit); its commit %d bytes of data and %d of headers, bus max payload %d",
 		lim.MaxManifestBytes, len(m.Data), len(formatHeader(m.Header)), nc.MaxPayload())
-	var list struct{ Packages []domain.Package }
+	var list struct{ Items []domain.Package }
 	s.do("GET", "/api/v1/packages", nil).json(t, &list)
-	if len(list.Packages) != 1 || len(list.Packages[0].Files) < 2000 {
-		t.Fatalf("the package at the limit is not listed whole: %d packages", len(list.Packages))
+	if len(list.Items) != 1 || len(list.Items[0].Files) < 2000 {
+		t.Fatalf("the package at the limit is not listed whole: %d packages", len(list.Items))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/pkgstore"
+	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/service"
 )
 
@@ -48,9 +49,8 @@ func (a *api) uploadPackage(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) listPackages(w http.ResponseWriter, r *http.Request) {
 	ps, err := a.svc.Packages(r.Context())
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"packages": ps})
+	id := func(p domain.Package) string { return p.ID }
+	answerList(w, r, ps, err, id, id, func(q projections.ListQuery) func(domain.Package) bool {
+		return func(p domain.Package) bool { return p.ID > q.After }
+	})
 }

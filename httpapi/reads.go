@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/projections"
 )
 
 // Read-your-writes on queries served from the ClickHouse projections.
@@ -38,32 +39,44 @@ func (a *api) queryHandlers() queryHandlers {
 		return queryHandlers{a.listMachines, a.getMachine, a.listPackages, a.listClusters, a.getCluster, a.listOperations, a.getOperation}
 	}
 	return queryHandlers{
-		listMachines: a.fromProjections(func(r *http.Request) (any, error) {
-			ms, err := a.proj.Machines(r.Context())
-			return map[string]any{"machines": ms}, err
+		listMachines: a.listFromProjections(func(r *http.Request, q projections.ListQuery) (any, error) {
+			p, err := a.proj.ListMachines(r.Context(), q)
+			return pageAnswer(p), err
 		}),
 		getMachine: a.fromProjections(func(r *http.Request) (any, error) {
 			return a.proj.Machine(r.Context(), chi.URLParam(r, "host"))
 		}),
-		listPackages: a.fromProjections(func(r *http.Request) (any, error) {
-			ps, err := a.proj.Packages(r.Context())
-			return map[string]any{"packages": ps}, err
+		listPackages: a.listFromProjections(func(r *http.Request, q projections.ListQuery) (any, error) {
+			p, err := a.proj.ListPackages(r.Context(), q)
+			return pageAnswer(p), err
 		}),
-		listClusters: a.fromProjections(func(r *http.Request) (any, error) {
-			cs, err := a.proj.Clusters(r.Context())
-			return map[string]any{"clusters": cs}, err
+		listClusters: a.listFromProjections(func(r *http.Request, q projections.ListQuery) (any, error) {
+			p, err := a.proj.ListClusters(r.Context(), q)
+			return pageAnswer(p), err
 		}),
 		getCluster: a.fromProjections(func(r *http.Request) (any, error) {
 			return a.proj.Cluster(r.Context(), chi.URLParam(r, "name"))
 		}),
-		listOperations: a.fromProjections(func(r *http.Request) (any, error) {
-			ops, err := a.proj.Operations(r.Context())
-			return map[string]any{"operations": ops}, err
+		listOperations: a.listFromProjections(func(r *http.Request, q projections.ListQuery) (any, error) {
+			p, err := a.proj.ListOperations(r.Context(), q)
+			return pageAnswer(p), err
 		}),
 		getOperation: a.fromProjections(func(r *http.Request) (any, error) {
 			return a.proj.Operation(r.Context(), chi.URLParam(r, "id"))
 		}),
 	}
+}
+
+// listFromProjections answers a list from the projections: one page, as
+// the request's limit, cursor and filters ask.
+func (a *api) listFromProjections(query func(*http.Request, projections.ListQuery) (any, error)) http.HandlerFunc {
+	return a.fromProjections(func(r *http.Request) (any, error) {
+		q, err := listQuery(r.URL.Query())
+		if err != nil {
+			return nil, err
+		}
+		return query(r, q)
+	})
 }
 
 // fromProjections answers a query from the projections once they are as

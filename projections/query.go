@@ -25,7 +25,7 @@ func (s *Store) Clusters(ctx context.Context) ([]domain.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.clusters(ctx, gen, nil)
+	return s.clusters(ctx, gen, "", nil)
 }
 
 // Cluster returns one existing cluster with its instances and operations.
@@ -34,7 +34,8 @@ func (s *Store) Cluster(ctx context.Context, name string) (domain.Cluster, error
 	if err != nil {
 		return domain.Cluster{}, err
 	}
-	cs, err := s.clusters(ctx, gen, &name)
+	where, args := keyFilter("name", []string{name})
+	cs, err := s.clusters(ctx, gen, where, args)
 	if err != nil {
 		return domain.Cluster{}, err
 	}
@@ -44,12 +45,10 @@ func (s *Store) Cluster(ctx context.Context, name string) (domain.Cluster, error
 	return cs[0], nil
 }
 
-// clusters reads every existing cluster, or the one named.
-func (s *Store) clusters(ctx context.Context, gen uint32, name *string) ([]domain.Cluster, error) {
-	where, args := "", []any{}
-	if name != nil {
-		where, args = "WHERE name = ?", []any{*name}
-	}
+// clusters reads the existing clusters that where (a WHERE clause on the
+// clusters table, with its args, "" for every one) selects, sorted by
+// name, with their instances and operations.
+func (s *Store) clusters(ctx context.Context, gen uint32, where string, args []any) ([]domain.Cluster, error) {
 	var out []domain.Cluster
 	err := s.query(ctx, func(r driver.Rows) error {
 		var n, state string
@@ -68,13 +67,22 @@ func (s *Store) clusters(ctx context.Context, gen uint32, name *string) ([]domai
 	if err != nil || len(out) == 0 {
 		return []domain.Cluster{}, err
 	}
-	// Their instances and operations.
-	owner, ownerArgs := "", []any{}
-	if name != nil {
-		owner, ownerArgs = "WHERE cluster = ?", []any{*name}
+	return out, s.fillClusters(ctx, gen, out, where != "")
+}
+
+// fillClusters reads the instances and operations of the clusters out:
+// of those alone when only is set, else of every cluster.
+func (s *Store) fillClusters(ctx context.Context, gen uint32, out []domain.Cluster, only bool) error {
+	var names []string
+	if only {
+		names = make([]string, len(out))
+		for i, c := range out {
+			names[i] = c.Name
+		}
 	}
+	owner, ownerArgs := keyFilter("cluster", names)
 	insts := map[string][]indexed[domain.Instance]{}
-	err = s.query(ctx, func(r driver.Rows) error {
+	err := s.query(ctx, func(r driver.Rows) error {
 		var cluster, id, spec string
 		var idx uint32
 		var deleted uint8
@@ -90,18 +98,30 @@ func (s *Store) clusters(ctx context.Context, gen uint32, name *string) ([]domai
 	}, "SELECT cluster, id, argMax(idx, seq), argMax(spec, seq), argMax(deleted, seq) AS d FROM "+
 		table(s.db, tableInstances, gen)+" "+owner+" GROUP BY cluster, id HAVING d = 0", ownerArgs...)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ops, err := s.clusterOperations(ctx, gen, name)
+	ops, err := s.clusterOperations(ctx, gen, names)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for i := range out {
 		c := &out[i]
 		c.Instances = sorted(insts[c.Name])
 		c.Operations = ops[c.Name]
 	}
-	return out, nil
+	return nil
+}
+
+// keyFilter is a WHERE clause selecting the rows whose column col is one
+// of names: "" (every row) for nil names.
+func keyFilter(col string, names []string) (string, []any) {
+	switch {
+	case names == nil:
+		return "", nil
+	case len(names) == 1:
+		return "WHERE " + col + " = ?", []any{names[0]}
+	}
+	return "WHERE has(?, " + col + ")", []any{names}
 }
 
 type indexed[T any] struct {
@@ -121,13 +141,10 @@ func sorted[T any](xs []indexed[T]) []T {
 	return out
 }
 
-// clusterOperations reads the operations of every cluster, or of the one
-// named, with their plans and step states, by cluster.
-func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string) (map[string][]*domain.Operation, error) {
-	ownerCond, args := "", []any{}
-	if name != nil {
-		ownerCond, args = "WHERE owner = ?", []any{*name}
-	}
+// clusterOperations reads the operations of every cluster, or of the ones
+// named (names not nil), with their plans and step states, by cluster.
+func (s *Store) clusterOperations(ctx context.Context, gen uint32, names []string) (map[string][]*domain.Operation, error) {
+	ownerCond, args := keyFilter("owner", names)
 	type opRow struct {
 		owner string
 		ord   uint32
@@ -152,8 +169,8 @@ func (s *Store) clusterOperations(ctx context.Context, gen uint32, name *string)
 		return nil, err
 	}
 	stepCond := ""
-	if name != nil {
-		stepCond = "WHERE operation IN (SELECT id FROM " + table(s.db, tableOperations, gen) + " WHERE owner = ?)"
+	if names != nil {
+		stepCond = "WHERE operation IN (SELECT id FROM " + table(s.db, tableOperations, gen) + " " + ownerCond + ")"
 	}
 	steps, err := s.steps(ctx, gen, stepCond, args...)
 	if err != nil {
@@ -446,6 +463,14 @@ func (s *Store) operations(ctx context.Context, gen uint32, id *string) ([]servi
 	if id != nil {
 		where, args = "WHERE id = ?", []any{*id}
 	}
+	return s.operationRows(ctx, gen, where, "HAVING cs > 0 AND d = 0 ORDER BY cs DESC", args)
+}
+
+// operationRows reads the operations of the operations table that where
+// selects, grouped by id, with tail (HAVING, ORDER BY, LIMIT) over the
+// aliases cs (the commit that started it), d (deleted), st (status), cl
+// (cluster) and kd (kind).
+func (s *Store) operationRows(ctx context.Context, gen uint32, where, tail string, args []any) ([]service.OperationView, error) {
 	out := []service.OperationView{}
 	err := s.query(ctx, func(r driver.Rows) error {
 		var v service.OperationView
@@ -459,10 +484,10 @@ func (s *Store) operations(ctx context.Context, gen uint32, id *string) ([]servi
 		v.CreatedAt, v.Attempt = joinTime(int64(created), ns), int(attempt)
 		out = append(out, v)
 		return nil
-	}, "SELECT id, argMax(kind, seq), argMax(status, seq), argMax(cluster, seq), argMax(aggregate_type, seq), "+
+	}, "SELECT id, argMax(kind, seq) AS kd, argMax(status, seq) AS st, argMax(cluster, seq) AS cl, argMax(aggregate_type, seq), "+
 		"argMax(aggregate_id, seq), argMax(actor, seq), toUInt32(argMax(created_at, seq)), argMax(created_ns, seq), "+
 		"argMax(commit_seq, seq) AS cs, argMax(attempt, seq), argMax(error, seq), argMax(deleted, seq) AS d FROM "+
-		table(s.db, tableOperations, gen)+" "+where+" GROUP BY id HAVING cs > 0 AND d = 0 ORDER BY cs DESC", args...)
+		table(s.db, tableOperations, gen)+" "+where+" GROUP BY id "+tail, args...)
 	return out, err
 }
 

@@ -286,11 +286,11 @@ func TestParallelDeploysAndSlowClientsGetAnAnswerAndLeaveNothingRunning(t *testi
 		if a.status != http.StatusOK {
 			continue
 		}
-		var list struct{ Operations []service.OperationView }
+		var list struct{ Items []service.OperationView }
 		if err := json.Unmarshal(a.body, &list); err != nil {
 			t.Fatal(err)
 		}
-		for _, op := range list.Operations {
+		for _, op := range list.Items {
 			if _, ok := accepted[op.ID]; ok && (op.Status == domain.OperationStatusSucceeded || op.Status == domain.OperationStatusFailed) {
 				ended[op.ID] = op
 			}
@@ -464,10 +464,10 @@ func TestRequestsPastTheLimitsAreRefused(t *testing.T) {
 			break
 		}
 	}
-	if err != nil || a.status != http.StatusOK || !strings.Contains(string(a.body), `"clusters":[]`) {
+	if err != nil || a.status != http.StatusOK || !strings.Contains(string(a.body), `"items":[]`) {
 		t.Fatalf("clusters after the refusals: %v %d %s", err, a.status, a.body)
 	}
-	if body := d.mustDo(t, "GET", "/api/v1/packages", nil, http.StatusOK); !strings.Contains(string(body), `"packages":[]`) {
+	if body := d.mustDo(t, "GET", "/api/v1/packages", nil, http.StatusOK); !strings.Contains(string(body), `"items":[]`) {
 		t.Fatalf("packages after the refusals: %s", body)
 	}
 }

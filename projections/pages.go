@@ -1,0 +1,279 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/service"
+)
+
+// The lists page by key (keyset paging): a page is the first Limit items
+// whose key follows the last key of the previous page, in the list's
+// order. A page costs what its items cost, however long the list, and is
+// stable while events arrive: an item committed meanwhile shows up on a
+// later page if its key sorts after the cursor, never twice.
+//
+// Machines, clusters and packages are in key order (host, name, id); the
+// key filter runs before the grouping, on the table's sort key. Operations
+// are newest first: by the commit that started them, descending, then id.
+
+// Page limits.
+const (
+	DefaultPageLimit = 100
+	MaxPageLimit     = 1000
+)
+
+// ListQuery asks for one page of a list. After is the last key of the
+// previous page ("" for the first page; for operations PageAfter.String).
+// The filters apply where the list has them (ListMachines: Label;
+// ListClusters: Status; ListOperations: Status, Cluster, Kind); empty is
+// no filter.
+type ListQuery struct {
+	Limit   int
+	After   string
+	Status  string
+	Cluster string
+	Kind    string
+	Label   LabelFilter
+}
+
+// LabelFilter selects machines by one label: Key is region, zone or rack.
+type LabelFilter struct {
+	Key, Value string
+}
+
+// Page is one page of a list: its items and, when more follow, the key
+// of its last item (the next page's After); "" on the last page.
+type Page[T any] struct {
+	Items []T
+	Next  string
+}
+
+func (q ListQuery) limit() int {
+	switch {
+	case q.Limit <= 0:
+		return DefaultPageLimit
+	case q.Limit > MaxPageLimit:
+		return MaxPageLimit
+	}
+	return q.Limit
+}
+
+// page cuts the n+1 rows read to a page of n, with the key of its last
+// item when there was one more.
+func page[T any](items []T, n int, key func(T) string) Page[T] {
+	if len(items) <= n {
+		return Page[T]{Items: items}
+	}
+	items = items[:n]
+	return Page[T]{Items: items, Next: key(items[n-1])}
+}
+
+// labelColumns are the machines table's label columns.
+var labelColumns = map[string]string{"region": "rg", "zone": "zn", "rack": "rk"}
+
+// ListMachines returns a page of the registered machines, by host.
+func (s *Store) ListMachines(ctx context.Context, q ListQuery) (Page[domain.Machine], error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return Page[domain.Machine]{}, err
+	}
+	n := q.limit()
+	having, args := "st = ?", []any{q.After, domain.MachineStatusRegistered}
+	if q.Label.Key != "" {
+		col, ok := labelColumns[q.Label.Key]
+		if !ok {
+			return Page[domain.Machine]{}, domain.Errorf(domain.Invalid, "label %q: filter on region, zone or rack", q.Label.Key)
+		}
+		having += " AND " + col + " = ?"
+		args = append(args, q.Label.Value)
+	}
+	// The hosts of the page are found first, on the host column alone
+	// (the table's sort key); the states are then read for that range
+	// only. Removed machines, or a label filter, may leave the range short:
+	// the next range follows.
+	machines := table(s.db, tableMachines, gen)
+	out := []domain.Machine{}
+	for after := q.After; len(out) <= n; {
+		var upper string
+		var hosts uint64
+		err := s.query(ctx, func(r driver.Rows) error { return r.Scan(&upper, &hosts) },
+			"SELECT max(host), count() FROM (SELECT host FROM "+machines+" WHERE host > ? GROUP BY host ORDER BY host LIMIT "+
+				fmt.Sprint(n+1)+")", after)
+		if err != nil {
+			return Page[domain.Machine]{}, err
+		}
+		if hosts == 0 {
+			break
+		}
+		rangeArgs := append([]any{after, upper}, args[1:]...)
+		err = s.query(ctx, func(r driver.Rows) error {
+			var h, state, st, rg, zn, rk string
+			if err := r.Scan(&h, &state, &st, &rg, &zn, &rk); err != nil {
+				return err
+			}
+			var m domain.Machine
+			if err := json.Unmarshal([]byte(state), &m); err != nil {
+				return fmt.Errorf("machine %s: %w", h, err)
+			}
+			out = append(out, m)
+			return nil
+		}, "SELECT host, argMax(state, seq), argMax(status, seq) AS st, argMax(region, seq) AS rg, argMax(zone, seq) AS zn, "+
+			"argMax(rack, seq) AS rk FROM "+machines+" WHERE host > ? AND host <= ? GROUP BY host HAVING "+having+
+			" ORDER BY host", rangeArgs...)
+		if err != nil {
+			return Page[domain.Machine]{}, err
+		}
+		if hosts <= uint64(n) {
+			break
+		}
+		after = upper
+	}
+	if len(out) > n+1 {
+		out = out[:n+1]
+	}
+	return page(out, n, func(m domain.Machine) string { return m.Host }), nil
+}
+
+// ListPackages returns a page of the uploaded packages, by id.
+func (s *Store) ListPackages(ctx context.Context, q ListQuery) (Page[domain.Package], error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return Page[domain.Package]{}, err
+	}
+	n := q.limit()
+	out := []domain.Package{}
+	err = s.query(ctx, func(r driver.Rows) error {
+		var id, state string
+		if err := r.Scan(&id, &state); err != nil {
+			return err
+		}
+		var p domain.Package
+		if err := json.Unmarshal([]byte(state), &p); err != nil {
+			return fmt.Errorf("package %s: %w", id, err)
+		}
+		out = append(out, p)
+		return nil
+	}, "SELECT id, argMax(state, seq) AS st FROM "+table(s.db, tablePackages, gen)+
+		" WHERE id > ? GROUP BY id HAVING st != '' ORDER BY id LIMIT "+fmt.Sprint(n+1), q.After)
+	if err != nil {
+		return Page[domain.Package]{}, err
+	}
+	return page(out, n, func(p domain.Package) string { return p.ID }), nil
+}
+
+// ListClusters returns a page of the existing clusters, by name, each
+// with its instances and operations.
+func (s *Store) ListClusters(ctx context.Context, q ListQuery) (Page[domain.Cluster], error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return Page[domain.Cluster]{}, err
+	}
+	n := q.limit()
+	having, args := "st != '' AND st != ?", []any{q.After, domain.ClusterStatusDestroyed}
+	if q.Status != "" {
+		having += " AND st = ?"
+		args = append(args, q.Status)
+	}
+	var names []string
+	err = s.query(ctx, func(r driver.Rows) error {
+		var name, st string
+		if err := r.Scan(&name, &st); err != nil {
+			return err
+		}
+		names = append(names, name)
+		return nil
+	}, "SELECT name, argMax(status, seq) AS st FROM "+table(s.db, tableClusters, gen)+" WHERE name > ? GROUP BY name HAVING "+
+		having+" ORDER BY name LIMIT "+fmt.Sprint(n+1), args...)
+	if err != nil {
+		return Page[domain.Cluster]{}, err
+	}
+	if len(names) == 0 {
+		return Page[domain.Cluster]{Items: []domain.Cluster{}}, nil
+	}
+	where, wargs := keyFilter("name", names)
+	cs, err := s.clusters(ctx, gen, where, wargs)
+	if err != nil {
+		return Page[domain.Cluster]{}, err
+	}
+	// A cluster the first read listed is in the second unless it was
+	// destroyed in between: the page is then one shorter, and its cursor
+	// still the last name listed.
+	next := ""
+	if len(names) > n {
+		next = names[n-1]
+		for len(cs) > 0 && cs[len(cs)-1].Name > next {
+			cs = cs[:len(cs)-1]
+		}
+	}
+	return Page[domain.Cluster]{Items: cs, Next: next}, nil
+}
+
+// OperationsAfter is the position of an operation in the newest-first
+// list of operations: the commit that started it, and its id.
+type OperationsAfter struct {
+	CommitSeq uint64
+	ID        string
+}
+
+// String is the After of ListQuery for the operations after o.
+func (o OperationsAfter) String() string { return fmt.Sprintf("%d/%s", o.CommitSeq, o.ID) }
+
+// ParseOperationsAfter reads OperationsAfter.String; "" is the start.
+func ParseOperationsAfter(s string) (OperationsAfter, bool) {
+	if s == "" {
+		return OperationsAfter{}, true
+	}
+	var o OperationsAfter
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		o.CommitSeq = o.CommitSeq*10 + uint64(s[i]-'0')
+		i++
+	}
+	if i == 0 || i > 19 || i >= len(s) || s[i] != '/' || o.CommitSeq == 0 {
+		return OperationsAfter{}, false
+	}
+	o.ID = s[i+1:]
+	return o, o.ID != ""
+}
+
+// ErrNotAnOperationsCursor refuses a position that no page of operations
+// gave (the cursor of another list, say).
+var ErrNotAnOperationsCursor = domain.Errorf(domain.Invalid,
+	"cursor is not one of the operations list: pass the next_cursor of the previous page of operations unchanged")
+
+// ListOperations returns a page of the operations, newest first, as
+// Operations shows them (without steps).
+func (s *Store) ListOperations(ctx context.Context, q ListQuery) (Page[service.OperationView], error) {
+	gen, err := s.Generation(ctx)
+	if err != nil {
+		return Page[service.OperationView]{}, err
+	}
+	after, ok := ParseOperationsAfter(q.After)
+	if !ok {
+		return Page[service.OperationView]{}, ErrNotAnOperationsCursor
+	}
+	n := q.limit()
+	having, args := "cs > 0 AND d = 0", []any{}
+	if after.CommitSeq != 0 {
+		having += " AND (cs < ? OR (cs = ? AND id > ?))"
+		args = append(args, after.CommitSeq, after.CommitSeq, after.ID)
+	}
+	for _, f := range []struct{ col, v string }{{"st", q.Status}, {"cl", q.Cluster}, {"kd", q.Kind}} {
+		if f.v != "" {
+			having += " AND " + f.col + " = ?"
+			args = append(args, f.v)
+		}
+	}
+	out, err := s.operationRows(ctx, gen, "", "HAVING "+having+" ORDER BY cs DESC, id LIMIT "+fmt.Sprint(n+1), args)
+	if err != nil {
+		return Page[service.OperationView]{}, err
+	}
+	return page(out, n, func(v service.OperationView) string {
+		return OperationsAfter{CommitSeq: v.CommitSeq, ID: v.ID}.String()
+	}), nil
+}
