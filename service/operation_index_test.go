@@ -260,3 +260,82 @@ func (s *seeder) fill(t testing.TB, ctx context.Context, n int) {
 			domain.OperationSucceeded{ID: op})
 	}
 }
+
+func (s *seeder) forget(cluster string) { delete(s.heads, cluster) }
+
+// BenchmarkOperationCommandsAtScale: cancel, retry, rollback and GET of
+// one operation on a store of 10 and of 20,000 operations (1,000
+// clusters of 20), seeded straight into the event store. The commands
+// find their operation through the index and read only its cluster, so
+// their cost must not change with the number of operations. The index's
+// first read of the stream (start-up, in the background) is reported
+// apart, as index-warmup-ms.
+//
+// Each iteration cancels and retries one deploy (pending → cancelled →
+// pending), rolls back a freshly seeded failed upgrade (the seeding is
+// not timed) and GETs the upgrade; the two target clusters' histories
+// grow alike at either size.
+func BenchmarkOperationCommandsAtScale(b *testing.B) {
+	for _, n := range []int{10, 20000} {
+		b.Run(fmt.Sprintf("ops=%d", n), func(b *testing.B) {
+			f := newService(b)
+			b.Cleanup(f.svc.Close)
+			ctx := testenv.Context(b, 30*time.Minute)
+			cr := deployOn(b, ctx, f.svc, "target-cr", 20000)
+			rb := deployOn(b, ctx, f.svc, "target-rb", 20100)
+			seed := newSeeder(f.store)
+			seed.commit(b, ctx, "target-rb", rb.OperationID, domain.OperationSucceeded{ID: rb.OperationID})
+			seed.fill(b, ctx, n)
+			svc := anotherServer(b, f) // a server started on this store
+			start := time.Now()
+			if err := svc.StartOperationIndex(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := svc.Operation(ctx, cr.OperationID); err != nil {
+				b.Fatal(err)
+			}
+			warmup := time.Since(start)
+			m := service.Meta{Actor: "admin"}
+			var cancelT, retryT, rollbackT, getT time.Duration
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				seed.forget("target-rb")
+				up := seed.upgradeAfter(b, ctx, "target-rb")
+				b.StartTimer()
+
+				t0 := time.Now()
+				if _, err := svc.CancelOperation(ctx, m, cr.OperationID); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if _, err := svc.RetryOperation(ctx, m, cr.OperationID); err != nil {
+					b.Fatal(err)
+				}
+				t2 := time.Now()
+				acc, err := svc.RollbackOperation(ctx, m, up)
+				if err != nil {
+					b.Fatal(err)
+				}
+				t3 := time.Now()
+				if op, err := svc.Operation(ctx, up); err != nil || op.Status != domain.OperationStatusRolledBack {
+					b.Fatalf("get %s: %+v %v", up, op, err)
+				}
+				t4 := time.Now()
+				cancelT, retryT, rollbackT, getT = cancelT+t1.Sub(t0), retryT+t2.Sub(t1), rollbackT+t3.Sub(t2), getT+t4.Sub(t3)
+
+				b.StopTimer()
+				seed.forget("target-rb")
+				seed.commit(b, ctx, "target-rb", acc.OperationID, domain.OperationFailed{ID: acc.OperationID, Error: "seeded"})
+				b.StartTimer()
+			}
+			b.StopTimer()
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
+			b.ReportMetric(per(cancelT), "cancel-µs")
+			b.ReportMetric(per(retryT), "retry-µs")
+			b.ReportMetric(per(rollbackT), "rollback-µs")
+			b.ReportMetric(per(getT), "get-µs")
+			b.ReportMetric(float64(warmup.Milliseconds()), "index-warmup-ms")
+		})
+	}
+}

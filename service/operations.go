@@ -95,6 +95,24 @@ func (s *Service) Operation(ctx context.Context, id string) (OperationView, erro
 		id, typ, aggID, ref.Seq)
 }
 
+// clusterOf is the cluster operation id runs on, found through the index
+// without reading anything else; "" and the operation, read, when it ran
+// on no cluster (a command that completed in its commit), for the caller
+// to say so.
+func (s *Service) clusterOf(ctx context.Context, id string) (string, OperationView, error) {
+	ref, ok, err := s.ops.Lookup(ctx, id)
+	switch {
+	case err != nil:
+		return "", OperationView{}, s.indexErr(ctx, err)
+	case !ok:
+		return "", OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+	case ref.Home != "":
+		return ref.Home, OperationView{}, nil
+	}
+	view, err := s.Operation(ctx, id)
+	return view.Cluster, view, err
+}
+
 // indexErr is what a request answers when the operation index could not
 // answer in time or its tail failed: the client may retry.
 func (s *Service) indexErr(ctx context.Context, err error) error {
