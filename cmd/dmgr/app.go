@@ -66,7 +66,7 @@ type Main struct {
 	// Coordinator drives the clusters this server leads (server and dev).
 	Coordinator *coordinator.Coordinator
 
-	svc *service.Service // closed last: its operation index tails the stream
+	svc *service.Service // closed before the NATS connection: its operation index tails the stream
 }
 
 // NewMain returns a Main for cfg.
