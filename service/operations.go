@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
@@ -51,30 +52,88 @@ func (s *Service) Operations(ctx context.Context) ([]OperationView, error) {
 }
 
 // Operation returns one operation, with its steps when it runs on a
-// cluster.
+// cluster. It finds the operation through the operation index and reads
+// only the aggregate its commits went to (its cluster, or the machine or
+// package of a command that completed in its commit): its cost does not
+// depend on how many operations or commits exist.
 func (s *Service) Operation(ctx context.Context, id string) (OperationView, error) {
-	ops, err := s.Operations(ctx)
+	ref, ok, err := s.ops.Lookup(ctx, id)
 	if err != nil {
-		return OperationView{}, err
+		return OperationView{}, s.indexErr(ctx, err)
 	}
-	for _, op := range ops {
+	if !ok {
+		return OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+	}
+	typ, aggID := ref.AggregateType, ref.AggregateID
+	if ref.Home != "" {
+		typ, aggID = domain.AggregateCluster, ref.Home
+	}
+	st, err := s.store.Load(ctx, typ, aggID)
+	if err != nil {
+		return OperationView{}, deadlineErr(ctx, fmt.Errorf("operation %s: load %s %s: %w", id, typ, aggID, err))
+	}
+	for _, op := range operationsOf(st.Events) {
 		if op.ID != id {
 			continue
 		}
-		if op.Cluster == "" {
+		if op.Cluster == "" || typ != domain.AggregateCluster {
 			return op, nil
 		}
-		c, _, ok, err := s.ClusterState(ctx, op.Cluster)
+		c, err := foldCluster(st.Events)
 		if err != nil {
-			return OperationView{}, err
+			return OperationView{}, fmt.Errorf("operation %s: cluster %s: %w", id, aggID, err)
 		}
-		if o := c.FindOperation(id); ok && o != nil {
+		if o := c.FindOperation(id); o != nil {
 			op.Status, op.Attempt, op.Error = o.Status, o.Attempt, o.Error
 			op.Steps = stepViews(o)
 		}
 		return op, nil
 	}
-	return OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+	// The index named an aggregate whose history does not carry the id:
+	// the index and the store disagree, which is a defect, not a 404.
+	return OperationView{}, fmt.Errorf("operation %s: the operation index names %s %s (seq %d), whose history does not carry it",
+		id, typ, aggID, ref.Seq)
+}
+
+// clusterOf is the cluster operation id runs on, found through the index
+// without reading anything else; "" and the operation, read, when it ran
+// on no cluster (a command that completed in its commit), for the caller
+// to say so.
+func (s *Service) clusterOf(ctx context.Context, id string) (string, OperationView, error) {
+	ref, ok, err := s.ops.Lookup(ctx, id)
+	switch {
+	case err != nil:
+		return "", OperationView{}, s.indexErr(ctx, err)
+	case !ok:
+		return "", OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+	case ref.Home != "":
+		return ref.Home, OperationView{}, nil
+	}
+	view, err := s.Operation(ctx, id)
+	return view.Cluster, view, err
+}
+
+// indexErr is what a request answers when the operation index could not
+// answer in time or its tail failed: the client may retry.
+func (s *Service) indexErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return deadlineErr(ctx, err)
+	}
+	s.log.Warn().Err(err).Msg("operation index unavailable")
+	return domain.Errorf(domain.Unavailable, "the operation index is not available: %v; retry the request", err)
+}
+
+// foldCluster folds a cluster's stored events.
+func foldCluster(events []eventstore.Event) (domain.Cluster, error) {
+	var c domain.Cluster
+	for _, e := range events {
+		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		if err != nil {
+			return domain.Cluster{}, fmt.Errorf("seq %d: %w", e.Seq, err)
+		}
+		c = domain.EvolveCluster(c, de)
+	}
+	return c, nil
 }
 
 func stepViews(o *domain.Operation) []StepView {

@@ -19,6 +19,7 @@ import (
 // Service is the command and query side of dmgr on the event store.
 type Service struct {
 	store    *eventstore.Store
+	ops      *eventstore.OperationIndex // operation id → its cluster
 	vault    *secrets.Vault
 	packages *pkgstore.Store
 	limits   pkgstore.Limits
@@ -54,8 +55,19 @@ func New(c Config) *Service {
 	if c.MaxInstancesPerCluster <= 0 {
 		c.MaxInstancesPerCluster = domain.DefaultMaxInstancesPerCluster
 	}
-	return &Service{store: c.Store, vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log,
+	return &Service{store: c.Store, ops: c.Store.NewOperationIndex(domain.AggregateCluster), vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log,
 		maxInstances: c.MaxInstancesPerCluster, scanHostKey: c.ScanHostKey}
+}
+
+// StartOperationIndex starts reading the event stream into the operation
+// index in the background (it starts on the first lookup otherwise).
+func (s *Service) StartOperationIndex() error {
+	return s.ops.Start()
+}
+
+// Close stops the operation index's tail of the event stream.
+func (s *Service) Close() {
+	s.ops.Close()
 }
 
 // Meta is who sent a command and how to identify it.

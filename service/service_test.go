@@ -27,7 +27,7 @@ type fixture struct {
 	js    jetstream.JetStream
 }
 
-func newService(t *testing.T) fixture {
+func newService(t testing.TB) fixture {
 	t.Helper()
 	n := testenv.NATS(t)
 	_, js := testenv.JetStream(t, n)

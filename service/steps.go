@@ -46,15 +46,15 @@ func (s *Service) SettleOperation(ctx context.Context, cluster, id string, token
 // CancelOperation stops a running operation: nothing more is dispatched,
 // running steps finish, then it is cancelled.
 func (s *Service) CancelOperation(ctx context.Context, meta Meta, id string) (Accepted, error) {
-	view, err := s.Operation(ctx, id)
+	cluster, view, err := s.clusterOf(ctx, id)
 	if err != nil {
 		return Accepted{}, err
 	}
-	if view.Cluster == "" {
+	if cluster == "" {
 		return Accepted{}, domain.Errorf(domain.Conflict, "operation %s (%s) completed in its commit; there is nothing to cancel", id, view.Kind)
 	}
 	meta.OperationID = id
-	return s.onCluster(ctx, meta, view.Cluster, func(c *domain.Cluster) ([]domain.Event, error) {
+	return s.onCluster(ctx, meta, cluster, func(c *domain.Cluster) ([]domain.Event, error) {
 		return domain.DecideCancelOperation(c, domain.CancelOperation{ID: id})
 	})
 }
@@ -77,15 +77,15 @@ func (s *Service) onCluster(ctx context.Context, meta Meta, cluster string, deci
 
 // RetryOperation resumes a failed operation from its failed steps.
 func (s *Service) RetryOperation(ctx context.Context, meta Meta, id string) (Accepted, error) {
-	view, err := s.Operation(ctx, id)
+	cluster, view, err := s.clusterOf(ctx, id)
 	if err != nil {
 		return Accepted{}, err
 	}
-	if view.Cluster == "" {
+	if cluster == "" {
 		return Accepted{}, domain.Errorf(domain.Conflict, "operation %s (%s) completed in its commit; there is nothing to retry", id, view.Kind)
 	}
 	meta.OperationID = id
-	return s.onCluster(ctx, meta, view.Cluster, func(c *domain.Cluster) ([]domain.Event, error) {
+	return s.onCluster(ctx, meta, cluster, func(c *domain.Cluster) ([]domain.Event, error) {
 		return domain.DecideRetryOperation(c, domain.RetryOperation{ID: id})
 	})
 }

@@ -87,14 +87,14 @@ func (s *Service) PlanRollbackOperation(ctx context.Context, id string) ([]domai
 }
 
 func (s *Service) clusterOfOperation(ctx context.Context, id string) (string, error) {
-	view, err := s.Operation(ctx, id)
+	cluster, view, err := s.clusterOf(ctx, id)
 	if err != nil {
 		return "", err
 	}
-	if view.Cluster == "" {
+	if cluster == "" {
 		return "", domain.Errorf(domain.Invalid, "operation %s (%s) is not an upgrade: only an upgrade can be rolled back", id, view.Kind)
 	}
-	return view.Cluster, nil
+	return cluster, nil
 }
 
 // masterLeader probes the cluster's dm-master leader (members API), for

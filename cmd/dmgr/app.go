@@ -65,6 +65,8 @@ type Main struct {
 	AdminToken string
 	// Coordinator drives the clusters this server leads (server and dev).
 	Coordinator *coordinator.Coordinator
+
+	svc *service.Service // closed before the NATS connection: its operation index tails the stream
 }
 
 // NewMain returns a Main for cfg.
@@ -151,6 +153,12 @@ func (m *Main) Run(ctx context.Context) error {
 	lim.MaxBytes, lim.MaxEntries = c.maxPackage, c.maxPackageEntries
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
 		ScanHostKey: remote.ScanHostKey, MaxInstancesPerCluster: c.limits.maxInstances})
+	m.svc = svc
+	// The operation index reads the stream's history in the background
+	// from now on, so that the first cancel or retry need not wait for it.
+	if err := svc.StartOperationIndex(); err != nil {
+		return err
+	}
 	// Credentials stored by a dmgr older than their binding to a machine
 	// are bound now, once; a failure is logged per machine and is no
 	// reason not to serve.
@@ -304,6 +312,9 @@ func (m *Main) Close() error {
 		case <-time.After(m.cfg.shutdownGrace + 5*time.Second):
 			errs = append(errs, errors.New("coordinator or agent did not stop in time"))
 		}
+	}
+	if m.svc != nil {
+		m.svc.Close()
 	}
 	if err := m.closeAgentBus(); err != nil {
 		errs = append(errs, err)

@@ -633,3 +633,39 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The server's operation index tails the event stream with a headers-only
+// ordered consumer: the server's own credentials allow it, with no
+// permission beyond those it appends with. An agent's do not (it reads
+// the stream by direct get only); the projector, which reads every
+// commit anyway, may.
+func TestTheServerTailsTheEventStreamForItsOperationIndex(t *testing.T) {
+	b := newBus(t)
+	ctx := testenv.Context(t, time.Minute)
+	s := b.connect(t, busauth.Server, "")
+	store, err := eventstore.OpenExisting(ctx, s.js)
+	must(t, err)
+	op := uuid.NewString()
+	_, err = store.Append(ctx, eventstore.Commit{CommitID: uuid.NewString(), AggregateType: "cluster", AggregateID: "prod-a",
+		Time: time.Now().UTC(), Actor: "admin", OperationID: op,
+		Events: []eventstore.NewEvent{{Type: "OperationRequested", Payload: json.RawMessage(`{}`)}}}, eventstore.Expect{})
+	must(t, err)
+	idx := store.NewOperationIndex("cluster")
+	defer idx.Close()
+	ref, ok, err := idx.Lookup(ctx, op)
+	if err != nil || !ok || ref.Home != "prod-a" {
+		t.Fatalf("lookup as server: %+v %v %v; want cluster prod-a", ref, ok, err)
+	}
+	s.expectNoViolation()
+
+	a := b.connect(t, busauth.Agent, "default")
+	astore, err := eventstore.OpenExisting(ctx, a.js)
+	must(t, err)
+	aidx := astore.NewOperationIndex("cluster")
+	defer aidx.Close()
+	a.refused("tail the event stream as an agent", func(ctx context.Context) error {
+		_, _, err := aidx.Lookup(ctx, op)
+		return err
+	})
+	a.expectViolation("$JS.API.CONSUMER.CREATE.DMGR_EVENTS")
+}
