@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,7 +56,11 @@ type Main struct {
 	bgCancel context.CancelFunc
 	bgDone   chan struct{}
 	bgErr    error
-	agent    *agents.Agent
+
+	failMu  sync.Mutex
+	failed  chan struct{} // closed by fail
+	failure error
+	agent   *agents.Agent
 
 	devUsers []busauth.User // dev: the NATS users and their seeds
 
@@ -71,7 +76,7 @@ type Main struct {
 
 // NewMain returns a Main for cfg.
 func NewMain(cfg config, log zerolog.Logger, stdout io.Writer) *Main {
-	return &Main{cfg: cfg, log: log, stdout: stdout}
+	return &Main{cfg: cfg, log: log, stdout: stdout, failed: make(chan struct{})}
 }
 
 // Run starts everything and returns once the API serves.
@@ -127,7 +132,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.bgCancel = bgCancel
-	var background []func(context.Context) error
+	var background []part
 	if c.mode == "agent" || (c.mode == "dev" && c.devAgent) {
 		ab, err := m.openAgentBus(ctx, natsURL, js, masterKey)
 		if err != nil {
@@ -136,7 +141,7 @@ func (m *Main) Run(ctx context.Context) error {
 		if m.agent, err = m.newAgent(ctx, ab); err != nil {
 			return err
 		}
-		background = append(background, m.agent.Run)
+		background = append(background, part{"agent " + m.agent.ID(), m.agent.Run})
 	}
 	if c.mode == "agent" {
 		m.startBackground(bgCtx, background)
@@ -180,7 +185,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.startBackground(bgCtx, append(background, coord.Run, runProjector))
+	m.startBackground(bgCtx, append(background, part{"coordinator", coord.Run}, part{"projector", runProjector}))
 	handler := httpapi.Handler(httpapi.Config{
 		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj, MaxJSONBody: maxJSONBody,
 		Ready:  func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
@@ -194,7 +199,13 @@ func (m *Main) Run(ctx context.Context) error {
 	m.URL = "http://" + m.httpLn.Addr().String()
 	m.http = newHTTPServer(c, handler, m.log)
 	m.serveCh = make(chan error, 1)
-	go func() { m.serveCh <- m.http.Serve(m.httpLn) }()
+	go func() {
+		err := m.http.Serve(m.httpLn)
+		if !errors.Is(err, http.ErrServerClosed) {
+			m.fail("HTTP server", err)
+		}
+		m.serveCh <- err
+	}()
 
 	m.log.Info().Str("url", m.URL).Str("mode", c.mode).Str("nats", redactURLs(natsURL)).
 		Strs("etcd", etcdEndpoints).Str("clickhouse", chAddr).Msg("dmgr serving")
@@ -232,27 +243,6 @@ func (m *Main) newAgent(ctx context.Context, ab agentBus) (*agents.Agent, error)
 		Log: m.log, Concurrency: c.concurrency, AckWait: c.ackWait, Retries: c.retries, RetryBackoff: c.retryBackoff,
 		CacheDir: cacheDir,
 	})
-}
-
-// startBackground runs each function until Close; the first error of one
-// is kept for Close to return.
-func (m *Main) startBackground(ctx context.Context, fns []func(context.Context) error) {
-	m.bgDone = make(chan struct{})
-	errs := make(chan error, len(fns))
-	for _, f := range fns {
-		go func() { errs <- f(ctx) }()
-	}
-	go func() {
-		defer close(m.bgDone)
-		var all []error
-		for range fns {
-			if err := <-errs; err != nil {
-				m.log.Error().Err(err).Msg("background worker stopped")
-				all = append(all, err)
-			}
-		}
-		m.bgErr = errors.Join(all...)
-	}()
 }
 
 func (m *Main) startDevServers(ctx context.Context) error {
@@ -296,7 +286,8 @@ func (m *Main) Close() error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 		cancel()
-		if err := <-m.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// A serve error that failed the process was reported by Failure.
+		if err := <-m.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) && m.Failure() == nil {
 			errs = append(errs, err)
 		}
 	}

@@ -71,9 +71,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			m.Close()
 			return err
 		}
-		<-ctx.Done()
-		log.Info().Msg("shutting down")
-		return m.Close()
+		select {
+		case <-ctx.Done():
+			log.Info().Msg("shutting down")
+			return m.Close()
+		case <-m.Failed():
+			// A part stopped: exit non-zero with the reason, so that the
+			// supervisor restarts the process.
+			err := m.Failure()
+			if cerr := m.Close(); cerr != nil {
+				log.Warn().Err(cerr).Msg("close after the failure")
+			}
+			return fmt.Errorf("dmgr %s: %w", args[0], err)
+		}
 	case "projections":
 		return runProjections(ctx, args[1:], stdout, stderr)
 	case "bus":
