@@ -37,6 +37,7 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/service"
 	"github.com/dmgr/dmgr/workqueue"
 )
@@ -80,7 +81,7 @@ const (
 type Coordinator struct {
 	cfg    Config
 	log    zerolog.Logger
-	leader *leadership
+	leader *elections
 
 	mu      sync.Mutex
 	drivers map[string]*driver // the clusters this coordinator leads now
@@ -111,7 +112,7 @@ func New(cfg Config) *Coordinator {
 	}
 	c := &Coordinator{cfg: cfg, drivers: map[string]*driver{},
 		log: cfg.Log.With().Str("component", "coordinator").Str("coordinator", cfg.ID).Logger()}
-	c.leader = newLeadership(cfg.Etcd, cfg.ID, cfg.SessionTTL, cfg.EtcdTimeout, c.log, c.lead)
+	c.leader = newElections(cfg.Etcd, cfg.ID, cfg.SessionTTL, cfg.EtcdTimeout, c.log, c.lead)
 	return c
 }
 
@@ -178,8 +179,8 @@ func (c *Coordinator) watchEvents(ctx context.Context, cons jetstream.Consumer) 
 
 // lead drives one cluster while this coordinator leads it; ctx ends with
 // the leadership.
-func (c *Coordinator) lead(ctx context.Context, cluster string, token int64, l *lease) {
-	d := newDriver(c, cluster, token, l)
+func (c *Coordinator) lead(ctx context.Context, cluster string, term *leadership.Term) {
+	d := newDriver(c, cluster, term)
 	c.mu.Lock()
 	c.drivers[cluster] = d
 	c.mu.Unlock()
