@@ -120,13 +120,12 @@ func (ld *elections) campaignLocked(cluster string) *campaign {
 			return
 		}
 		defer func() {
-			// Resign unless the session is gone (then the key goes with it).
+			// Resign, so that the next candidate need not wait for the
+			// lease (a key gone with its lease is left alone).
 			if err := term.Resign(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				ld.log.Debug().Err(err).Str("cluster", cluster).Msg("resign")
 			}
 		}()
-		stop := context.AfterFunc(term.Context(), cancel)
-		defer stop()
 		ld.log.Info().Str("cluster", cluster).Int64("token", term.Token).Msg("leading cluster")
 		ld.lead(term.Context(), cluster, term)
 		ld.log.Info().Str("cluster", cluster).Int64("token", term.Token).Msg("no longer leading cluster")
