@@ -14,7 +14,9 @@
 // writes and ignores its steps' results, and agents drop its queued steps.
 // A leader stops all work for a cluster the moment its session ends or its
 // keepalives stop answering for two thirds of the TTL, before etcd can
-// expire its lease.
+// expire its lease. The election (leadership.Session and Term, shared
+// with the projector) and its keys (/dmgr/v1/leader/cluster/<cluster>,
+// /dmgr/v1/coordinators/<id>) are package internal/leadership's.
 //
 // A leader keeps its cluster's state in memory, folding in its own commits
 // and reading only newer ones (service.TrackedCluster), so a step result
