@@ -5,19 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dmgr/dmgr/internal/leadership"
 )
 
-// etcd keys: an agent's online key lives under its lease and disappears
-// when the agent stops or dies; its seen key stays, so that the platform
-// can show it offline.
-const (
-	onlinePrefix = "/dmgr/agents/online/"
-	seenPrefix   = "/dmgr/agents/seen/"
-)
+// etcd keys (package leadership): an agent's online key lives under its
+// lease and disappears when the agent stops or dies; its seen key stays,
+// so that the platform can show it offline.
 
 // registryTimeout bounds each etcd request of the registration.
 const registryTimeout = 5 * time.Second
@@ -49,8 +46,8 @@ func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Dur
 	info.Online = true
 	online, _ := json.Marshal(info)
 	if _, err := cli.Txn(rctx).Then(
-		clientv3.OpPut(seenPrefix+info.ID, string(seen)),
-		clientv3.OpPut(onlinePrefix+info.ID, string(online), clientv3.WithLease(lease.ID)),
+		clientv3.OpPut(leadership.AgentSeenKey(info.ID), string(seen)),
+		clientv3.OpPut(leadership.AgentOnlineKey(info.ID), string(online), clientv3.WithLease(lease.ID)),
 	).Commit(); err != nil {
 		return nil, nil, fmt.Errorf("agent %s: register in etcd: %w", info.ID, err)
 	}
@@ -80,17 +77,19 @@ func List(ctx context.Context, cli *clientv3.Client) ([]Info, error) {
 		ctx, cancel = context.WithTimeout(ctx, registryTimeout)
 		defer cancel()
 	}
-	seen, err := cli.Get(ctx, seenPrefix, clientv3.WithPrefix())
+	seen, err := cli.Get(ctx, leadership.AgentsSeenPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
-	online, err := cli.Get(ctx, onlinePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	online, err := cli.Get(ctx, leadership.AgentsOnlinePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
 	isOnline := map[string]bool{}
 	for _, kv := range online.Kvs {
-		isOnline[strings.TrimPrefix(string(kv.Key), onlinePrefix)] = true
+		if id, ok := leadership.AgentID(string(kv.Key)); ok {
+			isOnline[id] = true
+		}
 	}
 	out := make([]Info, 0, len(seen.Kvs))
 	for _, kv := range seen.Kvs {

@@ -14,6 +14,7 @@ import (
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/workqueue"
 )
@@ -137,7 +138,7 @@ func (v *verifier) verify(ctx context.Context, d workqueue.Dispatch) (order, err
 func (v *verifier) checkLeader(ctx context.Context, d workqueue.Dispatch) error {
 	gctx, cancel := context.WithTimeout(ctx, leaderCheckTimeout)
 	defer cancel()
-	resp, err := v.etcd.Get(gctx, workqueue.LeaderKeyPrefix(d.Cluster), clientv3.WithFirstCreate()...)
+	resp, err := v.etcd.Get(gctx, leadership.ClusterLeaderKeys(d.Cluster), clientv3.WithFirstCreate()...)
 	if err != nil {
 		return fmt.Errorf("read the leader key of cluster %s from etcd: %w", d.Cluster, err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/pkgstore"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/testenv"
@@ -227,7 +228,7 @@ func (f *fixture) newCluster(name, op string, lead bool, plan ...domain.Step) in
 // takeLead takes the cluster's leader key in etcd and returns its token.
 func (f *fixture) takeLead(name string) int64 {
 	f.t.Helper()
-	resp, err := f.etcd.Put(f.ctx, workqueue.LeaderKeyPrefix(name)+"test-coordinator", "test")
+	resp, err := f.etcd.Put(f.ctx, leadership.ClusterLeaderKeys(name)+"test-coordinator", "test")
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -14,7 +14,9 @@
 // writes and ignores its steps' results, and agents drop its queued steps.
 // A leader stops all work for a cluster the moment its session ends or its
 // keepalives stop answering for two thirds of the TTL, before etcd can
-// expire its lease.
+// expire its lease. The election (leadership.Session and Term, shared
+// with the projector) and its keys (/dmgr/v1/leader/cluster/<cluster>,
+// /dmgr/v1/coordinators/<id>) are package internal/leadership's.
 //
 // A leader keeps its cluster's state in memory, folding in its own commits
 // and reading only newer ones (service.TrackedCluster), so a step result
@@ -37,6 +39,7 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/service"
 	"github.com/dmgr/dmgr/workqueue"
 )
@@ -80,7 +83,7 @@ const (
 type Coordinator struct {
 	cfg    Config
 	log    zerolog.Logger
-	leader *leadership
+	leader *elections
 
 	mu      sync.Mutex
 	drivers map[string]*driver // the clusters this coordinator leads now
@@ -111,7 +114,7 @@ func New(cfg Config) *Coordinator {
 	}
 	c := &Coordinator{cfg: cfg, drivers: map[string]*driver{},
 		log: cfg.Log.With().Str("component", "coordinator").Str("coordinator", cfg.ID).Logger()}
-	c.leader = newLeadership(cfg.Etcd, cfg.ID, cfg.SessionTTL, cfg.EtcdTimeout, c.log, c.lead)
+	c.leader = newElections(cfg.Etcd, cfg.ID, cfg.SessionTTL, cfg.EtcdTimeout, c.log, c.lead)
 	return c
 }
 
@@ -178,8 +181,8 @@ func (c *Coordinator) watchEvents(ctx context.Context, cons jetstream.Consumer) 
 
 // lead drives one cluster while this coordinator leads it; ctx ends with
 // the leadership.
-func (c *Coordinator) lead(ctx context.Context, cluster string, token int64, l *lease) {
-	d := newDriver(c, cluster, token, l)
+func (c *Coordinator) lead(ctx context.Context, cluster string, term *leadership.Term) {
+	d := newDriver(c, cluster, term)
 	c.mu.Lock()
 	c.drivers[cluster] = d
 	c.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/service"
 	"github.com/dmgr/dmgr/workqueue"
 )
@@ -35,7 +36,7 @@ type driver struct {
 	c       *Coordinator
 	cluster string
 	token   int64
-	lease   *lease
+	term    *leadership.Term
 	log     zerolog.Logger
 	tracked *service.TrackedCluster
 	failing failure // the current run of failures, if any
@@ -69,8 +70,9 @@ type failure struct {
 // the operation.
 var errNotLeading = errors.New("not acting as leader")
 
-func newDriver(c *Coordinator, cluster string, token int64, l *lease) *driver {
-	return &driver{c: c, cluster: cluster, token: token, lease: l, tracked: c.cfg.Service.TrackCluster(cluster),
+func newDriver(c *Coordinator, cluster string, term *leadership.Term) *driver {
+	token := term.Token
+	return &driver{c: c, cluster: cluster, token: token, term: term, tracked: c.cfg.Service.TrackCluster(cluster),
 		log:   c.log.With().Str("cluster", cluster).Int64("token", token).Logger(),
 		kicks: make(chan struct{}, 1), results: make(chan workqueue.Result), dispatched: map[string]bool{}}
 }
@@ -210,10 +212,10 @@ func backoff(n int, min, max time.Duration) time.Duration {
 // leaderCtx bounds a write by the lease's safety deadline, so that nothing
 // is written after etcd may have handed the cluster to someone else.
 func (d *driver) leaderCtx(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	if !d.lease.valid() {
-		return nil, nil, fmt.Errorf("lease not confirmed within its safety window; not acting: %w", errNotLeading)
+	wctx, cancel, err := d.term.WriteContext(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errNotLeading, err)
 	}
-	wctx, cancel := context.WithDeadline(ctx, d.lease.deadline())
 	return wctx, cancel, nil
 }
 
@@ -326,7 +328,7 @@ func (d *driver) advance(lead context.Context, refresh bool) error {
 			}
 			machines[s.Host] = m
 		}
-		if !d.lease.valid() {
+		if !d.term.Valid() {
 			return fmt.Errorf("lease not confirmed within its safety window; not dispatching")
 		}
 		// The message names the step only: agents read its definition,

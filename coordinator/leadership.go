@@ -6,48 +6,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/leadership"
 )
 
-// coordinatorsPrefix holds every live coordinator's key, under its
-// session's lease; each cluster's leader holds an election key
-// (workqueue.LeaderKeyPrefix) under the same lease.
-const coordinatorsPrefix = "/dmgr/coordinators/"
-
-// lease is the coordinator's view of its etcd session: it may act as a
-// leader only while its last keepalive answer is recent enough that etcd
-// cannot have expired the lease yet.
-type lease struct {
-	mu     sync.Mutex
-	lastOK time.Time
-	window time.Duration // TTL minus a safety margin
-}
-
-func (l *lease) renewed(at time.Time) {
-	l.mu.Lock()
-	l.lastOK = at
-	l.mu.Unlock()
-}
-
-// deadline is when the coordinator must have stopped acting unless a
-// keepalive answers before.
-func (l *lease) deadline() time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lastOK.Add(l.window)
-}
-
-func (l *lease) valid() bool { return time.Now().Before(l.deadline()) }
-
-// leadership campaigns, per cluster, for the clusters this coordinator is
+// elections campaigns, per cluster, for the clusters this coordinator is
 // preferred for, and runs lead for each one it wins, under a context that
 // ends the moment leadership does (resigned, session gone, or the lease's
 // safety window passed without a keepalive).
@@ -56,20 +24,19 @@ func (l *lease) valid() bool { return time.Now().Before(l.deadline()) }
 // coordinator computes the same preferred server for a cluster, so leaders
 // spread evenly, and when the preferred one dies the next one takes over
 // once the dead one's lease (and with it its election keys) expires.
-type leadership struct {
+type elections struct {
 	cli  *clientv3.Client
 	id   string
 	ttl  time.Duration
 	rpc  time.Duration // bound of an etcd request that is not a wait by design
 	log  zerolog.Logger
-	lead func(ctx context.Context, cluster string, token int64, l *lease)
+	lead func(ctx context.Context, cluster string, term *leadership.Term)
 
 	mu        sync.Mutex
 	live      map[string]bool
 	clusters  map[string]*campaign // tracked clusters; nil value: not campaigning
-	sess      *concurrency.Session
-	sessCtx   context.Context
-	lease     *lease
+	sess      *leadership.Session
+	sessCtx   context.Context // ends when the session does, or when the coordinator stops leading
 	sessionUp bool
 }
 
@@ -80,14 +47,14 @@ type campaign struct {
 	done    chan struct{}
 }
 
-func newLeadership(cli *clientv3.Client, id string, ttl, rpc time.Duration, log zerolog.Logger,
-	lead func(ctx context.Context, cluster string, token int64, l *lease)) *leadership {
-	return &leadership{cli: cli, id: id, ttl: ttl, rpc: rpc, log: log, lead: lead,
+func newElections(cli *clientv3.Client, id string, ttl, rpc time.Duration, log zerolog.Logger,
+	lead func(ctx context.Context, cluster string, term *leadership.Term)) *elections {
+	return &elections{cli: cli, id: id, ttl: ttl, rpc: rpc, log: log, lead: lead,
 		live: map[string]bool{}, clusters: map[string]*campaign{}}
 }
 
 // track makes a cluster one this coordinator may lead.
-func (ld *leadership) track(cluster string) {
+func (ld *elections) track(cluster string) {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
 	if _, ok := ld.clusters[cluster]; ok {
@@ -99,7 +66,7 @@ func (ld *leadership) track(cluster string) {
 
 // preferred is the live coordinator with the highest rendezvous hash for
 // the cluster.
-func (ld *leadership) preferredLocked(cluster string) string {
+func (ld *elections) preferredLocked(cluster string) string {
 	best, bestHash := ld.id, rendezvous(ld.id, cluster)
 	for id := range ld.live {
 		if h := rendezvous(id, cluster); h > bestHash || (h == bestHash && id > best) {
@@ -119,7 +86,7 @@ func rendezvous(server, cluster string) uint64 {
 
 // rebalanceLocked starts or stops the campaign for one cluster (every
 // cluster when cluster is empty) to follow the preference.
-func (ld *leadership) rebalanceLocked(only string) {
+func (ld *elections) rebalanceLocked(only string) {
 	if !ld.sessionUp {
 		return
 	}
@@ -139,35 +106,29 @@ func (ld *leadership) rebalanceLocked(only string) {
 }
 
 // campaignLocked starts campaigning for a cluster under the session.
-func (ld *leadership) campaignLocked(cluster string) *campaign {
+func (ld *elections) campaignLocked(cluster string) *campaign {
 	ctx, cancel := context.WithCancel(ld.sessCtx)
 	c := &campaign{cancel: cancel, done: make(chan struct{})}
-	sess, l := ld.sess, ld.lease
+	sess := ld.sess
 	go func() {
 		defer close(c.done)
-		el := concurrency.NewElection(sess, strings.TrimSuffix(workqueue.LeaderKeyPrefix(cluster), "/"))
-		if err := el.Campaign(ctx, ld.id); err != nil {
+		term, err := sess.Campaign(ctx, leadership.ClusterElection(cluster), ld.id)
+		if err != nil {
 			if ctx.Err() == nil {
 				ld.log.Warn().Err(err).Str("cluster", cluster).Msg("campaign")
 			}
 			return
 		}
 		defer func() {
-			// Resign unless the session is gone (then the key goes with it).
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer rcancel()
-			if err := el.Resign(rctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			// Resign, so that the next candidate need not wait for the
+			// lease (a key gone with its lease is left alone).
+			if err := term.Resign(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				ld.log.Debug().Err(err).Str("cluster", cluster).Msg("resign")
 			}
 		}()
-		// Never act on a Campaign that returned without a live lease.
-		if !l.valid() || ctx.Err() != nil {
-			return
-		}
-		token := el.Rev()
-		ld.log.Info().Str("cluster", cluster).Int64("token", token).Msg("leading cluster")
-		ld.lead(ctx, cluster, token, l)
-		ld.log.Info().Str("cluster", cluster).Int64("token", token).Msg("no longer leading cluster")
+		ld.log.Info().Str("cluster", cluster).Int64("token", term.Token).Msg("leading cluster")
+		ld.lead(term.Context(), cluster, term)
+		ld.log.Info().Str("cluster", cluster).Int64("token", term.Token).Msg("no longer leading cluster")
 	}()
 	return c
 }
@@ -176,7 +137,7 @@ func (ld *leadership) campaignLocked(cluster string) *campaign {
 // ends, or its keepalives stop answering for longer than the safety
 // window, every campaign and everything it leads stops at once, and a new
 // session starts.
-func (ld *leadership) Run(ctx context.Context) error {
+func (ld *elections) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if err := ld.session(ctx); err != nil && ctx.Err() == nil {
 			ld.log.Warn().Err(err).Msg("coordinator session ended; starting a new one")
@@ -186,72 +147,35 @@ func (ld *leadership) Run(ctx context.Context) error {
 	return nil
 }
 
-func (ld *leadership) session(ctx context.Context) error {
-	ttlSec := max(1, int(ld.ttl/time.Second))
-	// The lease is granted under a deadline (a session would wait for etcd
-	// as long as ctx lasts), then kept by the session.
-	granted := time.Now() // the lease's TTL runs from (after) here
-	gctx, gcancel := context.WithTimeout(ctx, ld.rpc)
-	grant, err := ld.cli.Grant(gctx, int64(ttlSec))
-	gcancel()
+func (ld *elections) session(ctx context.Context) error {
+	sess, err := leadership.NewSession(ctx, ld.cli, ld.ttl, ld.rpc)
 	if err != nil {
-		return fmt.Errorf("etcd session: grant a lease: %w", err)
-	}
-	sess, err := concurrency.NewSession(ld.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("etcd session: %w", err)
+		return err
 	}
 	defer sess.Close()
-	sessCtx, cancel := context.WithCancel(ctx)
+	sessCtx, cancel := context.WithCancel(sess.Context())
 	defer cancel()
-	l := &lease{window: ld.ttl - ld.ttl/3}
-	l.renewed(granted)
-	keep, err := ld.cli.KeepAlive(sessCtx, sess.Lease())
-	if err != nil {
-		return fmt.Errorf("etcd keepalive: %w", err)
-	}
 	pctx, pcancel := context.WithTimeout(sessCtx, ld.rpc)
-	_, err = ld.cli.Put(pctx, coordinatorsPrefix+ld.id, ld.id, clientv3.WithLease(sess.Lease()))
+	_, err = ld.cli.Put(pctx, leadership.CoordinatorKey(ld.id), ld.id, clientv3.WithLease(sess.Lease()))
 	pcancel()
 	if err != nil {
 		return fmt.Errorf("register coordinator: %w", err)
 	}
 	ld.mu.Lock()
-	ld.sess, ld.sessCtx, ld.lease, ld.sessionUp = sess, sessCtx, l, true
+	ld.sess, ld.sessCtx, ld.sessionUp = sess, sessCtx, true
 	ld.mu.Unlock()
 	ld.log.Info().Str("coordinator", ld.id).Int64("lease", int64(sess.Lease())).Dur("ttl", ld.ttl).Msg("coordinator session started")
 
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- ld.watchLive(sessCtx) }()
 
-	check := time.NewTicker(ld.ttl / 20)
-	defer check.Stop()
 	var why error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-sess.Done():
-			why = errors.New("etcd session expired")
-			break loop
-		case resp, ok := <-keep:
-			if !ok {
-				why = errors.New("etcd keepalive channel closed")
-				break loop
-			}
-			if resp != nil {
-				l.renewed(time.Now())
-			}
-		case <-check.C:
-			if !l.valid() {
-				why = fmt.Errorf("no keepalive answer for %s: the lease may expire", l.window)
-				break loop
-			}
-		case err := <-watchErr:
-			why = fmt.Errorf("watch coordinators: %w", err)
-			break loop
-		}
+	select {
+	case <-ctx.Done():
+	case <-sessCtx.Done():
+		why = sess.Err()
+	case err := <-watchErr:
+		why = fmt.Errorf("watch coordinators: %w", err)
 	}
 	// Stop leading everything before anything else happens.
 	cancel()
@@ -273,9 +197,9 @@ loop:
 }
 
 // watchLive keeps the set of live coordinators and rebalances on change.
-func (ld *leadership) watchLive(ctx context.Context) error {
+func (ld *elections) watchLive(ctx context.Context) error {
 	gctx, cancel := context.WithTimeout(ctx, ld.rpc)
-	resp, err := ld.cli.Get(gctx, coordinatorsPrefix, clientv3.WithPrefix())
+	resp, err := ld.cli.Get(gctx, leadership.CoordinatorsPrefix, clientv3.WithPrefix())
 	cancel()
 	if err != nil {
 		return err
@@ -283,18 +207,23 @@ func (ld *leadership) watchLive(ctx context.Context) error {
 	ld.mu.Lock()
 	clear(ld.live)
 	for _, kv := range resp.Kvs {
-		ld.live[strings.TrimPrefix(string(kv.Key), coordinatorsPrefix)] = true
+		if id, ok := leadership.CoordinatorID(string(kv.Key)); ok {
+			ld.live[id] = true
+		}
 	}
 	ld.rebalanceLocked("")
 	ld.mu.Unlock()
-	wch := ld.cli.Watch(clientv3.WithRequireLeader(ctx), coordinatorsPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	wch := ld.cli.Watch(clientv3.WithRequireLeader(ctx), leadership.CoordinatorsPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
 			return err
 		}
 		ld.mu.Lock()
 		for _, ev := range wr.Events {
-			id := strings.TrimPrefix(string(ev.Kv.Key), coordinatorsPrefix)
+			id, ok := leadership.CoordinatorID(string(ev.Kv.Key))
+			if !ok {
+				continue
+			}
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(ld.live, id)
 			} else {

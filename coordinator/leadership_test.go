@@ -8,7 +8,7 @@ import (
 // Rendezvous hashing spreads clusters over servers evenly, and when a
 // server goes only its clusters move.
 func TestRendezvousSpreadsAndMovesOnlyTheDeadServersClusters(t *testing.T) {
-	ld := &leadership{id: "server-1", live: map[string]bool{"server-1": true, "server-2": true, "server-3": true}}
+	ld := &elections{id: "server-1", live: map[string]bool{"server-1": true, "server-2": true, "server-3": true}}
 	owner := map[string]string{}
 	count := map[string]int{}
 	for i := range 3000 {

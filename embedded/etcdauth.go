@@ -11,6 +11,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dmgr/dmgr/internal/leadership"
 )
 
 // The etcd users that EnableEtcdAuth creates, one per role, each with a
@@ -42,25 +44,29 @@ func (p EtcdPermission) String() string {
 
 // EtcdRoles returns the permissions of dmgr's etcd roles, by role name:
 //
-//   - dmgr-server (`dmgr server`, `dmgr dev`): everything under /dmgr/ —
-//     cluster and projector elections (/dmgr/leader/), live coordinators
-//     (/dmgr/coordinators/), the agent list (/dmgr/agents/), the readiness
-//     probe key.
-//   - dmgr-agent (`dmgr agent`, dev's in-process agent): read the election
-//     keys under /dmgr/leader/ (the stale-dispatch check reads a cluster's
-//     first-created key) and read and write /dmgr/agents/ (its online key,
-//     under its own lease, and its seen key). It can neither take nor
-//     overwrite a leader key, nor read or write anything else.
+//   - dmgr-server (`dmgr server`, `dmgr dev`): everything under /dmgr/v1/
+//     (leadership.Root) — cluster elections (/dmgr/v1/leader/cluster/),
+//     the projector's election (/dmgr/v1/leader/projector/), live
+//     coordinators (/dmgr/v1/coordinators/), the agent list
+//     (/dmgr/v1/agents/), the readiness probe key.
+//   - dmgr-agent (`dmgr agent`, dev's in-process agent): read the clusters'
+//     election keys under /dmgr/v1/leader/cluster/ (the stale-dispatch
+//     check reads a cluster's first-created key) and read and write
+//     /dmgr/v1/agents/ (its online key, under its own lease, and its seen
+//     key). It can neither take nor overwrite a leader key, nor read the
+//     projector's election, nor read or write anything else.
+//
+// The key layout is package leadership's.
 //
 // Leases need a login but no key permission to be granted or kept alive
 // (so a session works with prefix permissions only); revoking one
 // needs write permission on every key attached to it.
 func EtcdRoles() map[string][]EtcdPermission {
 	return map[string][]EtcdPermission{
-		EtcdServerUser: {{Prefix: "/dmgr/", Type: PermReadWrite}},
+		EtcdServerUser: {{Prefix: leadership.Root, Type: PermReadWrite}},
 		EtcdAgentUser: {
-			{Prefix: "/dmgr/leader/", Type: PermRead},
-			{Prefix: "/dmgr/agents/", Type: PermReadWrite},
+			{Prefix: leadership.ClusterLeaderPrefix, Type: PermRead},
+			{Prefix: leadership.AgentsPrefix, Type: PermReadWrite},
 		},
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/testenv"
 )
 
@@ -50,13 +51,13 @@ func TestEtcdRefusesAnonymousRequests(t *testing.T) {
 	ctx := testenv.Context(t, time.Minute)
 	anon := e.Client(t, "")
 	root := e.Client(t, embedded.EtcdRootUser)
-	_, err := anon.Put(ctx, "/dmgr/leader/prod/forged", "x")
+	_, err := anon.Put(ctx, leadership.ClusterLeaderKeys("prod")+"forged", "x")
 	refused(t, err, "anonymous put")
 	_, err = anon.Put(ctx, "/elsewhere", "x")
 	refused(t, err, "anonymous put outside /dmgr/")
-	_, err = anon.Get(ctx, "/dmgr/", clientv3.WithPrefix())
+	_, err = anon.Get(ctx, leadership.Root, clientv3.WithPrefix())
 	refused(t, err, "anonymous get")
-	_, err = anon.Delete(ctx, "/dmgr/", clientv3.WithPrefix())
+	_, err = anon.Delete(ctx, leadership.Root, clientv3.WithPrefix())
 	refused(t, err, "anonymous delete")
 	_, err = anon.Grant(ctx, 10)
 	refused(t, err, "anonymous lease grant")
@@ -64,7 +65,7 @@ func TestEtcdRefusesAnonymousRequests(t *testing.T) {
 	refused(t, err, "anonymous user add")
 	_, err = anon.AuthDisable(ctx)
 	refused(t, err, "anonymous auth disable")
-	absent(t, ctx, root, "/dmgr/leader/")
+	absent(t, ctx, root, leadership.LeaderPrefix)
 	absent(t, ctx, root, "/elsewhere")
 
 	// A wrong password does not log in.
@@ -87,13 +88,13 @@ func TestEtcdRolesServerLeadsAgentOnlyReadsLeaders(t *testing.T) {
 	root := e.Client(t, embedded.EtcdRootUser)
 
 	// The server: a session (lease grant and keepalive) and an election
-	// under /dmgr/leader/, as the coordinator runs them.
+	// of a cluster, as the coordinator runs them.
 	sess, err := concurrency.NewSession(server, concurrency.WithTTL(2), concurrency.WithContext(ctx))
 	must(t, err, "server session")
 	defer sess.Close()
-	el := concurrency.NewElection(sess, "/dmgr/leader/prod")
+	el := concurrency.NewElection(sess, leadership.ClusterElection("prod"))
 	must(t, el.Campaign(ctx, "server-1"), "server campaign")
-	_, err = server.Put(ctx, "/dmgr/coordinators/server-1", "server-1", clientv3.WithLease(sess.Lease()))
+	_, err = server.Put(ctx, leadership.CoordinatorKey("server-1"), "server-1", clientv3.WithLease(sess.Lease()))
 	must(t, err, "server coordinator key")
 	leader, err := el.Leader(ctx)
 	must(t, err, "leader")
@@ -113,23 +114,23 @@ func TestEtcdRolesServerLeadsAgentOnlyReadsLeaders(t *testing.T) {
 
 	// The agent reads the first-created key under the cluster's prefix
 	// (agents.staleDispatch).
-	resp, err := agent.Get(ctx, "/dmgr/leader/prod/", clientv3.WithFirstCreate()...)
+	resp, err := agent.Get(ctx, leadership.ClusterLeaderKeys("prod"), clientv3.WithFirstCreate()...)
 	must(t, err, "agent reads the leader key")
 	if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != token || string(resp.Kvs[0].Value) != "server-1" {
 		t.Fatalf("agent read %v, want the server's key (token %d)", resp.Kvs, token)
 	}
 	// The agent registers as agents.register does: a lease, a txn of two
-	// puts under /dmgr/agents/, a keepalive, and revokes its lease.
+	// puts under the agents' prefix, a keepalive, and revokes its lease.
 	lease, err := agent.Grant(ctx, 10)
 	must(t, err, "agent lease")
 	_, err = agent.Txn(ctx).Then(
-		clientv3.OpPut("/dmgr/agents/seen/a1", "{}"),
-		clientv3.OpPut("/dmgr/agents/online/a1", "{}", clientv3.WithLease(lease.ID)),
+		clientv3.OpPut(leadership.AgentSeenKey("a1"), "{}"),
+		clientv3.OpPut(leadership.AgentOnlineKey("a1"), "{}", clientv3.WithLease(lease.ID)),
 	).Commit()
 	must(t, err, "agent registers")
 	_, err = agent.KeepAliveOnce(ctx, lease.ID)
 	must(t, err, "agent keepalive")
-	got, err := server.Get(ctx, "/dmgr/agents/online/", clientv3.WithPrefix())
+	got, err := server.Get(ctx, leadership.AgentsOnlinePrefix, clientv3.WithPrefix())
 	must(t, err, "server lists agents")
 	if len(got.Kvs) != 1 {
 		t.Fatalf("server sees %d online agents, want 1", len(got.Kvs))
@@ -140,27 +141,29 @@ func TestEtcdRolesServerLeadsAgentOnlyReadsLeaders(t *testing.T) {
 	// What the agent may not do.
 	_, err = agent.Put(ctx, leaderKey, "agent")
 	refused(t, err, "agent overwrites the leader key")
-	_, err = agent.Put(ctx, "/dmgr/leader/prod/forged", "agent")
+	_, err = agent.Put(ctx, leadership.ClusterLeaderKeys("prod")+"forged", "agent")
 	refused(t, err, "agent writes a leader key")
 	_, err = agent.Delete(ctx, leaderKey)
 	refused(t, err, "agent deletes the leader key")
-	_, err = agent.Txn(ctx).Then(clientv3.OpPut("/dmgr/agents/online/a2", "{}"), clientv3.OpPut("/dmgr/leader/prod/x", "y")).Commit()
+	_, err = agent.Txn(ctx).Then(clientv3.OpPut(leadership.AgentOnlineKey("a2"), "{}"), clientv3.OpPut(leadership.ClusterLeaderKeys("prod")+"x", "y")).Commit()
 	refused(t, err, "agent txn that also writes a leader key")
-	absent(t, ctx, root, "/dmgr/agents/online/a2")
+	absent(t, ctx, root, leadership.AgentOnlineKey("a2"))
 	_, err = agent.Revoke(ctx, sess.Lease())
 	refused(t, err, "agent revokes the leader's lease")
 	agentSess, err := concurrency.NewSession(agent, concurrency.WithTTL(10), concurrency.WithContext(ctx))
 	must(t, err, "agent session (a lease needs no key permission)")
 	defer agentSess.Close()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = concurrency.NewElection(agentSess, "/dmgr/leader/other").Campaign(cctx, "agent")
+	err = concurrency.NewElection(agentSess, leadership.ClusterElection("other")).Campaign(cctx, "agent")
 	cancel()
 	refused(t, err, "agent campaigns")
-	for _, key := range []string{"/dmgr/coordinators/", "/dmgr/", "/dmgr/ready-probe", "/elsewhere", "/dmgr/leaderx"} {
+	for _, key := range []string{leadership.CoordinatorsPrefix, leadership.Root, leadership.ReadyProbeKey, "/elsewhere",
+		leadership.LeaderPrefix + "clusterx", leadership.ProjectorLeaderKeys, leadership.LeaderPrefix, "/dmgr/leader/"} {
 		_, err = agent.Get(ctx, key, clientv3.WithPrefix())
 		refused(t, err, "agent reads "+key)
 	}
-	for _, key := range []string{"/dmgr/coordinators/agent", "/dmgr/x", "/elsewhere", "/dmgr/agentsx"} {
+	for _, key := range []string{leadership.CoordinatorKey("agent"), leadership.Root + "x", "/elsewhere",
+		leadership.Root + "agentsx", leadership.ProjectorLeaderKeys + "x", "/dmgr/agents/online/x"} {
 		_, err = agent.Put(ctx, key, "agent")
 		refused(t, err, "agent writes "+key)
 		absent(t, ctx, root, key)
@@ -174,9 +177,11 @@ func TestEtcdRolesServerLeadsAgentOnlyReadsLeaders(t *testing.T) {
 		_, err = cli.AuthDisable(ctx)
 		refused(t, err, name+" disables auth")
 	}
-	// The server may not write outside /dmgr/ either.
-	_, err = server.Put(ctx, "/elsewhere", "server")
-	refused(t, err, "server writes outside /dmgr/")
+	// The server may not write outside /dmgr/v1/ either.
+	for _, key := range []string{"/elsewhere", "/dmgr/leader/prod/x"} {
+		_, err = server.Put(ctx, key, "server")
+		refused(t, err, "server writes "+key)
+	}
 
 	// After all that, the server still leads with the same key.
 	leader, err = el.Leader(ctx)
@@ -190,7 +195,9 @@ func TestEtcdRolesServerLeadsAgentOnlyReadsLeaders(t *testing.T) {
 	must(t, err, "second session")
 	defer sess2.Close()
 	won := make(chan error, 1)
-	go func() { won <- concurrency.NewElection(sess2, "/dmgr/leader/prod").Campaign(ctx, "server-2") }()
+	go func() {
+		won <- concurrency.NewElection(sess2, leadership.ClusterElection("prod")).Campaign(ctx, "server-2")
+	}()
 	must(t, el.Resign(ctx), "resign")
 	must(t, <-won, "second campaign")
 	leader, err = el.Leader(ctx)
@@ -221,7 +228,7 @@ func TestEnableEtcdAuthReconcilesAndSurvivesRestart(t *testing.T) {
 	must(t, err, "root login")
 	defer root.Close()
 	// Widen the agent by hand, twice over.
-	_, err = root.RoleGrantPermission(ctx, embedded.EtcdAgentUser, "/dmgr/leader/", clientv3.GetPrefixRangeEnd("/dmgr/leader/"), embedded.PermReadWrite)
+	_, err = root.RoleGrantPermission(ctx, embedded.EtcdAgentUser, leadership.LeaderPrefix, clientv3.GetPrefixRangeEnd(leadership.LeaderPrefix), embedded.PermReadWrite)
 	must(t, err, "widen agent role")
 	_, err = root.RoleGrantPermission(ctx, embedded.EtcdAgentUser, "/", "\x00", embedded.PermRead)
 	must(t, err, "widen agent role")
@@ -236,7 +243,7 @@ func TestEnableEtcdAuthReconcilesAndSurvivesRestart(t *testing.T) {
 	for _, p := range role.Perm {
 		perms = append(perms, embedded.EtcdPermission{Prefix: string(p.Key), Type: clientv3.PermissionType(p.PermType)}.String()+"<"+string(p.RangeEnd))
 	}
-	if got, want := strings.Join(perms, " "), "readwrite /dmgr/agents/*</dmgr/agents0 read /dmgr/leader/*</dmgr/leader0"; got != want {
+	if got, want := strings.Join(perms, " "), "readwrite /dmgr/v1/agents/*</dmgr/v1/agents0 read /dmgr/v1/leader/cluster/*</dmgr/v1/leader/cluster0"; got != want {
 		t.Fatalf("agent role after reconcile: %s, want %s", got, want)
 	}
 	user, err := root.UserGet(ctx, embedded.EtcdAgentUser)
@@ -265,12 +272,12 @@ func TestEnableEtcdAuthReconcilesAndSurvivesRestart(t *testing.T) {
 	anon, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second})
 	must(t, err, "anonymous client")
 	defer anon.Close()
-	_, err = anon.Put(ctx, "/dmgr/x", "y")
+	_, err = anon.Put(ctx, leadership.Root+"x", "y")
 	refused(t, err, "anonymous put after restart")
 	agent, err := login(embedded.EtcdAgentUser, pw.Agent)
 	must(t, err, "agent login after restart")
 	defer agent.Close()
-	_, err = agent.Put(ctx, "/dmgr/agents/seen/a", "{}")
+	_, err = agent.Put(ctx, leadership.AgentSeenKey("a"), "{}")
 	must(t, err, "agent put after restart")
 }
 

@@ -60,8 +60,9 @@
 // rows that changed.
 //
 // With an etcd client the projector runs only while it leads the election
-// LeaderKey, so several servers have one projector; the others read the
-// progress from ClickHouse.
+// leadership.ProjectorElection (the same election helper, lease window and
+// fencing token as a cluster's leader), so several servers have one
+// projector; the others read the progress from ClickHouse.
 //
 // # Generations and rebuilds
 //

@@ -12,14 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/leadership"
 )
-
-// LeaderKey is the etcd election under which one projector runs at a time.
-const LeaderKey = "/dmgr/leader/projections"
 
 // ConsumerName is the durable consumer of generation gen.
 func ConsumerName(gen uint32) string {
@@ -33,9 +30,14 @@ type ProjectorConfig struct {
 	// Events loads the history of an aggregate the projector has not
 	// folded yet (after a restart).
 	Events *eventstore.Store
-	// Etcd, when set, makes the projector campaign for LeaderKey and run
-	// only while it leads, so that several servers have one projector.
+	// Etcd, when set, makes the projector campaign for
+	// leadership.ProjectorElection and run only while it leads, so that
+	// several servers have one projector.
 	Etcd *clientv3.Client
+	// SessionTTL is the etcd lease behind the projector's leadership
+	// (default 5 s): as for a cluster's leader, the projector stops when
+	// its lease is lost or no keepalive has answered for two thirds of it.
+	SessionTTL time.Duration
 	// ID names this projector in the election (default the hostname-less
 	// "projector").
 	ID string
@@ -80,6 +82,9 @@ func NewProjector(cfg ProjectorConfig) *Projector {
 	if cfg.ID == "" {
 		cfg.ID = "projector"
 	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 5 * time.Second
+	}
 	return &Projector{cfg: cfg, log: cfg.Store.log.With().Str("projector", cfg.ID).Logger(), m: cfg.Store.metrics}
 }
 
@@ -99,31 +104,30 @@ func (p *Projector) Run(ctx context.Context) error {
 	return nil
 }
 
-// campaign runs one term: wait to lead, project while leading.
+// etcdTimeout bounds the projector's etcd requests that are not waits by
+// design.
+const etcdTimeout = 5 * time.Second
+
+// campaign runs one term: wait to lead, project while leading. The term,
+// and with it the projecting, ends the moment the session does.
 func (p *Projector) campaign(ctx context.Context) error {
-	sess, err := concurrency.NewSession(p.cfg.Etcd, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	sess, err := leadership.NewSession(ctx, p.cfg.Etcd, p.cfg.SessionTTL, etcdTimeout)
 	if err != nil {
-		return fmt.Errorf("etcd session: %w", err)
+		return err
 	}
 	defer sess.Close()
-	el := concurrency.NewElection(sess, LeaderKey)
-	if err := el.Campaign(ctx, p.cfg.ID); err != nil {
-		return fmt.Errorf("campaign for %s: %w", LeaderKey, err)
+	term, err := sess.Campaign(ctx, leadership.ProjectorElection, p.cfg.ID)
+	if err != nil {
+		return err
 	}
-	leadCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel() // leadership ends: stop before anything else happens
-		case <-leadCtx.Done():
-		}
-	}()
-	p.log.Info().Msg("projector elected")
-	p.lead(leadCtx)
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer rcancel()
-	_ = el.Resign(rctx)
+	p.log.Info().Int64("token", term.Token).Msg("projector elected")
+	p.lead(term.Context())
+	if err := term.Resign(context.WithoutCancel(ctx)); err != nil {
+		p.log.Debug().Err(err).Msg("projector resign")
+	}
+	if err := sess.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("projector leadership ended: %w", err)
+	}
 	return nil
 }
 

@@ -48,11 +48,6 @@ func ResultSubject(cluster string) string { return "dmgr.result." + eventstore.E
 // AgentConsumer is the durable consumer shared by every agent of pool.
 func AgentConsumer(pool string) string { return "agents-" + eventstore.EscapeToken(pool) }
 
-// LeaderKeyPrefix is the etcd prefix of a cluster's election keys: the key
-// created first under it is the leader's, and its create revision is the
-// leader's fencing token, carried by every step it dispatches.
-func LeaderKeyPrefix(cluster string) string { return "/dmgr/leader/" + cluster + "/" }
-
 // Dispatch is one step on the work queue. It names the step and nothing
 // else: the agent reads the step's definition, its machine and the
 // machine's credential from the committed events, and runs it only when

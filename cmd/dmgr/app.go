@@ -29,6 +29,7 @@ import (
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/pkgstore"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/service"
@@ -266,7 +267,7 @@ func (m *Main) ready(ctx context.Context, store *eventstore.Store, chAddr string
 	if _, err := store.LastSeq(ctx); err != nil {
 		return fmt.Errorf("event stream: %w", err)
 	}
-	if _, err := m.etcd.Get(ctx, "/dmgr/ready-probe"); err != nil {
+	if _, err := m.etcd.Get(ctx, leadership.ReadyProbeKey); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	conn, err := chserver.Connect(ctx, chAddr, m.stores.ch)

@@ -17,6 +17,7 @@ import (
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/testbed/dmpkg"
 	"github.com/dmgr/dmgr/testbed/hosts"
 	"github.com/dmgr/dmgr/testenv"
@@ -185,7 +186,7 @@ func BenchmarkAgentSteps(b *testing.B) {
 // the leader token.
 func (cp *controlPlane) leadNoopOperation(b *testing.B, ctx context.Context, cluster string, machines []domain.Machine, remote bool) int64 {
 	b.Helper()
-	resp, err := cp.main.etcd.Put(ctx, workqueue.LeaderKeyPrefix(cluster)+"bench", "bench")
+	resp, err := cp.main.etcd.Put(ctx, leadership.ClusterLeaderKeys(cluster)+"bench", "bench")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if mode != "agent" {
 		fs.StringVar(&c.coordinatorID, "coordinator-id", envOr("DMGR_COORDINATOR_ID", ""), "this server's coordinator id, unique among the servers; default <hostname>-<random> (env DMGR_COORDINATOR_ID)")
-		fs.DurationVar(&c.sessionTTL, "session-ttl", 5*time.Second, "etcd lease behind cluster leadership: a dead server's clusters move to another after about this long")
+		fs.DurationVar(&c.sessionTTL, "session-ttl", 5*time.Second, "etcd lease behind cluster and projector leadership: a dead server's clusters and projector move to another after about this long")
 	}
 	fs.DurationVar(&c.ackWait, "ack-wait", 30*time.Second, "how long a running step may go without an in-progress ack before another agent gets it")
 	if mode == "agent" {

@@ -22,9 +22,9 @@ import (
 	"github.com/dmgr/dmgr/embedded"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/service"
 	"github.com/dmgr/dmgr/testenv"
-	"github.com/dmgr/dmgr/workqueue"
 )
 
 // sessionTTL is the servers' etcd session TTL in these tests.
@@ -289,7 +289,7 @@ func (h *haCluster) leaderOf(t testing.TB, cluster string) (string, int64) {
 	var last error
 	for _, c := range h.single {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := c.Get(ctx, workqueue.LeaderKeyPrefix(cluster), clientv3.WithFirstCreate()...)
+		resp, err := c.Get(ctx, leadership.ClusterLeaderKeys(cluster), clientv3.WithFirstCreate()...)
 		cancel()
 		if err != nil {
 			last = err
@@ -335,7 +335,7 @@ func (h *haCluster) watchLeaders(t testing.TB) *leaderWatch {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for _, cli := range h.single {
-		wch := cli.Watch(ctx, "/dmgr/leader/", clientv3.WithPrefix(), clientv3.WithRev(1))
+		wch := cli.Watch(ctx, leadership.ClusterLeaderPrefix, clientv3.WithPrefix(), clientv3.WithRev(1))
 		go w.follow(wch)
 	}
 	return w
@@ -351,7 +351,7 @@ func (w *leaderWatch) follow(wch clientv3.WatchChan) {
 	keys := map[string]map[string]key{} // cluster → key → create revision, coordinator
 	for wr := range wch {
 		for _, ev := range wr.Events {
-			rest := strings.TrimPrefix(string(ev.Kv.Key), "/dmgr/leader/")
+			rest := strings.TrimPrefix(string(ev.Kv.Key), leadership.ClusterLeaderPrefix)
 			cluster := rest[:strings.LastIndexByte(rest, '/')]
 			if keys[cluster] == nil {
 				keys[cluster] = map[string]key{}

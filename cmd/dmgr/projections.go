@@ -35,7 +35,7 @@ func (m *Main) newProjections(js jetstream.JetStream, store *eventstore.Store, c
 	}
 	host, _ := os.Hostname()
 	p := projections.NewProjector(projections.ProjectorConfig{Store: st, JS: js, Events: store, Etcd: m.etcd,
-		ID: fmt.Sprintf("%s-%d", host, os.Getpid()), Log: m.log})
+		SessionTTL: m.cfg.sessionTTL, ID: fmt.Sprintf("%s-%d", host, os.Getpid()), Log: m.log})
 	run := func(ctx context.Context) error {
 		defer conn.Close()
 		return p.Run(ctx)

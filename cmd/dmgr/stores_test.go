@@ -28,6 +28,7 @@ import (
 	"github.com/dmgr/dmgr/chserver"
 	"github.com/dmgr/dmgr/embedded"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/testenv"
 )
 
@@ -100,13 +101,13 @@ func TestDevGeneratesPrivateCredentialsAndReusesThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer anon.Close()
-	if _, err := anon.Put(ctx, "/dmgr/leader/forged/1", "x"); !errors.Is(err, rpctypes.ErrUserEmpty) {
+	if _, err := anon.Put(ctx, leadership.ClusterLeaderKeys("forged")+"1", "x"); !errors.Is(err, rpctypes.ErrUserEmpty) {
 		t.Fatalf("anonymous put to dev's etcd: %v, want refused", err)
 	}
 	if _, err := anon.Get(ctx, "/dmgr/", clientv3.WithPrefix()); !errors.Is(err, rpctypes.ErrUserEmpty) {
 		t.Fatalf("anonymous get from dev's etcd: %v, want refused", err)
 	}
-	if resp, err := m.etcd.Get(ctx, "/dmgr/leader/forged/", clientv3.WithPrefix()); err != nil || len(resp.Kvs) != 0 {
+	if resp, err := m.etcd.Get(ctx, leadership.ClusterLeaderKeys("forged"), clientv3.WithPrefix()); err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("after a refused put: %v %v", resp, err)
 	}
 	// ClickHouse: anonymous and default refused, dmgr with the file's
@@ -146,7 +147,7 @@ func TestDevGeneratesPrivateCredentialsAndReusesThem(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := m.stores.agentCli.Put(ctx, "/dmgr/leader/x/1", "agent"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+	if _, err := m.stores.agentCli.Put(ctx, leadership.ClusterLeaderKeys("x")+"1", "agent"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
 		t.Fatalf("dev's agent writes a leader key: %v, want permission denied", err)
 	}
 	resp, err := http.Get(m.URL + "/readyz")
@@ -195,7 +196,7 @@ func TestDevGeneratesPrivateCredentialsAndReusesThem(t *testing.T) {
 			t.Fatalf("%s after the second start: %v %v", n, fi, err)
 		}
 	}
-	if _, err := m2.etcd.Put(ctx, "/dmgr/test/second-start", "1"); err != nil {
+	if _, err := m2.etcd.Put(ctx, leadership.Root+"test/second-start", "1"); err != nil {
 		t.Fatalf("server login after the second start: %v", err)
 	}
 	resp, err = http.Get(m2.URL + "/readyz")

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/leadership"
+	"github.com/dmgr/dmgr/testbed/hosts"
+)
+
+// collidingNames are cluster names that are, or were, names of dmgr's
+// own etcd keys: the projector's election before v1 ("projections"), the
+// folders of the layout, and names that are prefixes of one another.
+var collidingNames = []string{"projections", "projector", "leader", "cluster", "v1", "agents", "coordinators", "online", "seen", "ready-probe", "c", "c1"}
+
+// electedKey reads the first-created key under prefix: an election's
+// leader, as the agents read it.
+func electedKey(t testing.TB, cli *clientv3.Client, prefix string) (string, int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, prefix, clientv3.WithFirstCreate()...)
+	if err != nil {
+		t.Fatalf("read %s: %v", prefix, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].CreateRevision
+}
+
+// Issue [7]: clusters named like dmgr's own etcd keys (a cluster named
+// "projections" used to share the projector's election and stayed pending
+// forever) deploy on the test hosts, each led in an election of its own,
+// while the projector keeps its one term and projects every deploy into
+// ClickHouse (the operations and clusters read here are its projections).
+func TestClustersNamedLikeLeadershipKeysDeployWhileTheProjectorProjects(t *testing.T) {
+	bed := hosts.Start(t, 3)
+	cp := startControlPlane(t)
+	cp.prepareBed(t, bed)
+	etcd := cp.main.etcd
+
+	// The projector is elected when the server starts, before any cluster
+	// exists to campaign.
+	var projector string
+	var projToken int64
+	for deadline := time.Now().Add(time.Minute); projToken == 0; time.Sleep(100 * time.Millisecond) {
+		if projector, projToken = electedKey(t, etcd, leadership.ProjectorLeaderKeys); projToken == 0 && time.Now().After(deadline) {
+			t.Fatal("no projector elected")
+		}
+	}
+
+	ops := map[string]string{}
+	for k, name := range collidingNames {
+		acc := cp.mustAccept(t, "POST", "/api/v1/clusters", map[string]any{"name": name, "version": "v8.1.0",
+			"topology": smallTopology(bed, 1+k%3, k+1)})
+		ops[name] = acc.OperationID
+	}
+	for _, name := range collidingNames {
+		if op := cp.waitOperation(t, ops[name], 3*time.Minute); op.Status != domain.OperationStatusSucceeded {
+			t.Fatalf("deploy of cluster %q: %s %s%s", name, op.Status, op.Error, describeSteps(op))
+		}
+		var c domain.Cluster
+		cp.api(t, "GET", "/api/v1/clusters/"+name, nil, &c)
+		if c.Status != domain.ClusterStatusRunning {
+			t.Errorf("cluster %q: status %q, want running", name, c.Status)
+		}
+	}
+
+	// Every cluster was led under a key of its own, by the coordinator,
+	// with a token other than the projector's.
+	leading := cp.main.Coordinator.Leading()
+	for _, name := range collidingNames {
+		holder, token := electedKey(t, etcd, leadership.ClusterLeaderKeys(name))
+		if token == 0 || token == projToken || holder == projector {
+			t.Errorf("cluster %q: leader %q token %d; the projector is %q token %d", name, holder, token, projector, projToken)
+		}
+		if leading[name] != token {
+			t.Errorf("cluster %q: the coordinator leads it with token %d, etcd says %d", name, leading[name], token)
+		}
+	}
+	// The projector kept its term throughout.
+	if holder, token := electedKey(t, etcd, leadership.ProjectorLeaderKeys); holder != projector || token != projToken {
+		t.Errorf("projector: %q token %d now, %q token %d before the deploys", holder, token, projector, projToken)
+	}
+}
