@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/workqueue"
 )
 
@@ -73,7 +74,7 @@ func TestCoordinatorDispatchesWithItsTokenAndRecordsItsResults(t *testing.T) {
 	if first.Cluster != "c1" || first.Operation != b.op || first.Attempt != 1 {
 		t.Fatalf("dispatched %+v, want a step of operation %s of c1, attempt 1", first, b.op)
 	}
-	resp, err := b.cfg.Etcd.Get(b.ctx, workqueue.LeaderKeyPrefix("c1"), clientv3.WithFirstCreate()...)
+	resp, err := b.cfg.Etcd.Get(b.ctx, leadership.ClusterLeaderKeys("c1"), clientv3.WithFirstCreate()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package eventstore_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -63,5 +64,28 @@ func TestLoadSinceReadsOnlyTheAggregatesNewCommits(t *testing.T) {
 	missing, err := s.LoadSince(ctx, "cluster", "nobody", 0)
 	if err != nil || len(missing.Events) != 0 || missing.LastSeq != 0 {
 		t.Fatalf("read of an aggregate without commits: %+v, %v", missing, err)
+	}
+}
+
+// A commit whose header fields (commit, aggregate and operation ids) hold
+// a control character is refused before anything is written: a message
+// header would carry them mangled, and readers of the headers (the
+// operation index) would be misled.
+func TestAppendRefusesHeaderFieldsAHeaderCannotCarry(t *testing.T) {
+	s, _ := openStore(t)
+	ctx := testenv.Context(t, 30*time.Second)
+	for name, mod := range map[string]func(*eventstore.Commit){
+		"operation id": func(c *eventstore.Commit) { c.OperationID = "op\n-1" },
+		"aggregate id": func(c *eventstore.Commit) { c.AggregateID = "a\rb" },
+		"commit id":    func(c *eventstore.Commit) { c.CommitID = "c\x00" },
+	} {
+		c := commit("cluster", "a", "E")
+		mod(&c)
+		if _, err := s.Append(ctx, c, eventstore.Expect{}); err == nil || !strings.Contains(err.Error(), name+" ") {
+			t.Errorf("%s with a control character: %v", name, err)
+		}
+	}
+	if seq, err := s.LastSeq(ctx); err != nil || seq != 0 {
+		t.Fatalf("after the refusals the stream is at %d (%v), want empty", seq, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -221,6 +222,14 @@ func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error
 	}
 	if c.CommitID == "" || c.AggregateType == "" || c.AggregateID == "" {
 		return 0, errors.New("append: commit id, aggregate type and id are required")
+	}
+	// These travel in message headers too (readers such as the operation
+	// index trust them): a control character would be mangled there.
+	for _, f := range []struct{ name, v string }{{"commit id", c.CommitID}, {"aggregate type", c.AggregateType},
+		{"aggregate id", c.AggregateID}, {"operation id", c.OperationID}} {
+		if i := strings.IndexFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
+			return 0, fmt.Errorf("append: %s %q holds a control character (at byte %d), which a message header cannot carry", f.name, f.v, i)
+		}
 	}
 	body, err := EncodeCommit(c, exp.Version)
 	if err != nil {
