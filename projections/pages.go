@@ -146,20 +146,7 @@ func (s *Store) ListPackages(ctx context.Context, q ListQuery) (Page[domain.Pack
 		return Page[domain.Package]{}, err
 	}
 	n := q.limit()
-	out := []domain.Package{}
-	err = s.query(ctx, func(r driver.Rows) error {
-		var id, state string
-		if err := r.Scan(&id, &state); err != nil {
-			return err
-		}
-		var p domain.Package
-		if err := json.Unmarshal([]byte(state), &p); err != nil {
-			return fmt.Errorf("package %s: %w", id, err)
-		}
-		out = append(out, p)
-		return nil
-	}, "SELECT id, argMax(state, seq) AS st FROM "+table(s.db, tablePackages, gen)+
-		" WHERE id > ? GROUP BY id HAVING st != '' ORDER BY id LIMIT "+fmt.Sprint(n+1), q.After)
+	out, err := s.packageRows(ctx, gen, "WHERE id > ?", "LIMIT "+fmt.Sprint(n+1), []any{q.After})
 	if err != nil {
 		return Page[domain.Package]{}, err
 	}

@@ -400,8 +400,14 @@ func (s *Store) Packages(ctx context.Context) ([]domain.Package, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.packageRows(ctx, gen, "", "", nil)
+}
+
+// packageRows reads the packages that where selects, sorted by id, with
+// limit ("" or "LIMIT n") after the ordering.
+func (s *Store) packageRows(ctx context.Context, gen uint32, where, limit string, args []any) ([]domain.Package, error) {
 	out := []domain.Package{}
-	err = s.query(ctx, func(r driver.Rows) error {
+	err := s.query(ctx, func(r driver.Rows) error {
 		var id, state string
 		if err := r.Scan(&id, &state); err != nil {
 			return err
@@ -414,7 +420,7 @@ func (s *Store) Packages(ctx context.Context) ([]domain.Package, error) {
 			out = append(out, p)
 		}
 		return nil
-	}, "SELECT id, argMax(state, seq) FROM "+table(s.db, tablePackages, gen)+" GROUP BY id ORDER BY id")
+	}, "SELECT id, argMax(state, seq) FROM "+table(s.db, tablePackages, gen)+" "+where+" GROUP BY id ORDER BY id "+limit, args...)
 	return out, err
 }
 
