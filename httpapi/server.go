@@ -31,7 +31,8 @@ type Config struct {
 	// MaxJSONBody bounds JSON request bodies (default 1 MiB); package
 	// uploads are bounded by the service's package limits.
 	MaxJSONBody int64
-	// Ready reports whether the dependencies answer; nil means ready.
+	// Ready reports whether commands are accepted (the dependencies they
+	// need answer); nil means ready.
 	// GET /readyz runs it at most once per ReadyTTL (default 1 s), under
 	// a deadline of ReadyTimeout (default 2 s); concurrent calls share one
 	// run.

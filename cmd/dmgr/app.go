@@ -189,7 +189,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.startBackground(bgCtx, append(background, part{"coordinator", coord.Run}, part{"projector", runProjector}))
 	handler := httpapi.Handler(httpapi.Config{
 		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj, MaxJSONBody: maxJSONBody,
-		Ready:  func(ctx context.Context) error { return m.ready(ctx, store, chAddr) },
+		Ready:  func(ctx context.Context) error { return m.ready(ctx, store) },
 		Agents: func(ctx context.Context) ([]agents.Info, error) { return agents.List(ctx, m.etcd) },
 	})
 
@@ -259,8 +259,11 @@ func (m *Main) startDevServers(ctx context.Context) error {
 	return m.startDevStores(ctx)
 }
 
-// ready checks that NATS, the event stream, etcd and ClickHouse answer.
-func (m *Main) ready(ctx context.Context, store *eventstore.Store, chAddr string) error {
+// ready checks that commands are accepted: NATS, the event stream and
+// etcd answer. ClickHouse is not among them: while it is down (or still
+// starting) the queries it serves answer 503 with Retry-After on their
+// own, and the commands, the coordinator and the agents work on.
+func (m *Main) ready(ctx context.Context, store *eventstore.Store) error {
 	if !m.nc.IsConnected() {
 		return errors.New("NATS is not connected")
 	}
@@ -270,11 +273,7 @@ func (m *Main) ready(ctx context.Context, store *eventstore.Store, chAddr string
 	if _, err := m.etcd.Get(ctx, leadership.ReadyProbeKey); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	conn, err := chserver.Connect(ctx, chAddr, m.stores.ch)
-	if err != nil {
-		return fmt.Errorf("clickhouse: %w", err)
-	}
-	return conn.Close()
+	return nil
 }
 
 // Close lets in-flight requests finish, then closes the clients and the
