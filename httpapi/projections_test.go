@@ -37,15 +37,9 @@ type projected struct {
 	svc      *service.Service
 }
 
-// requireClickHouse skips without clickhouse-server, and fails under CI=true.
-func requireClickHouse(t testing.TB) {
-	t.Helper()
-	testenv.RequireClickHouse(t)
-}
-
 func newProjectedStack(t *testing.T) *projected {
 	t.Helper()
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	ctx := testenv.Context(t, 5*time.Minute)
 	ch, err := chserver.Start(ctx, chserver.Options{Dir: t.TempDir(), Log: zerolog.Nop()})
 	if err != nil {

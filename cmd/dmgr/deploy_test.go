@@ -60,7 +60,7 @@ type agentProcess struct {
 
 func startControlPlane(t testing.TB) *controlPlane {
 	t.Helper()
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	ctx := testenv.Context(t, 5*time.Minute)
 	ns := testenv.NATS(t)
 	etcd, _ := testenv.Etcd(t)

@@ -124,7 +124,7 @@ func freePort(t testing.TB) string {
 
 func startHA(t testing.TB, servers int) *haCluster {
 	t.Helper()
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	ctx := testenv.Context(t, 10*time.Minute)
 	ns := testenv.NATS(t)
 	h := &haCluster{servers: map[string]*childProcess{}}

@@ -72,12 +72,6 @@ func childEnv(env []string, extra ...string) []string {
 	return append(out, extra...)
 }
 
-// requireClickHouse skips without clickhouse-server, and fails under CI=true.
-func requireClickHouse(t testing.TB) {
-	t.Helper()
-	testenv.RequireClickHouse(t)
-}
-
 // devProcess is `dmgr dev` running as a child process.
 type devProcess struct {
 	cmd    *exec.Cmd
@@ -178,7 +172,7 @@ func (p *devProcess) call(t *testing.T, method, path, contentType string, body [
 // Acceptance 5: stop dev with SIGTERM, start it again on the same data
 // dir: every aggregate loads with the same version; nothing is lost.
 func TestDevSurvivesSIGTERMAndRestartWithEverything(t *testing.T) {
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	dir := t.TempDir()
 	dev := startDev(t, dir)
 	if info, err := os.Stat(filepath.Join(dir, "admin-token")); err != nil || info.Mode().Perm() != 0o600 {
@@ -270,7 +264,7 @@ type serverMode struct {
 
 func startServerMode(t *testing.T, token string) serverMode {
 	t.Helper()
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	n := testenv.NATS(t)
 	e, _ := testenv.Etcd(t)
 	ctx := testenv.Context(t, 2*time.Minute)
@@ -394,7 +388,7 @@ func TestStartDevIgnoresDMGREnvironment(t *testing.T) {
 	if got := childEnv([]string{"PATH=/bin", "DMGR_CLICKHOUSE_ADDR=127.0.0.1:9000", "DMGR_DATA_DIR=/var/lib/dmgr", "DMGR_TEST_LOG_DIR=/tmp/l"}, "DMGR_TEST_RUN_MAIN=1"); strings.Join(got, " ") != "PATH=/bin DMGR_TEST_LOG_DIR=/tmp/l DMGR_TEST_RUN_MAIN=1" {
 		t.Fatalf("childEnv: %q", got)
 	}
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	t.Setenv("DMGR_CLICKHOUSE_ADDR", "127.0.0.1:1")
 	t.Setenv("DMGR_CLICKHOUSE_PASSWORD_FILE", testenv.PasswordFile(t, "not-the-dev-password"))
 	dev := startDev(t, t.TempDir())

@@ -55,7 +55,7 @@ func devConfig(t *testing.T, dir string) config {
 // an etcd login of its own (dmgr-agent, enough to register), and reuses
 // the same files on the next start (narrowing a file's mode found wider).
 func TestDevGeneratesPrivateCredentialsAndReusesThem(t *testing.T) {
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	dir := t.TempDir()
 	ctx := testenv.Context(t, 3*time.Minute)
 	var logs, stdout bytes.Buffer
@@ -263,7 +263,7 @@ func TestServerAndAgentNeedStoreLogins(t *testing.T) {
 // A server with a wrong etcd or ClickHouse password does not start, and
 // says which login was refused.
 func TestServerWithAWrongPasswordDoesNotStart(t *testing.T) {
-	requireClickHouse(t)
+	testenv.RequireClickHouse(t)
 	n := testenv.NATS(t)
 	e, _ := testenv.Etcd(t)
 	ctx := testenv.Context(t, 2*time.Minute)
