@@ -138,23 +138,16 @@ func answerList[T any](w http.ResponseWriter, r *http.Request, items []T, err er
 		return
 	}
 	sort.SliceStable(items, func(i, j int) bool { return sortKey(items[i]) < sortKey(items[j]) })
-	n := q.Limit
-	if n <= 0 {
-		n = projections.DefaultPageLimit
-	}
-	kept := keep(q)
+	n, kept := q.PageLimit(), keep(q)
 	out := []T{}
 	for _, it := range items {
-		if !kept(it) {
-			continue
+		if kept(it) {
+			if out = append(out, it); len(out) > n {
+				break
+			}
 		}
-		if len(out) == n {
-			writeJSON(w, http.StatusOK, page[T]{Items: out, NextCursor: encodeCursor(cursorKey(out[n-1]))})
-			return
-		}
-		out = append(out, it)
 	}
-	writeJSON(w, http.StatusOK, page[T]{Items: out})
+	writeJSON(w, http.StatusOK, pageAnswer(projections.CutPage(out, n, cursorKey)))
 }
 
 func machineKept(q projections.ListQuery) func(domain.Machine) bool {

@@ -53,7 +53,9 @@ type Page[T any] struct {
 	Next  string
 }
 
-func (q ListQuery) limit() int {
+// PageLimit is the page size q asks for: Limit, DefaultPageLimit when
+// unset, at most MaxPageLimit.
+func (q ListQuery) PageLimit() int {
 	switch {
 	case q.Limit <= 0:
 		return DefaultPageLimit
@@ -63,9 +65,9 @@ func (q ListQuery) limit() int {
 	return q.Limit
 }
 
-// page cuts the n+1 rows read to a page of n, with the key of its last
-// item when there was one more.
-func page[T any](items []T, n int, key func(T) string) Page[T] {
+// CutPage cuts the n+1 items read to a page of n, with the key of its
+// last item when there was one more.
+func CutPage[T any](items []T, n int, key func(T) string) Page[T] {
 	if len(items) <= n {
 		return Page[T]{Items: items}
 	}
@@ -82,7 +84,7 @@ func (s *Store) ListMachines(ctx context.Context, q ListQuery) (Page[domain.Mach
 	if err != nil {
 		return Page[domain.Machine]{}, err
 	}
-	n := q.limit()
+	n := q.PageLimit()
 	having, args := "st = ?", []any{q.After, domain.MachineStatusRegistered}
 	if q.Label.Key != "" {
 		col, ok := labelColumns[q.Label.Key]
@@ -136,7 +138,7 @@ func (s *Store) ListMachines(ctx context.Context, q ListQuery) (Page[domain.Mach
 	if len(out) > n+1 {
 		out = out[:n+1]
 	}
-	return page(out, n, func(m domain.Machine) string { return m.Host }), nil
+	return CutPage(out, n, func(m domain.Machine) string { return m.Host }), nil
 }
 
 // ListPackages returns a page of the uploaded packages, by id.
@@ -145,12 +147,12 @@ func (s *Store) ListPackages(ctx context.Context, q ListQuery) (Page[domain.Pack
 	if err != nil {
 		return Page[domain.Package]{}, err
 	}
-	n := q.limit()
+	n := q.PageLimit()
 	out, err := s.packageRows(ctx, gen, "WHERE id > ?", "LIMIT "+fmt.Sprint(n+1), []any{q.After})
 	if err != nil {
 		return Page[domain.Package]{}, err
 	}
-	return page(out, n, func(p domain.Package) string { return p.ID }), nil
+	return CutPage(out, n, func(p domain.Package) string { return p.ID }), nil
 }
 
 // ListClusters returns a page of the existing clusters, by name, each
@@ -160,7 +162,7 @@ func (s *Store) ListClusters(ctx context.Context, q ListQuery) (Page[domain.Clus
 	if err != nil {
 		return Page[domain.Cluster]{}, err
 	}
-	n := q.limit()
+	n := q.PageLimit()
 	having, args := "st != '' AND st != ?", []any{q.After, domain.ClusterStatusDestroyed}
 	if q.Status != "" {
 		having += " AND st = ?"
@@ -244,7 +246,7 @@ func (s *Store) ListOperations(ctx context.Context, q ListQuery) (Page[service.O
 	if !ok {
 		return Page[service.OperationView]{}, ErrNotAnOperationsCursor
 	}
-	n := q.limit()
+	n := q.PageLimit()
 	having, args := "cs > 0 AND d = 0", []any{}
 	if after.CommitSeq != 0 {
 		having += " AND (cs < ? OR (cs = ? AND id > ?))"
@@ -260,7 +262,7 @@ func (s *Store) ListOperations(ctx context.Context, q ListQuery) (Page[service.O
 	if err != nil {
 		return Page[service.OperationView]{}, err
 	}
-	return page(out, n, func(v service.OperationView) string {
+	return CutPage(out, n, func(v service.OperationView) string {
 		return OperationsAfter{CommitSeq: v.CommitSeq, ID: v.ID}.String()
 	}), nil
 }
