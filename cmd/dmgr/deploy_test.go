@@ -157,8 +157,10 @@ func (a *agentProcess) kill(t testing.TB) {
 	<-a.done
 }
 
-// api calls the control plane's HTTP API.
-func (cp *controlPlane) api(t testing.TB, method, path string, body any, out any) int {
+// do calls the control plane's HTTP API: a []byte body goes as a
+// package (application/gzip), any other as JSON. It answers the status and
+// the body.
+func (cp *controlPlane) do(t testing.TB, method, path string, body any) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
 	ct := "application/json"
@@ -187,15 +189,23 @@ func (cp *controlPlane) api(t testing.TB, method, path string, body any, out any
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
+	return resp.StatusCode, data
+}
+
+// api calls the control plane's HTTP API and decodes a 2xx answer into
+// out; other answers are logged.
+func (cp *controlPlane) api(t testing.TB, method, path string, body any, out any) int {
+	t.Helper()
+	status, data := cp.do(t, method, path, body)
+	if out != nil && status < 300 {
 		if err := json.Unmarshal(data, out); err != nil {
 			t.Fatalf("%s %s: decode %s: %v", method, path, data, err)
 		}
 	}
-	if resp.StatusCode >= 300 {
-		t.Logf("%s %s: %d %s", method, path, resp.StatusCode, data)
+	if status >= 300 {
+		t.Logf("%s %s: %d %s", method, path, status, data)
 	}
-	return resp.StatusCode
+	return status
 }
 
 func (cp *controlPlane) mustAccept(t testing.TB, method, path string, body any) service.Accepted {

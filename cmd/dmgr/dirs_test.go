@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,35 +20,14 @@ import (
 // problem's detail (the whole body otherwise).
 func (cp *controlPlane) problemOf(t testing.TB, method, path string, body any) (int, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, cp.baseURL()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+cp.token)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
+	status, data := cp.do(t, method, path, body)
 	var p struct {
 		Detail string `json:"detail"`
 	}
-	if resp.StatusCode >= 300 && json.Unmarshal(data, &p) == nil && p.Detail != "" {
-		return resp.StatusCode, p.Detail
+	if status >= 300 && json.Unmarshal(data, &p) == nil && p.Detail != "" {
+		return status, p.Detail
 	}
-	return resp.StatusCode, string(data)
+	return status, string(data)
 }
 
 // onHost runs a script on test host i, failing the test when it fails.
