@@ -166,13 +166,16 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	// Credentials stored by a dmgr older than their binding to a machine
-	// are bound now, once; a failure is logged per machine and is no
-	// reason not to serve.
-	bctx, bcancel := context.WithTimeout(ctx, 30*time.Second)
-	if n, err := svc.BindCredentials(bctx); err != nil {
-		m.log.Warn().Err(err).Int("machines", n).Msg("some machines' credentials are not bound to them")
-	}
-	bcancel()
+	// are bound once, in the background: it reads every machine's
+	// events, which the start must not wait for. A failure is logged per
+	// machine and is no reason not to serve; Close cancels it.
+	go func() {
+		bctx, bcancel := context.WithTimeout(bgCtx, 30*time.Second)
+		defer bcancel()
+		if n, err := svc.BindCredentials(bctx); err != nil && bgCtx.Err() == nil {
+			m.log.Warn().Err(err).Int("machines", n).Msg("some machines' credentials are not bound to them")
+		}
+	}()
 	coordID := c.coordinatorID
 	if coordID == "" {
 		host, _ := os.Hostname()
