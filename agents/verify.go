@@ -13,7 +13,6 @@ import (
 
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/secrets"
 	"github.com/dmgr/dmgr/workqueue"
@@ -184,20 +183,14 @@ func (v *verifier) machine(ctx context.Context, host string) (domain.Machine, er
 	var m domain.Machine
 	err := mv.refresh(mv.arrive(), func(read bool) error {
 		if read {
-			lctx, cancel := context.WithTimeout(ctx, loadTimeout)
-			defer cancel()
-			st, err := v.events.LoadSince(lctx, domain.AggregateMachine, host, mv.lastSeq)
+			evs, last, err := v.eventsSince(ctx, domain.AggregateMachine, host, mv.lastSeq)
 			if err != nil {
-				return fmt.Errorf("read the events of machine %s: %w", host, err)
-			}
-			evs, err := decodeAll(st)
-			if err != nil {
-				return fmt.Errorf("read the events of machine %s: %w", host, err)
+				return err
 			}
 			for _, e := range evs {
 				mv.m = domain.EvolveMachine(mv.m, e)
 			}
-			mv.lastSeq = st.LastSeq
+			mv.lastSeq = last
 		}
 		m = mv.m
 		return nil
@@ -301,15 +294,9 @@ func (v *verifier) cluster(ctx context.Context, name string) (domain.Cluster, er
 	var c domain.Cluster
 	err := cv.refresh(cv.arrive(), func(read bool) error {
 		if read {
-			lctx, cancel := context.WithTimeout(ctx, loadTimeout)
-			defer cancel()
-			st, err := v.events.LoadSince(lctx, domain.AggregateCluster, name, cv.lastSeq)
+			evs, last, err := v.eventsSince(ctx, domain.AggregateCluster, name, cv.lastSeq)
 			if err != nil {
-				return fmt.Errorf("read the events of cluster %s: %w", name, err)
-			}
-			evs, err := decodeAll(st)
-			if err != nil {
-				return fmt.Errorf("read the events of cluster %s: %w", name, err)
+				return err
 			}
 			for _, e := range evs {
 				cv.fold.Apply(e)
@@ -319,7 +306,7 @@ func (v *verifier) cluster(ctx context.Context, name string) (domain.Cluster, er
 				// events change: only when there is something new.
 				cv.state = cv.fold.State()
 			}
-			cv.lastSeq = st.LastSeq
+			cv.lastSeq = last
 		}
 		c = cv.state
 		return nil
@@ -333,18 +320,26 @@ func (v *verifier) cluster(ctx context.Context, name string) (domain.Cluster, er
 	return c, nil
 }
 
-// decodeAll decodes every event of st, or none: a view is advanced by
-// whole reads only.
-func decodeAll(st eventstore.Stream) ([]domain.Event, error) {
+// eventsSince reads the events committed to one aggregate after stream
+// sequence after, under loadTimeout, and decodes every one of them, or
+// none: a view is advanced by whole reads only. It answers them with the
+// sequence read up to.
+func (v *verifier) eventsSince(ctx context.Context, aggregateType, id string, after uint64) ([]domain.Event, uint64, error) {
+	lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
+	st, err := v.events.LoadSince(lctx, aggregateType, id, after)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the events of %s %s: %w", aggregateType, id, err)
+	}
 	out := make([]domain.Event, 0, len(st.Events))
 	for _, e := range st.Events {
 		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
-			return nil, fmt.Errorf("seq %d: %w (is this agent older than the servers?)", e.Seq, err)
+			return nil, 0, fmt.Errorf("read the events of %s %s: seq %d: %w (is this agent older than the servers?)", aggregateType, id, e.Seq, err)
 		}
 		out = append(out, de)
 	}
-	return out, nil
+	return out, st.LastSeq, nil
 }
 
 // lru keeps the most recently used values by key, at most max of them.
