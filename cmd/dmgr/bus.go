@@ -305,12 +305,8 @@ func (p *poolsFlag) Set(v string) error {
 
 // runBus is `dmgr bus …`.
 func runBus(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "init" {
-		fmt.Fprint(stderr, busUsage)
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-			return flag.ErrHelp
-		}
-		return fmt.Errorf("unknown bus command %q", args[0])
+	if err := subcommand(args, "bus", "init", busUsage, stderr); err != nil {
+		return err
 	}
 	fs := flag.NewFlagSet("dmgr bus init", flag.ContinueOnError)
 	fs.SetOutput(stderr)

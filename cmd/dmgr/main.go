@@ -96,3 +96,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown command %q", args[0])
 	}
 }
+
+// subcommand checks that args name the one subcommand of `dmgr group`
+// (want); otherwise it prints the group's usage and answers flag.ErrHelp
+// for a request of help, an error naming the unknown command else.
+func subcommand(args []string, group, want, usage string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == want {
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		return flag.ErrHelp
+	}
+	return fmt.Errorf("unknown %s command %q", group, args[0])
+}

@@ -53,12 +53,8 @@ Run "dmgr projections rebuild -h" for the flags.
 
 // runProjections is `dmgr projections …`.
 func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rebuild" {
-		fmt.Fprint(stderr, projectionsUsage)
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-			return flag.ErrHelp
-		}
-		return fmt.Errorf("unknown projections command %q", args[0])
+	if err := subcommand(args, "projections", "rebuild", projectionsUsage, stderr); err != nil {
+		return err
 	}
 	fs := flag.NewFlagSet("dmgr projections rebuild", flag.ContinueOnError)
 	fs.SetOutput(stderr)
