@@ -7,7 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // queued is how many steps wait in the work queue (delivered and not yet

@@ -16,9 +16,9 @@ import (
 
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/eventstore"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // Config wires an agent.

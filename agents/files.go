@@ -16,7 +16,7 @@ import (
 	"sync"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/pkgstore"
+	"github.com/dmgr/dmgr/internal/pkgstore"
 )
 
 // fileCache keeps package files extracted on the agent's disk, named by

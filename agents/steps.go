@@ -19,7 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/agents/shell"
+	"github.com/dmgr/dmgr/domain/shell"
 	"github.com/dmgr/dmgr/domain"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // deployUser is the throwaway account the unpack tests deploy as.

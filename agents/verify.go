@@ -14,8 +14,8 @@ import (
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/internal/leadership"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // An agent runs only what the event store ordered. A step message names a

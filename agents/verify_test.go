@@ -26,10 +26,10 @@ import (
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/internal/leadership"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/testenv"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/testenv"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // fixture is a real NATS JetStream, etcd and sshd with one agent running

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dmgr/dmgr/agents/shell"
+	"github.com/dmgr/dmgr/domain/shell"
 )
 
 // generatedHeader starts every file dmgr renders.

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dmgr/dmgr/eventstore"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // The index's tail survives the loss of its consumer (deleted on the

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/eventstore"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // LoadSince reads only what was committed to one aggregate after a

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dmgr/dmgr/eventstore"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 func openStore(t *testing.T) (*eventstore.Store, jetstream.JetStream) {

@@ -13,9 +13,9 @@ import (
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // TestEveryRouteButHealthNeedsTheToken walks the router, so a route added

@@ -6,7 +6,7 @@ import (
 
 	"github.com/go-chi/chi/v5/middleware"
 
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // meta is who sends the command and, for a keyed command, the ids that

@@ -15,8 +15,8 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/httpapi"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // privateKeyPEM is a fresh ed25519 private key in OpenSSH form, encrypted

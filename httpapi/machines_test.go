@@ -19,10 +19,10 @@ import (
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/httpapi"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // scanningStack is a stack whose service reads host keys over SSH

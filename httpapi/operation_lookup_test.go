@@ -6,8 +6,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // An operation id that no commit carries answers 404 on every route that

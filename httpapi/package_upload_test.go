@@ -17,8 +17,8 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // The malicious packages of issue [6]: each is built here, uploaded through

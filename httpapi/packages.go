@@ -5,9 +5,9 @@ import (
 	"net/http"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/pkgstore"
+	"github.com/dmgr/dmgr/internal/pkgstore"
 	"github.com/dmgr/dmgr/projections"
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // uploadPackage takes the .tar.gz as the request body. The package's name

@@ -13,7 +13,7 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/projections"
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // Every list (machines, packages, clusters, operations) answers one page:

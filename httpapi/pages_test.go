@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // listPage is one page of a list as the API answers it.

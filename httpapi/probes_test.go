@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/httpapi"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // /readyz runs its check once for the callers of one TTL, concurrent or

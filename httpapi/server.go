@@ -14,7 +14,7 @@ import (
 	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/projections"
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 //go:embed openapi.yaml

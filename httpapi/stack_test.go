@@ -17,10 +17,10 @@ import (
 
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 const token = "test-admin-token-0123456789"

@@ -17,14 +17,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/chserver"
+	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // The package's tests share one ClickHouse server (it takes seconds to

@@ -8,7 +8,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // The lists page by key (keyset paging): a page is the first Limit items

@@ -9,7 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // Every current-state read deduplicates on read: GROUP BY the table's key,

@@ -27,8 +27,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/agents/shell"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/domain/shell"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // server starts a real sshd and returns it with a root target for it.

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/dmgr/dmgr/agents/shell"
+	"github.com/dmgr/dmgr/domain/shell"
 )
 
 // RunOptions adjusts one [Pool.Run].

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/dmgr/dmgr/agents/shell"
+	"github.com/dmgr/dmgr/domain/shell"
 )
 
 // File is one file to put on a machine with [Pool.Upload].

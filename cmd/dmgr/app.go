@@ -23,16 +23,16 @@ import (
 
 	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/chserver"
-	"github.com/dmgr/dmgr/coordinator"
-	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/internal/chserver"
+	"github.com/dmgr/dmgr/internal/coordinator"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
 	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/internal/leadership"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/service"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // Main is the dmgr process: it builds every part in Run and takes them

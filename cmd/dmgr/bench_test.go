@@ -18,10 +18,10 @@ import (
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/internal/leadership"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
-	"github.com/dmgr/dmgr/testbed/hosts"
-	"github.com/dmgr/dmgr/testenv"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testenv"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // startInProcessAgent runs `dmgr agent` inside the test process, so that a

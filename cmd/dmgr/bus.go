@@ -18,9 +18,9 @@ import (
 
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // busConfig is how a process that is not dev connects to the bus.

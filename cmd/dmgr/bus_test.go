@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/testenv"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/testenv"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // testSeeds is the seed file of each role on the test's NATS server (the

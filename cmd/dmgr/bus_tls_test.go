@@ -20,7 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // testTLS makes a CA and a certificate for 127.0.0.1 signed by it; it

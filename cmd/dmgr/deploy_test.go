@@ -19,15 +19,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/chserver"
+	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
-	"github.com/dmgr/dmgr/testbed/hosts"
-	"github.com/dmgr/dmgr/testenv"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testenv"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 // controlPlane is `dmgr server` running in-process against a NATS

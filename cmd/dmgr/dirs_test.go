@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
 )
 
 // The directories dmgr owns, on real test hosts: what a topology may

@@ -9,7 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/coordinator"
+	"github.com/dmgr/dmgr/internal/coordinator"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/httpapi"
 )

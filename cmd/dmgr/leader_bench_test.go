@@ -16,7 +16,7 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // BenchmarkFailover kills the leader of a cluster 10 times (kill -9) and

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testbed/hosts"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // smallTopology is one dm-master on host i with ports and directories of

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // wideTopology is a cluster of n instances on hosts: three masters, the

@@ -17,10 +17,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/chserver"
-	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/internal/chserver"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // TestMain lets the test binary act as dmgr itself, so that the tests can

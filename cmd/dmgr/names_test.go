@@ -9,7 +9,7 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/internal/leadership"
-	"github.com/dmgr/dmgr/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
 )
 
 // collidingNames are cluster names that are, or were, names of dmgr's

@@ -14,12 +14,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/agents/shell"
+	"github.com/dmgr/dmgr/domain/shell"
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
-	"github.com/dmgr/dmgr/testbed/hosts"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // TestPackageSecurityOnTestHosts (issue [6], done-when 3): the real

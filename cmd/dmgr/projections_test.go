@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // dmgr server serves queries and the audit trail from ClickHouse, and

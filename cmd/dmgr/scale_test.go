@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
 )
 
 // members asks a dm-master of the cluster for its masters and workers.

@@ -9,7 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // A request that is in flight when shutdown starts still finishes and is

@@ -25,11 +25,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/agents"
-	"github.com/dmgr/dmgr/chserver"
-	"github.com/dmgr/dmgr/embedded"
+	"github.com/dmgr/dmgr/internal/chserver"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/internal/leadership"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // etcdLogin is the --etcd-user and --etcd-password-file flags of user

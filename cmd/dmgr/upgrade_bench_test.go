@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
-	"github.com/dmgr/dmgr/testbed/hosts"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 // sixInstanceTopology is 3 masters and 3 workers on 3 hosts.

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/service"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
-	"github.com/dmgr/dmgr/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
 )
 
 // dryRunPlan answers the plan of a command's dry run.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 func TestBuildVersion(t *testing.T) {

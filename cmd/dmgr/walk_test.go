@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/testbed/dmpkg"
-	"github.com/dmgr/dmgr/testbed/hosts"
+	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
+	"github.com/dmgr/dmgr/internal/testbed/hosts"
 )
 
 // agree checks that the live display, dm-master's members API and the

@@ -16,10 +16,10 @@ import (
 
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
-	"github.com/dmgr/dmgr/pkgstore"
-	"github.com/dmgr/dmgr/secrets"
-	"github.com/dmgr/dmgr/testenv"
-	"github.com/dmgr/dmgr/workqueue"
+	"github.com/dmgr/dmgr/internal/pkgstore"
+	"github.com/dmgr/dmgr/internal/secrets"
+	"github.com/dmgr/dmgr/internal/testenv"
+	"github.com/dmgr/dmgr/internal/workqueue"
 )
 
 var allIDs = []busauth.Identity{{Role: busauth.Server}, {Role: busauth.Projector}, {Role: busauth.Admin},

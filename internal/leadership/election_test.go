@@ -9,7 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/internal/leadership"
-	"github.com/dmgr/dmgr/testenv"
+	"github.com/dmgr/dmgr/internal/testenv"
 )
 
 func session(t *testing.T, ctx context.Context, cli *clientv3.Client) *leadership.Session {
