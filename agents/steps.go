@@ -19,8 +19,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/domain/shell"
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/domain/shell"
 )
 
 // tailBytes bounds the stdout and stderr kept of a step.

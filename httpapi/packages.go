@@ -6,8 +6,8 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/internal/pkgstore"
-	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/projections"
 )
 
 // uploadPackage takes the .tar.gz as the request body. The package's name

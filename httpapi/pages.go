@@ -12,8 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/projections"
 )
 
 // Every list (machines, packages, clusters, operations) answers one page:

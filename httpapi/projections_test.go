@@ -15,15 +15,15 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
+	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/internal/pkgstore"
-	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/internal/secrets"
 	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/internal/testenv"
+	"github.com/dmgr/dmgr/projections"
 )
 
 // projected is the API with its queries served from ClickHouse, a real

@@ -13,8 +13,8 @@ import (
 
 	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/projections"
 )
 
 //go:embed openapi.yaml

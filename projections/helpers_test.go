@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/internal/pkgstore"
 	"github.com/dmgr/dmgr/internal/secrets"
 	"github.com/dmgr/dmgr/internal/service"

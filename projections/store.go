@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/chserver"
 )
 
 // DefaultDatabase is the ClickHouse database that holds the projections.

@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/testenv"
 	"github.com/dmgr/dmgr/internal/workqueue"
 )

@@ -19,10 +19,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
 	"github.com/dmgr/dmgr/internal/testbed/hosts"

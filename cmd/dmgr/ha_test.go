@@ -17,11 +17,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/chserver"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/internal/testenv"

@@ -9,9 +9,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/internal/coordinator"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/httpapi"
+	"github.com/dmgr/dmgr/internal/coordinator"
 )
 
 // httpConfig is how the HTTP server bounds its clients.

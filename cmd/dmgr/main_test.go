@@ -17,9 +17,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/internal/embedded"
-	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/internal/testenv"
 )
 

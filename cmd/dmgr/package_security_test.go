@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/domain/shell"
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/domain/shell"
 	"github.com/dmgr/dmgr/internal/pkgstore"
 	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
 	"github.com/dmgr/dmgr/internal/testbed/hosts"

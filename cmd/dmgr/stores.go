@@ -17,8 +17,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/chserver"
 	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/secretfile"
 )

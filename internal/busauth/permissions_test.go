@@ -16,14 +16,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/pkgstore"
-	"github.com/dmgr/dmgr/projections"
 	"github.com/dmgr/dmgr/internal/secrets"
 	"github.com/dmgr/dmgr/internal/testenv"
 	"github.com/dmgr/dmgr/internal/workqueue"
+	"github.com/dmgr/dmgr/projections"
 )
 
 // denied bounds an operation the bus must refuse: a refused JetStream

@@ -10,9 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/dmgr/dmgr/internal/coordinator"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
+	"github.com/dmgr/dmgr/internal/coordinator"
 	"github.com/dmgr/dmgr/internal/pkgstore"
 	"github.com/dmgr/dmgr/internal/secrets"
 	"github.com/dmgr/dmgr/internal/service"

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/embedded"
 )
 
 // The embedded NATS server listens on loopback only and never without

@@ -7,8 +7,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/embedded"
 )
 
 // NATS starts a JetStream-enabled NATS server on a free loopback port that
