@@ -20,7 +20,6 @@ import (
 
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/domain/shell"
 )
 
 // tailBytes bounds the stdout and stderr kept of a step.
@@ -165,7 +164,7 @@ func (r *run) sh(ctx context.Context, what string, opts remote.RunOptions, scrip
 
 // shWith is sh, handing each run's result to stdout.
 func (r *run) shWith(ctx context.Context, what string, opts remote.RunOptions, script string, args []string, stdout func(remote.Result)) error {
-	cmd := shell.Join(append([]string{"sh", "-c", script, "sh"}, args...)...)
+	cmd := domain.ShellJoin(append([]string{"sh", "-c", script, "sh"}, args...)...)
 	return r.retry(ctx, what, func() error {
 		res, err := r.a.cfg.Remote.Run(ctx, r.target, cmd, opts)
 		if err != nil {

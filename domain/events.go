@@ -70,10 +70,10 @@ var decoders = map[string]eventDecoder{
 	TypePackageUploaded:          decoderOf[PackageUploaded](),
 	TypeClusterDeployRequested:   decoderOf[ClusterDeployRequested](),
 	TypeOperationRequested:       decoderOf[OperationRequested](),
-	TypeStepStarted:              decoderOf[StepStarted]().with(decodeStepStarted),
-	TypeStepSucceeded:            decoderOf[StepSucceeded]().with(decodeStepSucceeded),
-	TypeStepFailed:               decoderOf[StepFailed]().with(decodeStepFailed),
-	TypeOperationSucceeded:       decoderOf[OperationSucceeded]().with(decodeOperationSucceeded),
+	TypeStepStarted:              decoderOf[StepStarted](),
+	TypeStepSucceeded:            decoderOf[StepSucceeded](),
+	TypeStepFailed:               decoderOf[StepFailed](),
+	TypeOperationSucceeded:       decoderOf[OperationSucceeded](),
 	TypeOperationFailed:          decoderOf[OperationFailed](),
 	TypeOperationRetried:         decoderOf[OperationRetried](),
 	TypeOperationCancelRequested: decoderOf[OperationCancelRequested](),
@@ -85,29 +85,14 @@ var decoders = map[string]eventDecoder{
 	TypeClusterDestroyRequested:  decoderOf[ClusterDestroyRequested](),
 }
 
-// eventDecoder decodes one event type from a payload's bytes: with its
-// fast decoder when it has one and that takes the payload (fast_decode.go),
-// else with the JSON v2 decoder.
+// eventDecoder decodes one event type from a payload's bytes.
 type eventDecoder struct {
-	fast  func([]byte) (Event, bool)
 	bytes func([]byte) (Event, error)
 }
 
 func decoderOf[T Event]() eventDecoder { return eventDecoder{bytes: decodeAs[T]} }
 
-func (d eventDecoder) with(fast func([]byte) (Event, bool)) eventDecoder {
-	d.fast = fast
-	return d
-}
-
-func (d eventDecoder) decode(payload []byte) (Event, error) {
-	if d.fast != nil {
-		if e, ok := d.fast(payload); ok {
-			return e, nil
-		}
-	}
-	return d.bytes(payload)
-}
+func (d eventDecoder) decode(payload []byte) (Event, error) { return d.bytes(payload) }
 
 // decodeAs decodes a payload with the JSON v2 decoder (the module that
 // became encoding/json/v2): two to three times faster than encoding/json,

@@ -180,57 +180,8 @@ func TestDecodeEventAgreesWithEncodingJSON(t *testing.T) {
 			if reflect.DeepEqual(got, zero) {
 				t.Errorf("the filled %s decoded as its zero value: the test filled nothing", typ)
 			}
-			// The step events have fast decoders: what encoding/json wrote,
-			// they read (and do not leave to the v2 decoder).
-			if decode.fast != nil {
-				fast, ok := decode.fast(payload)
-				if !ok {
-					t.Fatalf("the fast decoder refused %s", payload)
-				}
-				if !reflect.DeepEqual(fast, want.Elem().Interface()) {
-					t.Errorf("the fast decoder read\n  %#v\nencoding/json read\n  %#v", fast, want.Elem().Interface())
-				}
-			}
 		})
 	}
-}
-
-// FuzzFastDecodersAgreeWithV2: whatever the payload, what a fast decoder
-// reads is what the JSON v2 decoder (with its encoding/json fallback)
-// reads.
-func FuzzFastDecodersAgreeWithV2(f *testing.F) {
-	for _, p := range []string{
-		`{"operation":"op","step":"start/h:1","attempt":1,"host":"h","agent":"a"}`,
-		`{"operation":"op","step":"s","attempt":2,"host":"h","agent":"a","duration_ms":120,"stdout":"ok\n\u00e9","stderr":""}`,
-		`{"operation":"op","step":"s","attempt":1,"host":"h","agent":"a","exit_code":-1,"error":"boom \"x\"","duration_ms":5}`,
-		`{"id":"op","attempt":3}`,
-		`{"step":"a","step":"b"}`,
-		`{"Step":"a"}`,
-		`{"attempt":1.0}`,
-		`{"attempt":null}`,
-		` { "host" : "h" } `,
-	} {
-		for _, typ := range []string{TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeOperationSucceeded} {
-			f.Add(typ, []byte(p))
-		}
-	}
-	f.Fuzz(func(t *testing.T, typ string, payload []byte) {
-		d, ok := decoders[typ]
-		if !ok || d.fast == nil {
-			return
-		}
-		fast, ok := d.fast(payload)
-		if !ok {
-			return
-		}
-		slow, err := d.bytes(payload)
-		if err != nil {
-			t.Fatalf("%s %q: the fast decoder read %#v, the v2 decoder refused it: %v", typ, payload, fast, err)
-		}
-		if !reflect.DeepEqual(fast, slow) {
-			t.Fatalf("%s %q: the fast decoder read\n  %#v\nthe v2 decoder\n  %#v", typ, payload, fast, slow)
-		}
-	})
 }
 
 // fillForTest sets every exported field reachable from v to a value that is

@@ -5,8 +5,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-
-	"github.com/dmgr/dmgr/domain/shell"
 )
 
 // generatedHeader starts every file dmgr renders.
@@ -77,11 +75,11 @@ func (pl *planner) runScriptText(in Instance, args []string) string {
 	var b strings.Builder
 	b.WriteString("#!/bin/bash\nset -e\n\n")
 	b.WriteString(generatedHeader("#", pl.cluster))
-	b.WriteString("cd " + shell.Quote(in.DeployDir) + " || exit 1\n\n")
-	b.WriteString("exec " + shell.Join(args...))
+	b.WriteString("cd " + ShellQuote(in.DeployDir) + " || exit 1\n\n")
+	b.WriteString("exec " + ShellJoin(args...))
 	name := string(in.Role)
 	fmt.Fprintf(&b, " \\\n    >> %s 2>> %s\n",
-		shell.Quote(path.Join(in.LogDir, name+"_stdout.log")), shell.Quote(path.Join(in.LogDir, name+"_stderr.log")))
+		ShellQuote(path.Join(in.LogDir, name+"_stdout.log")), ShellQuote(path.Join(in.LogDir, name+"_stderr.log")))
 	return b.String()
 }
 

@@ -84,7 +84,7 @@ func TestRegisterMachineThenReadIt(t *testing.T) {
 		m.Credential.Kind != domain.CredentialPrivateKey || !strings.HasPrefix(m.Credential.ID, "cred-") || m.Revision != 1 {
 		t.Fatalf("machine: %+v", m)
 	}
-	var op service.OperationView
+	var op domain.OperationView
 	s.do("GET", "/api/v1/operations/"+acc.OperationID, nil).json(t, &op)
 	if op.Kind != "register-machine" || op.Status != "succeeded" || op.AggregateID != "198.18.0.11" || op.Actor != "admin" || op.CommitSeq != acc.CommitSeq {
 		t.Fatalf("operation: %+v", op)
@@ -112,7 +112,7 @@ func TestDeployRecordsTheOperationAndDryRunRecordsNothing(t *testing.T) {
 		len(c.Operations) != 1 || c.Operations[0].ID != acc.OperationID {
 		t.Fatalf("cluster: %+v", c)
 	}
-	var op service.OperationView
+	var op domain.OperationView
 	s.do("GET", "/api/v1/operations/"+acc.OperationID, nil).json(t, &op)
 	if op.Kind != domain.OperationDeploy || op.Status != domain.OperationStatusPending || op.Cluster != "prod-a" {
 		t.Fatalf("operation: %+v", op)

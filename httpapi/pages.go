@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/projections"
 )
 
@@ -171,9 +170,9 @@ func clusterKept(q projections.ListQuery) func(domain.Cluster) bool {
 	return func(c domain.Cluster) bool { return c.Name > q.After && (q.Status == "" || c.Status == q.Status) }
 }
 
-func operationKept(q projections.ListQuery) func(service.OperationView) bool {
+func operationKept(q projections.ListQuery) func(domain.OperationView) bool {
 	after, ok := projections.ParseOperationsAfter(q.After)
-	return func(o service.OperationView) bool {
+	return func(o domain.OperationView) bool {
 		if !ok || after.CommitSeq != 0 && (o.CommitSeq > after.CommitSeq || o.CommitSeq == after.CommitSeq && o.ID <= after.ID) {
 			return false
 		}
@@ -184,11 +183,11 @@ func operationKept(q projections.ListQuery) func(service.OperationView) bool {
 
 // operationOrder sorts operations newest first as the projections do (a
 // later commit first, then by id).
-func operationOrder(o service.OperationView) string {
+func operationOrder(o domain.OperationView) string {
 	return fmt.Sprintf("%020d/%s", math.MaxUint64-o.CommitSeq, o.ID)
 }
 
 // operationCursor is the cursor key of o, as the projections make it.
-func operationCursor(o service.OperationView) string {
+func operationCursor(o domain.OperationView) string {
 	return projections.OperationsAfter{CommitSeq: o.CommitSeq, ID: o.ID}.String()
 }

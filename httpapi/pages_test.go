@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/internal/testenv"
 )
 
@@ -114,13 +113,13 @@ func TestListsPage(t *testing.T) {
 		if none, _ := walk[domain.Cluster](t, get, "/api/v1/clusters", url.Values{"status": {"running"}}, 5); len(none) != 0 {
 			t.Fatalf("clusters running: %+v", none)
 		}
-		deploys, _ := walk[service.OperationView](t, get, "/api/v1/operations", url.Values{"cluster": {"prod-a"}, "kind": {"deploy"}}, 1)
+		deploys, _ := walk[domain.OperationView](t, get, "/api/v1/operations", url.Values{"cluster": {"prod-a"}, "kind": {"deploy"}}, 1)
 		if len(deploys) != 1 || deploys[0].ID != acc.OperationID {
 			t.Fatalf("deploys of prod-a: %+v", deploys)
 		}
 	}
 	// Operations: newest first, each once, the same pages from both.
-	all, _ := walk[service.OperationView](t, fromCH, "/api/v1/operations", nil, 1000)
+	all, _ := walk[domain.OperationView](t, fromCH, "/api/v1/operations", nil, 1000)
 	if len(all) < 12 {
 		t.Fatalf("%d operations", len(all))
 	}
@@ -129,9 +128,9 @@ func TestListsPage(t *testing.T) {
 			t.Fatalf("operations not newest first at %d: %d after %d", i, all[i].CommitSeq, all[i-1].CommitSeq)
 		}
 	}
-	byThree, chPages := walk[service.OperationView](t, fromCH, "/api/v1/operations", nil, 3)
-	_, esPages := walk[service.OperationView](t, fromES, "/api/v1/operations", nil, 3)
-	if !slices.EqualFunc(byThree, all, func(a, b service.OperationView) bool { return a.ID == b.ID }) || !slices.Equal(chPages, esPages) {
+	byThree, chPages := walk[domain.OperationView](t, fromCH, "/api/v1/operations", nil, 3)
+	_, esPages := walk[domain.OperationView](t, fromES, "/api/v1/operations", nil, 3)
+	if !slices.EqualFunc(byThree, all, func(a, b domain.OperationView) bool { return a.ID == b.ID }) || !slices.Equal(chPages, esPages) {
 		t.Fatalf("operations by 3 differ from the whole list, or between ClickHouse and the event store")
 	}
 

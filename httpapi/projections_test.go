@@ -168,7 +168,7 @@ func TestQueriesFromProjectionsAnswerAsFromTheEventStore(t *testing.T) {
 	p := newProjectedStack(t)
 	p.fixtures()
 	acc := p.mustAccept("POST", "/api/v1/clusters", map[string]string{"name": "prod-a", "version": "v8.1.0", "topology": topology})
-	var op service.OperationView
+	var op domain.OperationView
 	p.do("GET", "/api/v1/operations/"+acc.OperationID, nil, minSeq(acc.CommitSeq)).json(t, &op)
 	for i, st := range op.Steps {
 		if i == 5 {
@@ -223,7 +223,7 @@ func TestReadYourWritesHundredTimes(t *testing.T) {
 		if seq, _ := strconv.ParseUint(r.header.Get(httpapi.HeaderSeq), 10, 64); seq < acc.CommitSeq {
 			t.Fatalf("iteration %d: answered at seq %d, before the command's %d", i, seq, acc.CommitSeq)
 		}
-		var op service.OperationView
+		var op domain.OperationView
 		p.do("GET", "/api/v1/operations/"+acc.OperationID, nil, minSeq(acc.CommitSeq)).json(t, &op)
 		if op.Kind != "register-machine" || op.Status != "succeeded" || op.CommitSeq != acc.CommitSeq {
 			t.Fatalf("iteration %d: operation %+v", i, op)

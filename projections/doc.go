@@ -47,8 +47,7 @@
 //
 // Commits come from a Consume callback (delivery.go) and are read in one
 // pass by a byte scanner (eventstore.CommitReader), each payload decoded
-// into its domain event as it is met (the step events by hand-written
-// decoders); a commit in any other shape is decoded the lenient way
+// into its domain event as it is met; a commit in any other shape is decoded the lenient way
 // (eventstore.DecodeCommit, domain.DecodeEvent). A batch's rows go to
 // ClickHouse as one INSERT per table, sent in blocks of insertChunk rows.
 //

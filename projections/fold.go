@@ -69,7 +69,7 @@ func (c *commit) prepareWith(pre []any) {
 			c.decoded[i], c.errs[i] = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		case keep:
 			// Other aggregates have no state here; their operations are
-			// folded as service.Operations folds them.
+			// folded as the service's operation list folds them.
 			c.decoded[i], _ = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		}
 		if c.decoded[i] != nil {
@@ -149,7 +149,7 @@ func auditIndexOf(t reflect.Type) auditIndex {
 type aggKey struct{ typ, id string }
 
 // opView is what the commits say about one operation, folded exactly as
-// service.Operations folds them (first commit naming it: who, when, where;
+// the service's operation list folds them (first commit naming it: who, when, where;
 // later events: kind and status).
 type opView struct {
 	sum                        domain.OperationSummary
@@ -244,7 +244,7 @@ func (a *aggregate) apply(c *commit, onDecodeError func(eventstore.Event, error)
 	a.seq = c.seq
 }
 
-// foldOperation mirrors service.operationsOf for one event.
+// foldOperation mirrors the service's operationsOf for one event.
 func (a *aggregate) foldOperation(e eventstore.Event, de domain.Event) {
 	if e.OperationID == "" {
 		return
@@ -620,7 +620,7 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 func envelopeOf(ops map[string]opView, id string) opView { return ops[id] }
 
 // clusterOpRow is the row of one of a cluster's operations: its own state
-// from the cluster's fold (as service.Operation shows it), with who asked
+// from the cluster's fold (as the service's Operation shows it), with who asked
 // for it and when from the commits.
 func clusterOpRow(o *domain.Operation, ord int, ops map[string]opView, owner string, seq uint64) (operationRow, error) {
 	own := *o

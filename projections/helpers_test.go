@@ -504,7 +504,7 @@ func (e *env) sameAnswers(st *Store) {
 	wo, errW := e.svc.Operations(ctx)
 	gops, errG := st.Operations(ctx)
 	check("operations", wo, gops, errW, errG)
-	for _, o := range append(wo, service.OperationView{ID: "no-such-operation"}) {
+	for _, o := range append(wo, domain.OperationView{ID: "no-such-operation"}) {
 		w, errW := e.svc.Operation(ctx, o.ID)
 		g, errG := st.Operation(ctx, o.ID)
 		check("operation "+o.ID, w, g, errW, errG)

@@ -8,7 +8,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/internal/service"
 )
 
 // The lists page by key (keyset paging): a page is the first Limit items
@@ -237,14 +236,14 @@ var ErrNotAnOperationsCursor = domain.Errorf(domain.Invalid,
 
 // ListOperations returns a page of the operations, newest first, as
 // Operations shows them (without steps).
-func (s *Store) ListOperations(ctx context.Context, q ListQuery) (Page[service.OperationView], error) {
+func (s *Store) ListOperations(ctx context.Context, q ListQuery) (Page[domain.OperationView], error) {
 	gen, err := s.Generation(ctx)
 	if err != nil {
-		return Page[service.OperationView]{}, err
+		return Page[domain.OperationView]{}, err
 	}
 	after, ok := ParseOperationsAfter(q.After)
 	if !ok {
-		return Page[service.OperationView]{}, ErrNotAnOperationsCursor
+		return Page[domain.OperationView]{}, ErrNotAnOperationsCursor
 	}
 	n := q.PageLimit()
 	having, args := "cs > 0 AND d = 0", []any{}
@@ -260,9 +259,9 @@ func (s *Store) ListOperations(ctx context.Context, q ListQuery) (Page[service.O
 	}
 	out, err := s.operationRows(ctx, gen, "", "HAVING "+having+" ORDER BY cs DESC, id LIMIT "+fmt.Sprint(n+1), args)
 	if err != nil {
-		return Page[service.OperationView]{}, err
+		return Page[domain.OperationView]{}, err
 	}
-	return CutPage(out, n, func(v service.OperationView) string {
+	return CutPage(out, n, func(v domain.OperationView) string {
 		return OperationsAfter{CommitSeq: v.CommitSeq, ID: v.ID}.String()
 	}), nil
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/internal/service"
 )
 
 // Every current-state read deduplicates on read: GROUP BY the table's key,
@@ -285,7 +284,7 @@ func (ss stepSet) states(op string) map[string]domain.StepState {
 // each step of the plan with its row, or pending when it has none (a new
 // operation's pending steps have no rows). Without a plan (schema 1), the
 // rows are the plan.
-func (ss stepSet) views(op string, plan []domain.Step) []service.StepView {
+func (ss stepSet) views(op string, plan []domain.Step) []domain.StepView {
 	rows := map[string]stepRow{}
 	for _, x := range ss[op] {
 		if x.InPlan != 0 {
@@ -299,7 +298,7 @@ func (ss stepSet) views(op string, plan []domain.Step) []service.StepView {
 			}
 		}
 	}
-	var out []service.StepView
+	var out []domain.StepView
 	for _, st := range plan {
 		x, ok := rows[st.ID]
 		if !ok {
@@ -309,7 +308,7 @@ func (ss stepSet) views(op string, plan []domain.Step) []service.StepView {
 		if len(needs) == 0 {
 			needs = nil
 		}
-		out = append(out, service.StepView{ID: x.ID, Kind: x.Kind, Host: x.Host, Instance: x.Instance, Needs: needs,
+		out = append(out, domain.StepView{ID: x.ID, Kind: x.Kind, Host: x.Host, Instance: x.Instance, Needs: needs,
 			Status: x.Status, Attempt: int(x.Attempt), Agent: x.Agent, Error: x.Error, DurationMS: x.DurationMS})
 	}
 	return out
@@ -426,7 +425,7 @@ func (s *Store) packageRows(ctx context.Context, gen uint32, where, limit string
 
 // Operations lists every operation, newest first, as service.Operations
 // shows them (without steps).
-func (s *Store) Operations(ctx context.Context) ([]service.OperationView, error) {
+func (s *Store) Operations(ctx context.Context) ([]domain.OperationView, error) {
 	gen, err := s.Generation(ctx)
 	if err != nil {
 		return nil, err
@@ -436,17 +435,17 @@ func (s *Store) Operations(ctx context.Context) ([]service.OperationView, error)
 
 // Operation returns one operation, with its steps when it runs on a
 // cluster.
-func (s *Store) Operation(ctx context.Context, id string) (service.OperationView, error) {
+func (s *Store) Operation(ctx context.Context, id string) (domain.OperationView, error) {
 	gen, err := s.Generation(ctx)
 	if err != nil {
-		return service.OperationView{}, err
+		return domain.OperationView{}, err
 	}
 	ops, err := s.operations(ctx, gen, &id)
 	if err != nil {
-		return service.OperationView{}, err
+		return domain.OperationView{}, err
 	}
 	if len(ops) == 0 {
-		return service.OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+		return domain.OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
 	}
 	op := ops[0]
 	if op.Cluster == "" {
@@ -454,17 +453,17 @@ func (s *Store) Operation(ctx context.Context, id string) (service.OperationView
 	}
 	steps, err := s.steps(ctx, gen, "WHERE operation = ?", id)
 	if err != nil {
-		return service.OperationView{}, err
+		return domain.OperationView{}, err
 	}
 	plans, err := s.plans(ctx, gen, "WHERE operation = ?", id)
 	if err != nil {
-		return service.OperationView{}, err
+		return domain.OperationView{}, err
 	}
 	op.Steps = steps.views(id, plans[id])
 	return op, nil
 }
 
-func (s *Store) operations(ctx context.Context, gen uint32, id *string) ([]service.OperationView, error) {
+func (s *Store) operations(ctx context.Context, gen uint32, id *string) ([]domain.OperationView, error) {
 	where, args := "", []any{}
 	if id != nil {
 		where, args = "WHERE id = ?", []any{*id}
@@ -476,10 +475,10 @@ func (s *Store) operations(ctx context.Context, gen uint32, id *string) ([]servi
 // selects, grouped by id, with tail (HAVING, ORDER BY, LIMIT) over the
 // aliases cs (the commit that started it), d (deleted), st (status), cl
 // (cluster) and kd (kind).
-func (s *Store) operationRows(ctx context.Context, gen uint32, where, tail string, args []any) ([]service.OperationView, error) {
-	out := []service.OperationView{}
+func (s *Store) operationRows(ctx context.Context, gen uint32, where, tail string, args []any) ([]domain.OperationView, error) {
+	out := []domain.OperationView{}
 	err := s.query(ctx, func(r driver.Rows) error {
-		var v service.OperationView
+		var v domain.OperationView
 		var created uint32
 		var ns, attempt uint32
 		var deleted uint8

@@ -22,7 +22,7 @@
 //     errors or logs; [Target] formats (%v, %+v, %#v, JSON) without them.
 //     A sudo password travels on the command's stdin, never in a command
 //     line.
-//   - Every value put into a command line goes through agents/shell.
+//   - Every value put into a command line goes through domain.ShellQuote (domain/shell.go).
 //
 // Remote machines need a POSIX login shell, sudo for [RunOptions.Sudo] and
 // [RunOptions.AsUser], and GNU coreutils (sha256sum, stat -c, mktemp,

@@ -27,8 +27,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/dmgr/dmgr/agents/remote"
-	"github.com/dmgr/dmgr/domain/shell"
 	"github.com/dmgr/dmgr/internal/testenv"
+
+	"github.com/dmgr/dmgr/domain"
 )
 
 // server starts a real sshd and returns it with a root target for it.
@@ -74,7 +75,7 @@ func TestRunReportsExitCodeAndOutput(t *testing.T) {
 	if res := run(t, p, tg, "kill -9 $$", remote.RunOptions{}); res.ExitCode != 128+9 {
 		t.Errorf("killed by SIGKILL: exit %d, want 137", res.ExitCode)
 	}
-	cmd, _ := shell.Command("printf", "%s", "it's $HOME; `x`")
+	cmd, _ := domain.ShellCommand("printf", "%s", "it's $HOME; `x`")
 	if res := run(t, p, tg, cmd, remote.RunOptions{}); res.Stdout != "it's $HOME; `x`" {
 		t.Errorf("quoted argument came back as %q", res.Stdout)
 	}
@@ -117,7 +118,7 @@ func TestConcurrentRunsShareOneConnection(t *testing.T) {
 	// Each command registers itself in dir, waits, and reports how many
 	// commands were registered: the most that ran at once.
 	script := `touch "$1/$$"; sleep 1; ls "$1" | wc -l; rm "$1/$$"`
-	cmd, _ := shell.Command("sh", "-c", script, "sh", dir)
+	cmd, _ := domain.ShellCommand("sh", "-c", script, "sh", dir)
 
 	stop := make(chan struct{})
 	var maxSessions atomic.Int64
@@ -511,7 +512,7 @@ func TestHostKeyIsPinned(t *testing.T) {
 	s, tg := server(t)
 	p := pool(t, remote.Options{})
 	marker := filepath.Join(t.TempDir(), "ran")
-	touch, _ := shell.Command("touch", marker)
+	touch, _ := domain.ShellCommand("touch", marker)
 
 	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
 	otherPub, _ := ssh.NewPublicKey(otherPriv.Public())
@@ -709,7 +710,7 @@ func TestStdinReadErrorStopsTheCommand(t *testing.T) {
 	_, tg := server(t)
 	p := pool(t, remote.Options{})
 	out := filepath.Join(t.TempDir(), "out")
-	cmd, _ := shell.Command("sh", "-c", `cat > "$1" && echo complete >> "$1"`, "sh", out)
+	cmd, _ := domain.ShellCommand("sh", "-c", `cat > "$1" && echo complete >> "$1"`, "sh", out)
 	_, err := p.Run(testenv.Context(t, 30*time.Second), tg, cmd,
 		remote.RunOptions{Stdin: io.MultiReader(strings.NewReader("some"), errReader{})})
 	if err == nil || !strings.Contains(err.Error(), "disk on fire") {

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/dmgr/dmgr/domain/shell"
+	"github.com/dmgr/dmgr/domain"
 )
 
 // RunOptions adjusts one [Pool.Run].
@@ -47,7 +47,7 @@ type Result struct {
 const defaultTail = 4 << 10
 
 // Run runs cmd, a command line for the login user's POSIX shell built with
-// agents/shell, on t.
+// domain.ShellCommand, on t.
 //
 // It returns an error only when the command could not be run or could not
 // finish: connecting, host key, authentication, opening the session,
@@ -99,7 +99,7 @@ func sudoWrap(t Target, cmd string, sudo bool, asUser string) (line, stdinPrefix
 	}
 	if t.Password == "" || t.User == "root" {
 		args := append(append([]string{"-n"}, user...), "--", "sh", "-c", cmd)
-		line, err = shell.Command("sudo", args...)
+		line, err = domain.ShellCommand("sudo", args...)
 		if err != nil {
 			return "", "", fmt.Errorf("sudo: %w", err)
 		}
@@ -110,7 +110,7 @@ func sudoWrap(t Target, cmd string, sudo bool, asUser string) (line, stdinPrefix
 	}
 	marker := "dmgr-stdin-" + randomHex(16)
 	args := append(append([]string{"-S", "-p", ""}, user...), "--", "sh", "-c", skipToMarker, "sh", marker, cmd)
-	line, err = shell.Command("sudo", args...)
+	line, err = domain.ShellCommand("sudo", args...)
 	if err != nil {
 		return "", "", fmt.Errorf("sudo: %w", err)
 	}
@@ -245,7 +245,7 @@ func (p *Pool) exec(ctx context.Context, t Target, j job) (Result, error) {
 // c, with the privileges the command ran with. It uses the session slot the
 // cancelled command still holds, so it never waits for one.
 func (p *Pool) killGroup(c *conn, t Target, pgid int, j job) error {
-	kill := shell.Join("kill", "-s", string(j.cancel), "--", "-"+strconv.Itoa(pgid))
+	kill := domain.ShellJoin("kill", "-s", string(j.cancel), "--", "-"+strconv.Itoa(pgid))
 	line, prefix, err := sudoWrap(t, kill, j.sudo, j.asUser)
 	if err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/dmgr/dmgr/domain/shell"
+	"github.com/dmgr/dmgr/domain"
 )
 
 // File is one file to put on a machine with [Pool.Upload].
@@ -51,7 +51,7 @@ func (p *Pool) upload(ctx context.Context, t Target, f File) (skipped bool, err 
 	sum := strings.ToLower(f.SHA256)
 
 	// 1. Is it there already?
-	check, err := shell.Command("sh", "-c", statScript, "sh", f.Path)
+	check, err := domain.ShellCommand("sh", "-c", statScript, "sh", f.Path)
 	if err != nil {
 		return false, err
 	}
@@ -71,7 +71,7 @@ func (p *Pool) upload(ctx context.Context, t Target, f File) (skipped bool, err 
 	}
 
 	// 2. Send it.
-	write, err := shell.Command("sh", "-c", writeScript, "sh", f.Path, sum, strconv.FormatInt(f.Size, 10), fmt.Sprintf("%o", mode), f.Owner,
+	write, err := domain.ShellCommand("sh", "-c", writeScript, "sh", f.Path, sum, strconv.FormatInt(f.Size, 10), fmt.Sprintf("%o", mode), f.Owner,
 		randomHex(8))
 	if err != nil {
 		return false, err

@@ -252,11 +252,11 @@ func (cp *controlPlane) registerBed(t testing.TB, bed *hosts.Bed) {
 }
 
 // waitOperation polls the operation until it is over.
-func (cp *controlPlane) waitOperation(t testing.TB, id string, timeout time.Duration) service.OperationView {
+func (cp *controlPlane) waitOperation(t testing.TB, id string, timeout time.Duration) domain.OperationView {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		var op service.OperationView
+		var op domain.OperationView
 		cp.api(t, "GET", "/api/v1/operations/"+id, nil, &op)
 		if op.Status == domain.OperationStatusSucceeded || op.Status == domain.OperationStatusFailed {
 			return op
@@ -268,7 +268,7 @@ func (cp *controlPlane) waitOperation(t testing.TB, id string, timeout time.Dura
 	}
 }
 
-func describeSteps(op service.OperationView) string {
+func describeSteps(op domain.OperationView) string {
 	var b strings.Builder
 	for _, s := range op.Steps {
 		fmt.Fprintf(&b, "\n  %-40s %-9s agent=%s %s", s.ID, s.Status, s.Agent, s.Error)
@@ -362,7 +362,7 @@ func TestDeployOnTestHosts(t *testing.T) {
 	killed := ""
 	deadline := time.Now().Add(3 * time.Minute)
 	for killed == "" {
-		var op service.OperationView
+		var op domain.OperationView
 		cp.api(t, "GET", "/api/v1/operations/"+acc.OperationID, nil, &op)
 		for _, s := range op.Steps {
 			if s.ID == slowStep && s.Status == "running" && s.Agent != "" {

@@ -443,7 +443,7 @@ func (cp *controlPlane) waitStepRunning(t testing.TB, opID, step string, timeout
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		var op service.OperationView
+		var op domain.OperationView
 		cp.api(t, "GET", "/api/v1/operations/"+opID, nil, &op)
 		for _, s := range op.Steps {
 			if s.ID == step && s.Status == "running" {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/internal/testbed/hosts"
 	"github.com/dmgr/dmgr/internal/testenv"
 )
@@ -244,7 +243,7 @@ func TestConcurrentCommandsOnOneCluster(t *testing.T) {
 	if codes[202] != 20 {
 		t.Errorf("cancels of 20 different clusters' operations: %v, want 20 202", codes)
 	}
-	var view service.OperationView
+	var view domain.OperationView
 	cp.api(t, "GET", "/api/v1/operations/"+ops[5], nil, &view)
 	if view.Status != domain.OperationStatusCancelled {
 		t.Errorf("operation of k4: %s, want cancelled", view.Status)

@@ -46,7 +46,7 @@ func starts(t testing.TB, bed *hosts.Bed) (masters, workers int) {
 	return masters, workers
 }
 
-func (cp *controlPlane) runOperation(t testing.TB, method, path string, body any) service.OperationView {
+func (cp *controlPlane) runOperation(t testing.TB, method, path string, body any) domain.OperationView {
 	t.Helper()
 	acc := cp.mustAccept(t, method, path, body)
 	op := cp.waitOperation(t, acc.OperationID, 3*time.Minute)

@@ -137,12 +137,12 @@ func BenchmarkDestroy500Memory(b *testing.B) {
 }
 
 // waitOperation polls an operation until it is over.
-func (d *inProcessDev) waitOperation(tb testing.TB, id string) service.OperationView {
+func (d *inProcessDev) waitOperation(tb testing.TB, id string) domain.OperationView {
 	tb.Helper()
 	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		a, err := d.do("GET", "/api/v1/operations/"+id, nil, nil, time.Minute)
 		if err == nil && a.status == http.StatusOK {
-			var op service.OperationView
+			var op domain.OperationView
 			if err := json.Unmarshal(a.body, &op); err != nil {
 				tb.Fatal(err)
 			}

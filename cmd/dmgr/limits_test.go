@@ -273,7 +273,7 @@ func TestParallelDeploysAndSlowClientsGetAnAnswerAndLeaveNothingRunning(t *testi
 
 	// Every accepted deploy ends, failed with the reason (its machine has
 	// no SSH server) or succeeded.
-	ended := map[string]service.OperationView{}
+	ended := map[string]domain.OperationView{}
 	for deadline := time.Now().Add(5 * time.Minute); len(ended) < len(accepted); time.Sleep(500 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d accepted deploys did not end", len(accepted)-len(ended), len(accepted))
@@ -286,7 +286,7 @@ func TestParallelDeploysAndSlowClientsGetAnAnswerAndLeaveNothingRunning(t *testi
 		if a.status != http.StatusOK {
 			continue
 		}
-		var list struct{ Items []service.OperationView }
+		var list struct{ Items []domain.OperationView }
 		if err := json.Unmarshal(a.body, &list); err != nil {
 			t.Fatal(err)
 		}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/domain/shell"
 	"github.com/dmgr/dmgr/internal/pkgstore"
 	"github.com/dmgr/dmgr/internal/testbed/dmpkg"
 	"github.com/dmgr/dmgr/internal/testbed/hosts"
@@ -89,7 +88,7 @@ alertmanager_servers:
 		t.Helper()
 		host := bed.Hosts[i-1]
 		target := remote.Target{Host: host.Addr, Port: host.SSHPort, User: "root", PrivateKey: host.RootKey, HostKey: host.HostKey}
-		cmd, err := shell.Command("sh", "-c", script)
+		cmd, err := domain.ShellCommand("sh", "-c", script)
 		if err != nil {
 			t.Fatal(err)
 		}

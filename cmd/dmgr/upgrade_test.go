@@ -316,7 +316,7 @@ func TestUpgradeRollbackRetryAndPatch(t *testing.T) {
 }
 
 // planOf is an operation's plan, from its steps.
-func planOf(op service.OperationView) []domain.Step {
+func planOf(op domain.OperationView) []domain.Step {
 	out := make([]domain.Step, len(op.Steps))
 	for i, s := range op.Steps {
 		out[i] = domain.Step{ID: s.ID, Kind: s.Kind, Host: s.Host, Instance: s.Instance, Needs: s.Needs}

@@ -3,47 +3,15 @@ package service
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 )
 
-// OperationView is an operation as the API shows it.
-type OperationView struct {
-	ID            string    `json:"id"`
-	Kind          string    `json:"kind"`
-	Status        string    `json:"status"`
-	Cluster       string    `json:"cluster,omitempty"`
-	AggregateType string    `json:"aggregate_type"`
-	AggregateID   string    `json:"aggregate_id"`
-	Actor         string    `json:"actor"`
-	CreatedAt     time.Time `json:"created_at"`
-	CommitSeq     uint64    `json:"commit_seq"`
-	Attempt       int       `json:"attempt,omitempty"`
-	Error         string    `json:"error,omitempty"`
-	// Steps is the plan with each step's state (GET of one operation only).
-	Steps []StepView `json:"steps,omitempty"`
-}
-
-// StepView is one step of an operation as the API shows it.
-type StepView struct {
-	ID         string   `json:"id"`
-	Kind       string   `json:"kind"`
-	Host       string   `json:"host"`
-	Instance   string   `json:"instance,omitempty"`
-	Needs      []string `json:"needs,omitempty"`
-	Status     string   `json:"status"` // pending, running, succeeded, failed
-	Attempt    int      `json:"attempt,omitempty"`
-	Agent      string   `json:"agent,omitempty"`
-	Error      string   `json:"error,omitempty"`
-	DurationMS int64    `json:"duration_ms,omitempty"`
-}
-
 // Operations lists every operation, newest first. Lifecycle operations
 // (deploy, ...) carry their own status; inventory commands (register a
 // machine, upload a package) succeed in their commit.
-func (s *Service) Operations(ctx context.Context) ([]OperationView, error) {
+func (s *Service) Operations(ctx context.Context) ([]domain.OperationView, error) {
 	st, err := s.store.LoadFilter(ctx, eventstore.AllSubjects)
 	if err != nil {
 		return nil, err
@@ -56,13 +24,13 @@ func (s *Service) Operations(ctx context.Context) ([]OperationView, error) {
 // only the aggregate its commits went to (its cluster, or the machine or
 // package of a command that completed in its commit): its cost does not
 // depend on how many operations or commits exist.
-func (s *Service) Operation(ctx context.Context, id string) (OperationView, error) {
+func (s *Service) Operation(ctx context.Context, id string) (domain.OperationView, error) {
 	ref, ok, err := s.ops.Lookup(ctx, id)
 	if err != nil {
-		return OperationView{}, s.indexErr(ctx, err)
+		return domain.OperationView{}, s.indexErr(ctx, err)
 	}
 	if !ok {
-		return OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+		return domain.OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
 	}
 	typ, aggID := ref.AggregateType, ref.AggregateID
 	if ref.Home != "" {
@@ -70,7 +38,7 @@ func (s *Service) Operation(ctx context.Context, id string) (OperationView, erro
 	}
 	st, err := s.store.Load(ctx, typ, aggID)
 	if err != nil {
-		return OperationView{}, deadlineErr(ctx, fmt.Errorf("operation %s: load %s %s: %w", id, typ, aggID, err))
+		return domain.OperationView{}, deadlineErr(ctx, fmt.Errorf("operation %s: load %s %s: %w", id, typ, aggID, err))
 	}
 	for _, op := range operationsOf(st.Events) {
 		if op.ID != id {
@@ -81,7 +49,7 @@ func (s *Service) Operation(ctx context.Context, id string) (OperationView, erro
 		}
 		c, err := foldCluster(st.Events)
 		if err != nil {
-			return OperationView{}, fmt.Errorf("operation %s: cluster %s: %w", id, aggID, err)
+			return domain.OperationView{}, fmt.Errorf("operation %s: cluster %s: %w", id, aggID, err)
 		}
 		if o := c.FindOperation(id); o != nil {
 			op.Status, op.Attempt, op.Error = o.Status, o.Attempt, o.Error
@@ -91,7 +59,7 @@ func (s *Service) Operation(ctx context.Context, id string) (OperationView, erro
 	}
 	// The index named an aggregate whose history does not carry the id:
 	// the index and the store disagree, which is a defect, not a 404.
-	return OperationView{}, fmt.Errorf("operation %s: the operation index names %s %s (seq %d), whose history does not carry it",
+	return domain.OperationView{}, fmt.Errorf("operation %s: the operation index names %s %s (seq %d), whose history does not carry it",
 		id, typ, aggID, ref.Seq)
 }
 
@@ -99,15 +67,15 @@ func (s *Service) Operation(ctx context.Context, id string) (OperationView, erro
 // without reading anything else; "" and the operation, read, when it ran
 // on no cluster (a command that completed in its commit), for the caller
 // to say so.
-func (s *Service) clusterOf(ctx context.Context, id string) (string, OperationView, error) {
+func (s *Service) clusterOf(ctx context.Context, id string) (string, domain.OperationView, error) {
 	ref, ok, err := s.ops.Lookup(ctx, id)
 	switch {
 	case err != nil:
-		return "", OperationView{}, s.indexErr(ctx, err)
+		return "", domain.OperationView{}, s.indexErr(ctx, err)
 	case !ok:
-		return "", OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
+		return "", domain.OperationView{}, domain.Errorf(domain.NotFound, "operation %s does not exist", id)
 	case ref.Home != "":
-		return ref.Home, OperationView{}, nil
+		return ref.Home, domain.OperationView{}, nil
 	}
 	view, err := s.Operation(ctx, id)
 	return view.Cluster, view, err
@@ -136,22 +104,22 @@ func foldCluster(events []eventstore.Event) (domain.Cluster, error) {
 	return c, nil
 }
 
-func stepViews(o *domain.Operation) []StepView {
-	out := make([]StepView, 0, len(o.Plan))
+func stepViews(o *domain.Operation) []domain.StepView {
+	out := make([]domain.StepView, 0, len(o.Plan))
 	for _, st := range o.Plan {
 		state := o.Steps[st.ID]
 		status := state.Status
 		if status == domain.StepStatusPending {
 			status = "pending"
 		}
-		out = append(out, StepView{ID: st.ID, Kind: st.Kind, Host: st.Host, Instance: st.Instance, Needs: st.Needs,
+		out = append(out, domain.StepView{ID: st.ID, Kind: st.Kind, Host: st.Host, Instance: st.Instance, Needs: st.Needs,
 			Status: status, Attempt: state.Attempt, Agent: state.Agent, Error: state.Error, DurationMS: state.DurationMS})
 	}
 	return out
 }
 
-func operationsOf(events []eventstore.Event) []OperationView {
-	byID := map[string]*OperationView{}
+func operationsOf(events []eventstore.Event) []domain.OperationView {
+	byID := map[string]*domain.OperationView{}
 	sums := map[string]domain.OperationSummary{}
 	var order []string
 	for _, e := range events {
@@ -159,7 +127,7 @@ func operationsOf(events []eventstore.Event) []OperationView {
 			continue
 		}
 		if _, seen := byID[e.OperationID]; !seen {
-			byID[e.OperationID] = &OperationView{ID: e.OperationID, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
+			byID[e.OperationID] = &domain.OperationView{ID: e.OperationID, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
 				Actor: e.Actor, CreatedAt: e.Time, CommitSeq: e.Seq}
 			order = append(order, e.OperationID)
 		}
@@ -186,7 +154,7 @@ func operationsOf(events []eventstore.Event) []OperationView {
 	}
 	// Events come in stream order, so operations were first seen in commit
 	// order: reversed, they are newest first.
-	out := make([]OperationView, 0, len(order))
+	out := make([]domain.OperationView, 0, len(order))
 	for i := len(order) - 1; i >= 0; i-- {
 		out = append(out, *byID[order[i]])
 	}

@@ -1,4 +1,4 @@
-package shell
+package domain
 
 import (
 	"bytes"
@@ -10,8 +10,8 @@ import (
 	"testing"
 )
 
-// nasty are inputs a shell treats specially.
-var nasty = []string{
+// nastyShellWords are inputs a shell treats specially.
+var nastyShellWords = []string{
 	"", "'", "''", "a'b", "'a'", `'\''`, "$(reboot)", "`reboot`", "${HOME}", "$HOME",
 	"$0", "a;reboot", "a && reboot", "a || reboot", "a | cat", "a\nreboot", "\n",
 	"a\tb", "*", "/*", "?", "[a]", "~", "~root", "!", "!!", `\`, `\\`, `a\`, `\'`,
@@ -37,19 +37,19 @@ func TestQuoteTable(t *testing.T) {
 		{"user@10.0.0.1:22", "user@10.0.0.1:22"},
 		{"a\x00b", "'a\x00b'"},
 	} {
-		if got := Quote(tc.in); got != tc.want {
-			t.Errorf("Quote(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := ShellQuote(tc.in); got != tc.want {
+			t.Errorf("ShellQuote(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
 
 func TestQuoteRoundTrip(t *testing.T) {
 	for _, sh := range shells(t) {
-		for _, in := range nasty {
+		for _, in := range nastyShellWords {
 			if got := runQuoted(t, sh, in); got != in {
-				t.Errorf("%s: printf %%s %s printed %q, want %q", sh, Quote(in), trim(got), trim(in))
+				t.Errorf("%s: printf %%s %s printed %q, want %q", sh, ShellQuote(in), trimShellOut(got), trimShellOut(in))
 			}
-			checkStructure(t, in, Quote(in))
+			checkStructure(t, in, ShellQuote(in))
 		}
 	}
 }
@@ -60,26 +60,26 @@ func TestJoinKeepsArgumentBoundaries(t *testing.T) {
 		{"", ""},
 		{"a b", "c"},
 		{"a'b", "$(reboot)", "", "*", "x\ny", "-n", "=x", "if", "a=b"},
-		nasty,
+		nastyShellWords,
 	}
 	for _, sh := range shells(t) {
 		for _, args := range cases {
-			got := runSh(t, sh, `set -- `+Join(args...)+`; printf '%s\0' "$@"`)
+			got := runSh(t, sh, `set -- `+ShellJoin(args...)+`; printf '%s\0' "$@"`)
 			if want := nulJoin(args); got != want {
-				t.Errorf("%s: Join(%q) gave args %q", sh, args, trim(got))
+				t.Errorf("%s: ShellJoin(%q) gave args %q", sh, args, trimShellOut(got))
 			}
 		}
 	}
 }
 
 // TestCommandPosition runs Join's output as a command line, so its first
-// word is the program: names that are assignments or reserved words unquoted
+// word is the program: names that are assignments or shellReserved words unquoted
 // must still run as programs.
 func TestCommandPosition(t *testing.T) {
 	dir := t.TempDir()
 	names := []string{"prog", "a=b", "if", "done", "in", "time", "-x", "+x", "--", "=eq", "sp ace", "q'uote", "$(x)"}
 	for _, n := range names {
-		script := "#!/bin/sh\nprintf '%s\\0' " + Quote(n) + " \"$@\"\n"
+		script := "#!/bin/sh\nprintf '%s\\0' " + ShellQuote(n) + " \"$@\"\n"
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestCommandPosition(t *testing.T) {
 	args := []string{"x y", "'", ""}
 	for _, sh := range shells(t) {
 		for _, n := range names {
-			line, err := Command(n, args...)
+			line, err := ShellCommand(n, args...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,8 +118,8 @@ func TestJoinFirstWord(t *testing.T) {
 		{[]string{"+x"}, "'+x'"},
 		{[]string{"rm", "-rf", "--", "/tmp/a b"}, "rm -rf -- '/tmp/a b'"},
 	} {
-		if got := Join(tc.args...); got != tc.want {
-			t.Errorf("Join(%q) = %q, want %q", tc.args, got, tc.want)
+		if got := ShellJoin(tc.args...); got != tc.want {
+			t.Errorf("ShellJoin(%q) = %q, want %q", tc.args, got, tc.want)
 		}
 	}
 }
@@ -134,12 +134,12 @@ func TestCommandRefuses(t *testing.T) {
 		{"a\x00b", nil, "NUL"},
 		{"rm", []string{"-rf", "/tmp/x\x00/y"}, "argument 2"},
 	} {
-		line, err := Command(tc.name, tc.args...)
-		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.msg) {
-			t.Errorf("Command(%q, %q) = %q, %v; want invalid error mentioning %q", tc.name, tc.args, line, err, tc.msg)
+		line, err := ShellCommand(tc.name, tc.args...)
+		if err == nil || !errors.Is(err, ErrInvalidShellCommand) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("ShellCommand(%q, %q) = %q, %v; want invalid error mentioning %q", tc.name, tc.args, line, err, tc.msg)
 		}
 	}
-	if got, err := Command("rm", "-rf", "--", "/tmp/it's"); err != nil || got != `rm -rf -- '/tmp/it'\''s'` {
+	if got, err := ShellCommand("rm", "-rf", "--", "/tmp/it's"); err != nil || got != `rm -rf -- '/tmp/it'\''s'` {
 		t.Errorf("Command = %q, %v", got, err)
 	}
 }
@@ -147,9 +147,9 @@ func TestCommandRefuses(t *testing.T) {
 // TestNULFailsClosed: a consumer that cuts the line at a NUL must be left
 // with an unterminated quote, not a shorter valid command.
 func TestNULFailsClosed(t *testing.T) {
-	line := Join("rm", "-rf", "/tmp/x\x00/y", "z")
+	line := ShellJoin("rm", "-rf", "/tmp/x\x00/y", "z")
 	cut := line[:strings.IndexByte(line, 0)]
-	if _, end := scan(cut); end != inQuote {
+	if _, end := scanQuoted(cut); end != inQuote {
 		t.Fatalf("%q cut at NUL is %q, which ends outside quotes", line, cut)
 	}
 	if err := exec.Command("/bin/sh", "-c", cut).Run(); err == nil {
@@ -175,7 +175,7 @@ func shells(t testing.TB) []string {
 
 func runQuoted(t testing.TB, sh, in string) string {
 	t.Helper()
-	return runSh(t, sh, "printf %s "+Quote(in))
+	return runSh(t, sh, "printf %s "+ShellQuote(in))
 }
 
 func runSh(t testing.TB, sh, line string) string {
@@ -185,7 +185,7 @@ func runSh(t testing.TB, sh, line string) string {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("%s -c %q: %v: %s", sh, trim(line), err, stderr.String())
+		t.Fatalf("%s -c %q: %v: %s", sh, trimShellOut(line), err, stderr.String())
 	}
 	return string(out)
 }
@@ -199,7 +199,7 @@ func nulJoin(args []string) string {
 	return b.String()
 }
 
-func trim(s string) string {
+func trimShellOut(s string) string {
 	if len(s) > 200 {
 		return s[:200] + "..."
 	}
@@ -213,7 +213,7 @@ const (
 
 // scan walks q as sh would tokenise it, returning the unquoted bytes (which
 // must all be safe) and whether it ends inside a single-quoted part.
-func scan(q string) (bare string, state int) {
+func scanQuoted(q string) (bare string, state int) {
 	var b strings.Builder
 	for i := 0; i < len(q); i++ {
 		c := q[i]
@@ -232,24 +232,24 @@ func scan(q string) (bare string, state int) {
 	return b.String(), state
 }
 
-// checkStructure asserts that Quote(in) balances its quotes and that every
+// checkStructure asserts that ShellQuote(in) balances its quotes and that every
 // byte outside quotes is one the shell does not interpret.
 func checkStructure(t testing.TB, in, q string) {
 	t.Helper()
-	bare, state := scan(q)
+	bare, state := scanQuoted(q)
 	if state != outside {
-		t.Fatalf("Quote(%q) = %q leaves a quote open", trim(in), trim(q))
+		t.Fatalf("ShellQuote(%q) = %q leaves a quote open", trimShellOut(in), trimShellOut(q))
 	}
 	for i := 0; i < len(bare); i++ {
 		if strings.IndexByte("_./:=@%+,-", bare[i]) < 0 && !isAlnum(bare[i]) {
-			t.Fatalf("Quote(%q) = %q leaves %q outside quotes", trim(in), trim(q), bare[i])
+			t.Fatalf("ShellQuote(%q) = %q leaves %q outside quotes", trimShellOut(in), trimShellOut(q), bare[i])
 		}
 	}
 	if strings.HasPrefix(bare, "=") && bare == q {
-		t.Fatalf("Quote(%q) = %q starts with a bare = (zsh expands =cmd)", in, q)
+		t.Fatalf("ShellQuote(%q) = %q starts with a bare = (zsh expands =cmd)", in, q)
 	}
 	if q == "" {
-		t.Fatalf("Quote(%q) is empty, which the shell drops as a word", in)
+		t.Fatalf("ShellQuote(%q) is empty, which the shell drops as a word", in)
 	}
 }
 
