@@ -83,6 +83,11 @@ var decoders = map[string]eventDecoder{
 	TypeClusterScaleInRequested:  decoderOf[ClusterScaleInRequested](),
 	TypeClusterReloadRequested:   decoderOf[ClusterReloadRequested](),
 	TypeClusterDestroyRequested:  decoderOf[ClusterDestroyRequested](),
+	TypeInstancesPlaced:          decoderOf[InstancesPlaced](),
+	TypePlacementsReleased:       decoderOf[PlacementsReleased](),
+	TypeClaimTaken:               decoderOf[ClaimTaken](),
+	TypeClaimReleased:            decoderOf[ClaimReleased](),
+	TypeReservationsMade:         decoderOf[ReservationsMade](),
 }
 
 // eventDecoder decodes one event type from a payload's bytes.

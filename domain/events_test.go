@@ -90,6 +90,11 @@ func TestDecodeEventTypeNames(t *testing.T) {
 		{ClusterScaleInRequested{}, "ClusterScaleInRequested"},
 		{ClusterReloadRequested{}, "ClusterReloadRequested"},
 		{ClusterDestroyRequested{}, "ClusterDestroyRequested"},
+		{InstancesPlaced{}, "InstancesPlaced"},
+		{PlacementsReleased{}, "PlacementsReleased"},
+		{ClaimTaken{}, "ClaimTaken"},
+		{ClaimReleased{}, "ClaimReleased"},
+		{ReservationsMade{}, "ReservationsMade"},
 	}
 	pinned := map[string]bool{}
 	for _, tt := range tests {

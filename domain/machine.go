@@ -23,6 +23,10 @@ type Machine struct {
 	HostKey    HostKey       `json:"host_key"`
 	Status     string        `json:"status"`   // MachineStatusRegistered or MachineStatusRemoved
 	Revision   uint64        `json:"revision"` // number of events folded in
+	// Clusters lists the clusters that placed instances on the machine
+	// and were not released since (see reservations.go): every cluster
+	// that may have an instance here is in it.
+	Clusters []string `json:"-"`
 }
 
 // Machine statuses.
@@ -262,6 +266,8 @@ func EvolveMachine(m Machine, e Event) Machine {
 			HostKey: e.HostKey, Status: MachineStatusRegistered, Revision: m.Revision}
 	case MachineRemoved:
 		m.Status = MachineStatusRemoved
+	default:
+		m, _ = withPlacements(m, e)
 	}
 	m.Revision++
 	return m

@@ -4,9 +4,12 @@
 // produced, appended atomically to the subject of the aggregate it belongs to
 // (dmgr.ev.<aggregate type>.<aggregate id>). Appends use optimistic
 // concurrency on that subject (the expected last stream sequence of the
-// subject), or on a wider subject filter when a decision read more than one
-// aggregate, and set Nats-Msg-Id to the commit id so that a retried append is
-// deduplicated. The stream denies delete and purge: history is immutable.
+// subject) and set Nats-Msg-Id to the commit id so that a retried append
+// is deduplicated. A decision that touches several aggregates appends one
+// commit to each in one JetStream atomic batch (AppendAtomic: the stream
+// allows atomic publish, nats-server ≥ 2.12), each message expecting its
+// own subject's last sequence: all are stored, at consecutive sequences,
+// or none. The stream denies delete and purge: history is immutable.
 //
 // Finding an operation. A command on an operation (cancel, retry,
 // rollback, GET of one operation) names only the operation's id, and

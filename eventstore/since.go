@@ -21,9 +21,10 @@ const defaultReadTimeout = 30 * time.Second
 // directGetRequest is the body of a JetStream direct-get request
 // (nats-server ≥ 2.11 answers a batch: the messages, then a 204 EOB).
 type directGetRequest struct {
-	Seq     uint64 `json:"seq"`
-	NextFor string `json:"next_by_subj"`
-	Batch   int    `json:"batch"`
+	Seq     uint64 `json:"seq,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	Batch   int    `json:"batch,omitempty"`
 }
 
 // LoadSince reads the commits of one aggregate whose stream sequence is
@@ -52,6 +53,14 @@ func (s *Store) LoadSince(ctx context.Context, aggregateType, id string, after u
 	defer func() { _ = sub.Unsubscribe() }()
 
 	out := Stream{LastSeq: after}
+	// First the subject's last commit, found through the server's subject
+	// index whatever the stream's size: when it is the one the caller has,
+	// there is nothing to read. (Asking for the next commit after it would
+	// make the server look through every later block of the stream.)
+	last, err := s.lastOnSubject(ctx, nc, sub, inbox, subject)
+	if err != nil || last <= after {
+		return out, err
+	}
 	for {
 		req, err := json.Marshal(directGetRequest{Seq: out.LastSeq + 1, NextFor: subject, Batch: directBatch})
 		if err != nil {
@@ -68,6 +77,34 @@ func (s *Store) LoadSince(ctx context.Context, aggregateType, id string, after u
 			return out, nil
 		}
 	}
+}
+
+// lastOnSubject is the stream sequence of the last commit on subject (0:
+// none), by one direct get answered on sub.
+func (s *Store) lastOnSubject(ctx context.Context, nc *nats.Conn, sub *nats.Subscription, inbox, subject string) (uint64, error) {
+	req, err := json.Marshal(directGetRequest{LastFor: subject})
+	if err != nil {
+		return 0, fmt.Errorf("load %s: %w", subject, err)
+	}
+	if err := nc.PublishRequest(s.directGetSubject(), inbox, req); err != nil {
+		return 0, fmt.Errorf("load %s: %w", subject, classify(err))
+	}
+	m, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("load %s: last commit: %w", subject, classify(err))
+	}
+	switch status := m.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return 0, nil
+	default:
+		return 0, fmt.Errorf("load %s: last commit: direct get answered %s %s", subject, status, m.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("load %s: direct get answered sequence %q", subject, m.Header.Get("Nats-Sequence"))
+	}
+	return seq, nil
 }
 
 // readBatch reads one direct-get answer into out; more reports whether

@@ -181,6 +181,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		DenyPurge:   true,
 		AllowDirect: true,
 		Discard:     jetstream.DiscardNew,
+		// A decision that touches several aggregates (a deploy and the
+		// machines it places on) appends one commit to each, atomically.
+		AllowAtomicPublish: true,
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, sc)
 	if err != nil {
@@ -217,19 +220,8 @@ func Message(c Commit, body []byte, exp Expect) (*nats.Msg, []jetstream.PublishO
 // the commit's stream sequence. A retried append of the same commit id
 // within the duplicate window returns the original sequence.
 func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error) {
-	if len(c.Events) == 0 {
-		return 0, errors.New("append: a commit needs at least one event")
-	}
-	if c.CommitID == "" || c.AggregateType == "" || c.AggregateID == "" {
-		return 0, errors.New("append: commit id, aggregate type and id are required")
-	}
-	// These travel in message headers too (readers such as the operation
-	// index trust them): a control character would be mangled there.
-	for _, f := range []struct{ name, v string }{{"commit id", c.CommitID}, {"aggregate type", c.AggregateType},
-		{"aggregate id", c.AggregateID}, {"operation id", c.OperationID}} {
-		if i := strings.IndexFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
-			return 0, fmt.Errorf("append: %s %q holds a control character (at byte %d), which a message header cannot carry", f.name, f.v, i)
-		}
+	if err := checkCommit(c); err != nil {
+		return 0, fmt.Errorf("append: %w", err)
 	}
 	body, err := EncodeCommit(c, exp.Version)
 	if err != nil {
@@ -250,6 +242,25 @@ func (s *Store) Append(ctx context.Context, c Commit, exp Expect) (uint64, error
 		return 0, err
 	}
 	return ack.Sequence, nil
+}
+
+// checkCommit refuses a commit that cannot be stored as it is.
+func checkCommit(c Commit) error {
+	if len(c.Events) == 0 {
+		return errors.New("a commit needs at least one event")
+	}
+	if c.CommitID == "" || c.AggregateType == "" || c.AggregateID == "" {
+		return errors.New("commit id, aggregate type and id are required")
+	}
+	// These travel in message headers too (readers such as the operation
+	// index trust them): a control character would be mangled there.
+	for _, f := range []struct{ name, v string }{{"commit id", c.CommitID}, {"aggregate type", c.AggregateType},
+		{"aggregate id", c.AggregateID}, {"operation id", c.OperationID}} {
+		if i := strings.IndexFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
+			return fmt.Errorf("%s %q holds a control character (at byte %d), which a message header cannot carry", f.name, f.v, i)
+		}
+	}
+	return nil
 }
 
 // lastCommitIs reports whether the last message on subject has commitID.

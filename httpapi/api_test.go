@@ -191,8 +191,9 @@ func TestIdempotencyKeyReplaysTheFirstAnswer(t *testing.T) {
 	}
 	// Keys are scoped to the route: the same key on another route is a new request.
 	s.mustAccept("POST", "/api/v1/machines", map[string]any{"host": "198.18.0.20", "user": "tidb", "host_key": testenv.HostKey, "password": "x"}, key)
-	if s.lastSeq() != seq+1 {
-		t.Fatalf("stream moved from %d to %d, want exactly one new commit", seq, s.lastSeq())
+	// One registration: the machine's commit and its two identity claims.
+	if s.lastSeq() != seq+3 {
+		t.Fatalf("stream moved from %d to %d, want exactly one registration (3 commits)", seq, s.lastSeq())
 	}
 }
 
@@ -308,8 +309,8 @@ func TestSecretsNeverLeaveTheVault(t *testing.T) {
 		keep(s.do("GET", p, nil))
 	}
 	haystacks := map[string][]string{"API answers": answers, "event stream": s.rawStream(), "logs": {s.logs.String()}}
-	if len(haystacks["event stream"]) != 2 {
-		t.Fatalf("expected 2 commits, got %d", len(haystacks["event stream"]))
+	if len(haystacks["event stream"]) != 6 { // two registrations: each a machine and its two claims
+		t.Fatalf("expected 6 commits, got %d", len(haystacks["event stream"]))
 	}
 	lines := strings.Split(strings.TrimSpace(privateKey), "\n")
 	var keyLines []string // the body of the key but its first line, the same in every OpenSSH key

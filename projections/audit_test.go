@@ -92,15 +92,17 @@ func TestAuditFiltersAndPagination(t *testing.T) {
 		keep func(eventstore.Event, int) bool
 	}{
 		{"all", AuditQuery{}, func(eventstore.Event, int) bool { return true }},
+		// A cluster's trail: its own events, and the reservations its
+		// deploys and scale-outs made on machines (which name it).
 		{"cluster", AuditQuery{Cluster: "prod-a"}, func(e eventstore.Event, _ int) bool {
-			return e.AggregateType == domain.AggregateCluster && e.AggregateID == "prod-a"
+			return (e.AggregateType == domain.AggregateCluster && e.AggregateID == "prod-a") || placedBy(t, e, "prod-a")
 		}},
 		{"cluster with a dot", AuditQuery{Cluster: "prod.b"}, func(e eventstore.Event, _ int) bool {
-			return e.AggregateType == domain.AggregateCluster && e.AggregateID == "prod.b"
+			return (e.AggregateType == domain.AggregateCluster && e.AggregateID == "prod.b") || placedBy(t, e, "prod.b")
 		}},
 		{"machine", AuditQuery{Machine: host}, func(e eventstore.Event, _ int) bool { return concerns(t, e, host) }},
 		{"actor", AuditQuery{Actor: "bob"}, func(e eventstore.Event, _ int) bool { return e.Actor == "bob" }},
-		{"operation", AuditQuery{Operation: opA}, func(e eventstore.Event, _ int) bool { return e.OperationID == opA }},
+		{"operation", AuditQuery{Operation: opA}, func(e eventstore.Event, _ int) bool { return e.OperationID == opA || placedIn(t, e, opA) }},
 		{"type", AuditQuery{Types: []string{domain.TypeStepFailed}}, func(e eventstore.Event, _ int) bool { return e.Type == domain.TypeStepFailed }},
 		{"types", AuditQuery{Types: []string{domain.TypeOperationFailed, domain.TypeOperationRetried, domain.TypeMachineRemoved}}, func(e eventstore.Event, _ int) bool {
 			return e.Type == domain.TypeOperationFailed || e.Type == domain.TypeOperationRetried || e.Type == domain.TypeMachineRemoved
@@ -115,7 +117,7 @@ func TestAuditFiltersAndPagination(t *testing.T) {
 				return e.AggregateID == "prod-a" && e.Actor == "dmgr-coordinator" && e.Type == domain.TypeStepSucceeded && !e.Time.Before(mid)
 			}},
 		{"machine and operation", AuditQuery{Machine: host, Operation: opA}, func(e eventstore.Event, _ int) bool {
-			return concerns(t, e, host) && e.OperationID == opA
+			return concerns(t, e, host) && (e.OperationID == opA || placedIn(t, e, opA))
 		}},
 		{"nothing matches", AuditQuery{Cluster: "prod-a", Actor: "nobody"}, func(eventstore.Event, int) bool { return false }},
 	}
@@ -293,4 +295,28 @@ func headerSafe(v string) string {
 		}
 		return r
 	}, v)
+}
+
+// placedBy reports whether e is a machine's reservation for cluster.
+func placedBy(t *testing.T, e eventstore.Event, cluster string) bool {
+	p, ok := placement(t, e)
+	return ok && p.Cluster == cluster
+}
+
+// placedIn reports whether e is a machine's reservation made by operation.
+func placedIn(t *testing.T, e eventstore.Event, operation string) bool {
+	p, ok := placement(t, e)
+	return ok && p.Operation == operation
+}
+
+func placement(t *testing.T, e eventstore.Event) (domain.InstancesPlaced, bool) {
+	t.Helper()
+	if e.Type != domain.TypeInstancesPlaced {
+		return domain.InstancesPlaced{}, false
+	}
+	de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return de.(domain.InstancesPlaced), true
 }

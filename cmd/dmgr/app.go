@@ -160,6 +160,15 @@ func (m *Main) Run(ctx context.Context) error {
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
 		ScanHostKey: remote.ScanHostKey, MaxInstancesPerCluster: c.limits.maxInstances})
 	m.svc = svc
+	// Decisions are exact only with the reservations of everything
+	// committed before they existed: made once per store, before any
+	// command is accepted (later starts read one mark).
+	rctx, rcancel := context.WithTimeout(ctx, reserveExistingTimeout)
+	n, err := svc.ReserveExisting(rctx)
+	rcancel()
+	if err != nil {
+		return fmt.Errorf("reserve the existing machines and clusters (%d commits made): %w", n, err)
+	}
 	// The operation index reads the stream's history in the background
 	// from now on, so that the first cancel or retry need not wait for it.
 	if err := svc.StartOperationIndex(); err != nil {
@@ -397,3 +406,8 @@ func serverMasterKey(file string) ([]byte, error) {
 	}
 	return secrets.LoadMasterKey(strings.TrimSpace(string(b)))
 }
+
+// reserveExistingTimeout bounds the one-time reservation of a store
+// written before reservations (service.ReserveExisting): it reads the
+// machines' and clusters' history once.
+const reserveExistingTimeout = 5 * time.Minute

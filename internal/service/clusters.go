@@ -40,20 +40,27 @@ func (s *Service) PlanDeployCluster(ctx context.Context, r DeployClusterRequest)
 	return DeployPlan{Cluster: d.events[0].(domain.ClusterDeployRequested), Steps: d.events[1].(domain.OperationRequested).Plan}, nil
 }
 
-// decideDeploy decides a deploy on the whole world, as it is now.
+// decideDeploy decides a deploy on what it touches: the cluster, the
+// machines of the topology with the clusters they list, and the packages.
 func (s *Service) decideDeploy(ctx context.Context, r DeployClusterRequest, operationID string) (decision, error) {
-	w, err := s.loadWorld(ctx, eventstore.AllSubjects)
+	cmd := domain.DeployCluster{Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: operationID, MaxInstances: s.maxInstances}
+	if err := domain.ValidateClusterName(r.Name); err != nil {
+		return decision{}, err // before the name is used as a subject
+	}
+	p, err := s.readPlacement(ctx, r.Name, domain.DeployNeeds(cmd))
 	if err != nil {
 		return decision{}, err
 	}
-	evs, err := domain.DecideDeployCluster(w.World, domain.DeployCluster{
-		Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: operationID, MaxInstances: s.maxInstances})
-	return decision{domain.AggregateCluster, r.Name, evs, w.expect(domain.AggregateCluster, r.Name)}, err
+	evs, err := domain.DecideDeployCluster(p.world, cmd)
+	if err != nil {
+		return decision{}, err
+	}
+	return p.decision(evs, operationID), nil
 }
 
 // Cluster returns one existing cluster.
 func (s *Service) Cluster(ctx context.Context, name string) (domain.Cluster, error) {
-	c, err := load(ctx, s, domain.AggregateCluster, name, domain.EvolveCluster)
+	c, err := loadedOf(s.clusters.read(ctx, name))
 	if err != nil {
 		return domain.Cluster{}, err
 	}

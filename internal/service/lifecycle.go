@@ -69,7 +69,7 @@ func (s *Service) PlanDestroyCluster(ctx context.Context, r DestroyClusterReques
 // planOnCluster decides on a cluster without recording: the plan of the
 // operation it would request.
 func (s *Service) planOnCluster(ctx context.Context, name string, decide func(*domain.Cluster) ([]domain.Event, error)) ([]domain.Step, error) {
-	l, err := load(ctx, s, domain.AggregateCluster, name, domain.EvolveCluster)
+	l, err := loadedOf(s.clusters.read(ctx, name))
 	if err != nil {
 		return nil, err
 	}

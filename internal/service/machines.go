@@ -76,11 +76,7 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 	}
 	// The identity checks (already registered, same address and port)
 	// before the host is contacted.
-	w, err := s.loadMachines(ctx)
-	if err != nil {
-		return Accepted{}, err
-	}
-	if _, err := domain.DecideRegisterMachine(w.Machines, cmd); err != nil {
+	if _, err := s.decideRegister(ctx, cmd); err != nil {
 		return Accepted{}, err
 	}
 	if cmd.HostKey, err = s.pinHostKey(ctx, r.HostKey, cmd.Address, cmd.SSHPort); err != nil {
@@ -92,12 +88,7 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 	}
 	cmd.Credential.ID = credID
 	acc, err := s.run(ctx, meta, func(ctx context.Context) (decision, error) {
-		w, err := s.loadMachines(ctx)
-		if err != nil {
-			return decision{}, err
-		}
-		evs, err := domain.DecideRegisterMachine(w.Machines, cmd)
-		return decision{domain.AggregateMachine, r.Host, evs, w.expectMachines(r.Host)}, err
+		return s.decideRegister(ctx, cmd)
 	})
 	if err != nil {
 		s.deleteCredential(ctx, credID, "remove credential of a refused machine registration")
@@ -106,17 +97,93 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 	return acc, nil
 }
 
-// loadMachines folds every machine: a registration is decided against all
-// of them (one identity per machine) and its append expects none of them
-// to have changed.
-func (s *Service) loadMachines(ctx context.Context) (world, error) {
-	return s.loadWorld(ctx, eventstore.TypeSubjects(domain.AggregateMachine))
+// decideRegister decides a registration on what it touches: the machine,
+// its identity claims (domain/reservations.go) and the machines holding
+// them. Its decision takes the claims atomically with the registration.
+func (s *Service) decideRegister(ctx context.Context, cmd domain.RegisterMachine) (decision, error) {
+	m, err := s.machines.read(ctx, cmd.Host)
+	if err != nil {
+		return decision{}, err
+	}
+	claims, err := s.claims.readEach(ctx, domain.MachineClaims(cmd.Host, cmd.Address, cmd.SSHPort))
+	if err != nil {
+		return decision{}, err
+	}
+	machines := map[string]*domain.Machine{}
+	if m.exists {
+		machines[cmd.Host] = m.ptr()
+	}
+	var holders []string
+	for _, c := range claims {
+		if c.state.Owner != "" && c.state.Owner != cmd.Host {
+			holders = append(holders, c.state.Owner)
+		}
+	}
+	held, err := s.machines.readEach(ctx, holders)
+	if err != nil {
+		return decision{}, err
+	}
+	for host, h := range held {
+		if h.exists {
+			machines[host] = h.ptr()
+		}
+	}
+	evs, err := domain.DecideRegisterMachine(machines, cmd)
+	if err != nil {
+		return decision{}, err
+	}
+	d := one(domain.AggregateMachine, cmd.Host, evs, m.expect())
+	for _, id := range sortedKeys(claims) {
+		d.also = append(d.also, pending{domain.AggregateClaim, id, []domain.Event{domain.ClaimTaken{Claim: id, Owner: cmd.Host}}, claims[id].expect()})
+	}
+	return d, nil
 }
 
-// expectMachines is the append condition of a decision on loadMachines.
-func (w world) expectMachines(host string) eventstore.Expect {
-	return eventstore.Expect{LastSeq: w.lastSeq, Filter: eventstore.TypeSubjects(domain.AggregateMachine),
-		Version: w.versions[domain.AggregateMachine+"/"+host]}
+// decideRemove decides a machine's removal on what it touches: the
+// machine, the clusters it lists (the only ones that may use it) and its
+// claims, which the removal releases.
+func (s *Service) decideRemove(ctx context.Context, host string) (decision, *domain.Machine, error) {
+	m, err := s.machines.read(ctx, host)
+	if err != nil {
+		return decision{}, nil, err
+	}
+	w := domain.NewWorld()
+	if m.exists {
+		w.Machines[host] = m.ptr()
+	}
+	users, err := s.clusters.readEach(ctx, m.state.Clusters)
+	if err != nil {
+		return decision{}, nil, err
+	}
+	for name, c := range users {
+		if c.exists {
+			w.Clusters[name] = c.ptr()
+		}
+	}
+	evs, err := domain.DecideRemoveMachine(w, domain.RemoveMachine{Host: host})
+	if err != nil {
+		return decision{}, nil, err
+	}
+	d := one(domain.AggregateMachine, host, evs, m.expect())
+	claims, err := s.claims.readEach(ctx, domain.ClaimsOf(m.ptr()))
+	if err != nil {
+		return decision{}, nil, err
+	}
+	for _, id := range sortedKeys(claims) {
+		if c := claims[id]; c.state.Owner == host {
+			d.also = append(d.also, pending{domain.AggregateClaim, id, []domain.Event{domain.ClaimReleased{Claim: id, Owner: host}}, c.expect()})
+		}
+	}
+	return d, m.ptr(), nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // parseCredential checks the credential of a registration: exactly one of
@@ -310,15 +377,11 @@ func scanProblem(err error) string {
 func (s *Service) RemoveMachine(ctx context.Context, meta Meta, host string) (Accepted, error) {
 	var cred string
 	acc, err := s.run(ctx, meta, func(ctx context.Context) (decision, error) {
-		w, err := s.loadWorld(ctx, eventstore.AllSubjects)
-		if err != nil {
-			return decision{}, err
-		}
-		evs, err := domain.DecideRemoveMachine(w.World, domain.RemoveMachine{Host: host})
-		if m := w.Machines[host]; m != nil {
+		d, m, err := s.decideRemove(ctx, host)
+		if m != nil {
 			cred = m.Credential.ID
 		}
-		return decision{domain.AggregateMachine, host, evs, w.expect(domain.AggregateMachine, host)}, err
+		return d, err
 	})
 	if err != nil {
 		return Accepted{}, err
@@ -340,7 +403,7 @@ func (s *Service) deleteCredential(ctx context.Context, id, what string) {
 }
 
 func (s *Service) loadMachine(ctx context.Context, host string) (loaded[domain.Machine], error) {
-	return load(ctx, s, domain.AggregateMachine, host, domain.EvolveMachine)
+	return loadedOf(s.machines.read(ctx, host))
 }
 
 // Machine returns one registered machine.
@@ -357,7 +420,7 @@ func (s *Service) Machine(ctx context.Context, host string) (domain.Machine, err
 
 // Machines lists the registered machines, sorted by host.
 func (s *Service) Machines(ctx context.Context) ([]domain.Machine, error) {
-	w, err := s.loadMachines(ctx)
+	w, err := s.loadWorld(ctx, eventstore.TypeSubjects(domain.AggregateMachine))
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +442,7 @@ func (s *Service) Machines(ctx context.Context) ([]domain.Machine, error) {
 // returns how many machines it checked and the first error (each is
 // logged with its machine).
 func (s *Service) BindCredentials(ctx context.Context) (int, error) {
-	w, err := s.loadMachines(ctx)
+	w, err := s.loadWorld(ctx, eventstore.TypeSubjects(domain.AggregateMachine))
 	if err != nil {
 		return 0, err
 	}

@@ -54,7 +54,7 @@ func (s *Service) UploadPackage(ctx context.Context, meta Meta, r UploadPackageR
 			return decision{}, err
 		}
 		evs, err := domain.DecideUploadPackage(p.state, cmd)
-		return decision{domain.AggregatePackage, id, evs, eventstore.Expect{LastSeq: p.lastSeq, Version: p.version}}, err
+		return one(domain.AggregatePackage, id, evs, eventstore.Expect{LastSeq: p.lastSeq, Version: p.version}), err
 	})
 	if errors.Is(err, nats.ErrMaxPayload) {
 		// Limits.MaxManifestBytes keeps this from happening unless the
@@ -92,7 +92,7 @@ func (s *Service) objectInUse(ctx context.Context, object string) bool {
 }
 
 func (s *Service) loadPackage(ctx context.Context, id string) (loaded[domain.Package], error) {
-	return load(ctx, s, domain.AggregatePackage, id, domain.EvolvePackage)
+	return loadedOf(s.packageAgg.read(ctx, id))
 }
 
 // Packages lists the uploaded packages, sorted by id.

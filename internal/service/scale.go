@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/eventstore"
 )
 
 // ScaleOut records a scale-out after checking it against every machine,
@@ -25,14 +24,22 @@ func (s *Service) PlanScaleOut(ctx context.Context, name, topology string) ([]do
 	return d.events[1].(domain.OperationRequested).Plan, nil
 }
 
+// decideScaleOut decides a scale-out on what it touches (see placement).
 func (s *Service) decideScaleOut(ctx context.Context, name, topology, operationID string) (decision, error) {
-	w, err := s.loadWorld(ctx, eventstore.AllSubjects)
+	cmd := domain.ScaleOut{Name: name, Topology: topology, OperationID: operationID, MaxInstances: s.maxInstances}
+	self, err := s.clusters.read(ctx, name)
 	if err != nil {
 		return decision{}, err
 	}
-	evs, err := domain.DecideScaleOut(w.World, domain.ScaleOut{Name: name, Topology: topology, OperationID: operationID,
-		MaxInstances: s.maxInstances})
-	return decision{domain.AggregateCluster, name, evs, w.expect(domain.AggregateCluster, name)}, err
+	p, err := s.readPlacementOf(ctx, self, name, domain.ScaleOutNeeds(self.ptr(), cmd))
+	if err != nil {
+		return decision{}, err
+	}
+	evs, err := domain.DecideScaleOut(p.world, cmd)
+	if err != nil {
+		return decision{}, err
+	}
+	return p.decision(evs, operationID), nil
 }
 
 // ScaleIn records a scale-in.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,11 +19,16 @@ import (
 
 // Service is the command and query side of dmgr on the event store.
 type Service struct {
-	store    *eventstore.Store
-	ops      *eventstore.OperationIndex // operation id → its cluster
-	vault    *secrets.Vault
-	packages *pkgstore.Store
-	limits   pkgstore.Limits
+	store *eventstore.Store
+	ops   *eventstore.OperationIndex // operation id → its cluster
+	// The aggregates decisions read, kept current in memory (aggregates.go).
+	clusters   *aggregates[domain.Cluster]
+	machines   *aggregates[domain.Machine]
+	packageAgg *aggregates[domain.Package]
+	claims     *aggregates[domain.Claim]
+	vault      *secrets.Vault
+	packages   *pkgstore.Store
+	limits     pkgstore.Limits
 	// maxInstances caps a cluster's instances (domain.CheckInstanceCap).
 	maxInstances int
 	now          func() time.Time
@@ -56,7 +62,12 @@ func New(c Config) *Service {
 		c.MaxInstancesPerCluster = domain.DefaultMaxInstancesPerCluster
 	}
 	return &Service{store: c.Store, ops: c.Store.NewOperationIndex(domain.AggregateCluster), vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log,
-		maxInstances: c.MaxInstancesPerCluster, scanHostKey: c.ScanHostKey}
+		maxInstances: c.MaxInstancesPerCluster, scanHostKey: c.ScanHostKey,
+		clusters:   newAggregates(c.Store, domain.AggregateCluster, cachedClusters, foldClusterEvents),
+		machines:   newAggregates(c.Store, domain.AggregateMachine, cachedMachines, evolveAll(domain.EvolveMachine)),
+		packageAgg: newAggregates(c.Store, domain.AggregatePackage, cachedPackages, evolveAll(domain.EvolvePackage)),
+		claims:     newAggregates(c.Store, domain.AggregateClaim, cachedClaims, evolveAll(domain.EvolveClaim)),
+	}
 }
 
 // StartOperationIndex starts reading the event stream into the operation
@@ -90,16 +101,43 @@ type Accepted struct {
 	CommitSeq   uint64 `json:"commit_seq"`
 }
 
+// How many snapshots of each type a server keeps (aggregates.go): enough
+// for the working set of a large installation; an evicted one is read
+// again from the store when a decision needs it.
+const (
+	cachedClusters = 2048
+	cachedMachines = 65536
+	cachedPackages = 1024
+	cachedClaims   = 65536
+)
+
+// maxDecideAttempts bounds how often a command decides again after a
+// conflict: only a concurrent commit to an aggregate it touches causes one.
 const maxDecideAttempts = 10
 
-// decision is one attempt at a command: the events and where they go.
-type decision struct {
+// pending is one commit of a decision: events for one aggregate, appended
+// on the condition expect.
+type pending struct {
 	aggregateType, aggregateID string
 	events                     []domain.Event
 	expect                     eventstore.Expect
 }
 
-// run loads, decides and appends, deciding again on conflicts.
+// decision is one attempt at a command: the commit on the aggregate the
+// command is about, and the commits on the other aggregates it reserves
+// (machines a deploy places on, claims a registration takes), appended
+// together atomically, each on its own condition.
+type decision struct {
+	pending
+	also []pending
+}
+
+// one is a decision that commits to one aggregate.
+func one(aggregateType, aggregateID string, events []domain.Event, expect eventstore.Expect) decision {
+	return decision{pending: pending{aggregateType, aggregateID, events, expect}}
+}
+
+// run decides and appends, deciding again on conflicts.
 func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Context) (decision, error)) (Accepted, error) {
 	meta = s.complete(meta)
 	for attempt := 1; ; attempt++ {
@@ -115,34 +153,85 @@ func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Co
 		case err == nil:
 			return Accepted{OperationID: meta.OperationID, CommitSeq: seq}, nil
 		case errors.Is(err, eventstore.ErrConflict) && attempt < maxDecideAttempts:
-			// Someone else committed after our read: decide again on fresh state.
+			// Someone committed to an aggregate this decision touches since
+			// it was read: decide again on what they wrote, after a short
+			// pause that keeps racing deciders from meeting again.
+			if err := pause(ctx, attempt); err != nil {
+				return Accepted{}, deadlineErr(ctx, err)
+			}
 			continue
 		}
 		return Accepted{}, s.appendErr(ctx, d, attempt, err)
 	}
 }
 
-// appendDecision appends a decision's events as one commit of meta, under
-// its condition, and returns the commit's stream sequence.
-func (s *Service) appendDecision(ctx context.Context, meta Meta, d decision) (uint64, error) {
+// pause waits a random time that grows with attempt (at most ~50 ms).
+func pause(ctx context.Context, attempt int) error {
+	d := time.Duration(rand.Int64N(int64(min(attempt, 10)) * int64(5*time.Millisecond)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commitOf is the commit of p as part of meta's command. The main commit
+// carries the command's ids; a reservation commit gets its own commit id,
+// derived from the command's (so that a retried command dedupes it too),
+// and names the operation only as its correlation: it is not a step of it.
+func (s *Service) commitOf(meta Meta, p pending, main bool) (eventstore.Commit, error) {
 	commit := eventstore.Commit{
-		CommitID: meta.CommitID, AggregateType: d.aggregateType, AggregateID: d.aggregateID,
+		CommitID: meta.CommitID, AggregateType: p.aggregateType, AggregateID: p.aggregateID,
 		Time: s.now().UTC(), Actor: meta.Actor, OperationID: meta.OperationID,
 		CorrelationID: meta.CorrelationID, CausationID: meta.CommitID, FencingToken: meta.FencingToken,
 	}
-	for _, e := range d.events {
+	if !main {
+		commit.CommitID = meta.CommitID + "/" + p.aggregateType + "/" + p.aggregateID
+		commit.OperationID = ""
+	}
+	for _, e := range p.events {
 		payload, err := json.Marshal(e)
 		if err != nil {
-			return 0, fmt.Errorf("encode %s: %w", e.EventType(), err)
+			return eventstore.Commit{}, fmt.Errorf("encode %s: %w", e.EventType(), err)
 		}
 		commit.Events = append(commit.Events, eventstore.NewEvent{Type: e.EventType(), SchemaVersion: 1, Payload: payload})
 	}
-	seq, err := s.store.Append(ctx, commit, d.expect)
+	return commit, nil
+}
+
+// appendDecision appends a decision's commits as meta's command, under
+// their conditions, and returns the stream sequence of its main commit
+// (the one that names the operation; reservations follow it).
+func (s *Service) appendDecision(ctx context.Context, meta Meta, d decision) (uint64, error) {
+	main, err := s.commitOf(meta, d.pending, true)
 	if err != nil {
 		return 0, err
 	}
+	var seq uint64
+	if len(d.also) == 0 {
+		if seq, err = s.store.Append(ctx, main, d.expect); err != nil {
+			return 0, err
+		}
+	} else {
+		batch := []eventstore.Conditional{{Commit: main, Expect: d.expect}}
+		for _, p := range d.also {
+			c, err := s.commitOf(meta, p, false)
+			if err != nil {
+				return 0, err
+			}
+			batch = append(batch, eventstore.Conditional{Commit: c, Expect: p.expect})
+		}
+		seqs, err := s.store.AppendAtomic(ctx, batch)
+		if err != nil {
+			return 0, err
+		}
+		seq = seqs[0]
+	}
 	s.log.Info().Str("operation", meta.OperationID).Str("aggregate", d.aggregateType+"/"+d.aggregateID).
-		Uint64("commit_seq", seq).Str("actor", meta.Actor).Msg("command committed")
+		Int("reservations", len(d.also)).Uint64("commit_seq", seq).Str("actor", meta.Actor).Msg("command committed")
 	return seq, nil
 }
 
@@ -150,6 +239,9 @@ func (s *Service) appendDecision(ctx context.Context, meta Meta, d decision) (ui
 // attempt-th decision.
 func (s *Service) appendErr(ctx context.Context, d decision, attempt int, err error) error {
 	switch {
+	case errors.Is(err, eventstore.ErrConflict) && len(d.also) > 0:
+		return domain.Errorf(domain.Conflict, "%s %s or one of the %d %s it reserves changed %d times while this command was decided; retry it",
+			d.aggregateType, d.aggregateID, len(d.also), d.also[0].aggregateType+"s", attempt)
 	case errors.Is(err, eventstore.ErrConflict):
 		return domain.Errorf(domain.Conflict, "%s %s changed %d times while this command was decided; retry it", d.aggregateType, d.aggregateID, attempt)
 	case errors.Is(err, eventstore.ErrRetryable):
@@ -192,29 +284,6 @@ func newID() string {
 	return id.String()
 }
 
-// aggregate is the history of one aggregate folded into domain events.
-type aggregate struct {
-	events  []domain.Event
-	lastSeq uint64
-	version uint64
-}
-
-func (s *Service) loadAggregate(ctx context.Context, aggregateType, id string) (aggregate, error) {
-	st, err := s.store.Load(ctx, aggregateType, id)
-	if err != nil {
-		return aggregate{}, deadlineErr(ctx, fmt.Errorf("load %s %s: %w", aggregateType, id, err))
-	}
-	a := aggregate{lastSeq: st.LastSeq, version: st.Version()}
-	for _, e := range st.Events {
-		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
-		if err != nil {
-			return aggregate{}, fmt.Errorf("load %s %s: seq %d: %w", aggregateType, id, e.Seq, err)
-		}
-		a.events = append(a.events, de)
-	}
-	return a, nil
-}
-
 // loaded is one aggregate's state (nil when it has no events) with what an
 // append after deciding on it must expect.
 type loaded[T any] struct {
@@ -223,26 +292,21 @@ type loaded[T any] struct {
 	version uint64
 }
 
-// load reads one aggregate and folds its events with evolve.
-func load[T any](ctx context.Context, s *Service, aggregateType, id string, evolve func(T, domain.Event) T) (loaded[T], error) {
-	a, err := s.loadAggregate(ctx, aggregateType, id)
-	if err != nil || len(a.events) == 0 {
-		return loaded[T]{lastSeq: a.lastSeq}, err
+// loadedOf is what a read of the aggregates' snapshots (aggregates.read)
+// gives, as loaded.
+func loadedOf[T any](s snapshot[T], err error) (loaded[T], error) {
+	if err != nil {
+		return loaded[T]{}, err
 	}
-	var state T
-	for _, e := range a.events {
-		state = evolve(state, e)
-	}
-	return loaded[T]{state: &state, lastSeq: a.lastSeq, version: a.version}, nil
+	return loaded[T]{state: s.ptr(), lastSeq: s.lastSeq, version: s.version}, nil
 }
 
-// world is every aggregate matched by filter, folded, with the versions of
-// each aggregate and the last sequence on filter.
+// world is every aggregate matched by filter, folded: what the lists read
+// from the event store (without projections) and start-up tasks read. No
+// decision reads it.
 type world struct {
 	*domain.World
-	lastSeq  uint64
-	versions map[string]uint64 // "type/id" → aggregate version
-	events   []eventstore.Event
+	events []eventstore.Event
 }
 
 func (s *Service) loadWorld(ctx context.Context, filter string) (world, error) {
@@ -250,19 +314,13 @@ func (s *Service) loadWorld(ctx context.Context, filter string) (world, error) {
 	if err != nil {
 		return world{}, deadlineErr(ctx, fmt.Errorf("load %s: %w", filter, err))
 	}
-	w := world{World: domain.NewWorld(), lastSeq: st.LastSeq, versions: map[string]uint64{}, events: st.Events}
+	w := world{World: domain.NewWorld(), events: st.Events}
 	for _, e := range st.Events {
 		de, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
 			return world{}, fmt.Errorf("load %s: seq %d: %w", filter, e.Seq, err)
 		}
 		w.Apply(e.AggregateType, e.AggregateID, de)
-		w.versions[e.AggregateType+"/"+e.AggregateID] = e.AggregateVersion
 	}
 	return w, nil
-}
-
-// expectWorld is the condition for a decision that read the whole world.
-func (w world) expect(aggregateType, id string) eventstore.Expect {
-	return eventstore.Expect{LastSeq: w.lastSeq, Filter: eventstore.AllSubjects, Version: w.versions[aggregateType+"/"+id]}
 }

@@ -63,7 +63,7 @@ func (s *Service) CancelOperation(ctx context.Context, meta Meta, id string) (Ac
 // a conflict.
 func (s *Service) onCluster(ctx context.Context, meta Meta, cluster string, decide func(*domain.Cluster) ([]domain.Event, error)) (Accepted, error) {
 	return s.run(ctx, meta, func(ctx context.Context) (decision, error) {
-		c, err := load(ctx, s, domain.AggregateCluster, cluster, domain.EvolveCluster)
+		c, err := loadedOf(s.clusters.read(ctx, cluster))
 		if err != nil {
 			return decision{}, err
 		}
@@ -71,7 +71,7 @@ func (s *Service) onCluster(ctx context.Context, meta Meta, cluster string, deci
 			return decision{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", cluster)
 		}
 		evs, err := decide(c.state)
-		return decision{domain.AggregateCluster, cluster, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version}}, err
+		return one(domain.AggregateCluster, cluster, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version}), err
 	})
 }
 
@@ -210,7 +210,7 @@ func (t *TrackedCluster) decide(ctx context.Context, meta Meta, decide func(*dom
 		if err != nil || len(evs) == 0 {
 			return Accepted{OperationID: meta.OperationID}, err
 		}
-		d := decision{domain.AggregateCluster, t.name, evs, eventstore.Expect{LastSeq: t.lastSeq, Version: t.version}}
+		d := one(domain.AggregateCluster, t.name, evs, eventstore.Expect{LastSeq: t.lastSeq, Version: t.version})
 		seq, err := t.s.appendDecision(ctx, meta, d)
 		switch {
 		case err == nil:
@@ -234,7 +234,7 @@ func (t *TrackedCluster) decide(ctx context.Context, meta Meta, decide func(*dom
 // its status, with the stream sequence of its last commit; ok is false when
 // the cluster has no events.
 func (s *Service) ClusterState(ctx context.Context, name string) (c domain.Cluster, lastSeq uint64, ok bool, err error) {
-	l, err := load(ctx, s, domain.AggregateCluster, name, domain.EvolveCluster)
+	l, err := loadedOf(s.clusters.read(ctx, name))
 	if err != nil || l.state == nil {
 		return domain.Cluster{}, l.lastSeq, false, err
 	}

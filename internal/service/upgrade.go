@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/eventstore"
 )
 
 // UpgradeClusterRequest rolls a cluster to another version.
@@ -29,7 +28,7 @@ type PatchClusterRequest struct {
 // probed now, last.
 func (s *Service) UpgradeCluster(ctx context.Context, meta Meta, r UpgradeClusterRequest) (Accepted, error) {
 	meta = s.complete(meta)
-	return s.onClusterWithPackages(ctx, meta, r.Name, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
+	return s.onClusterWithPackages(ctx, meta, r.Name, r.packages, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
 		return domain.DecideUpgradeCluster(c, pk, domain.UpgradeCluster{Name: r.Name, Version: r.Version, Leader: leader,
 			WaitTimeoutSec: r.WaitTimeoutSec, OperationID: meta.OperationID})
 	})
@@ -37,7 +36,7 @@ func (s *Service) UpgradeCluster(ctx context.Context, meta Meta, r UpgradeCluste
 
 // PlanUpgradeCluster is UpgradeCluster's dry run.
 func (s *Service) PlanUpgradeCluster(ctx context.Context, r UpgradeClusterRequest) ([]domain.Step, error) {
-	return s.planWithPackages(ctx, r.Name, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
+	return s.planWithPackages(ctx, r.Name, r.packages, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
 		return domain.DecideUpgradeCluster(c, pk, domain.UpgradeCluster{Name: r.Name, Version: r.Version, Leader: leader,
 			WaitTimeoutSec: r.WaitTimeoutSec, OperationID: "dry-run"})
 	})
@@ -46,17 +45,26 @@ func (s *Service) PlanUpgradeCluster(ctx context.Context, r UpgradeClusterReques
 // PatchCluster records a patch.
 func (s *Service) PatchCluster(ctx context.Context, meta Meta, r PatchClusterRequest) (Accepted, error) {
 	meta = s.complete(meta)
-	return s.onClusterWithPackages(ctx, meta, r.Name, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
+	return s.onClusterWithPackages(ctx, meta, r.Name, r.packages, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
 		return domain.DecidePatchCluster(c, pk, r.patch(leader, meta.OperationID))
 	})
 }
 
 // PlanPatchCluster is PatchCluster's dry run.
 func (s *Service) PlanPatchCluster(ctx context.Context, r PatchClusterRequest) ([]domain.Step, error) {
-	return s.planWithPackages(ctx, r.Name, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
+	return s.planWithPackages(ctx, r.Name, r.packages, func(c *domain.Cluster, pk map[string]*domain.Package, leader string) ([]domain.Event, error) {
 		return domain.DecidePatchCluster(c, pk, r.patch(leader, "dry-run"))
 	})
 }
+
+// packages are the packages an upgrade of c reads: its version's, for
+// each platform of its instances.
+func (r UpgradeClusterRequest) packages(c *domain.Cluster) []string {
+	return domain.PackagesFor(r.Version, c.Global, c.Instances)
+}
+
+// packages are the packages a patch reads: the patch.
+func (r PatchClusterRequest) packages(*domain.Cluster) []string { return []string{r.Package} }
 
 func (r PatchClusterRequest) patch(leader, operationID string) domain.PatchCluster {
 	return domain.PatchCluster{Name: r.Name, Package: r.Package, Roles: r.Roles, Nodes: r.Nodes, Parallel: r.Parallel,
@@ -115,41 +123,48 @@ func (s *Service) masterLeader(ctx context.Context, name string) string {
 
 type decideWithPackages func(c *domain.Cluster, packages map[string]*domain.Package, leader string) ([]domain.Event, error)
 
-// onClusterWithPackages decides on a cluster and the uploaded packages.
+// readPackages reads the packages of ids that are uploaded.
+func (s *Service) readPackages(ctx context.Context, ids []string) (map[string]*domain.Package, error) {
+	snaps, err := s.packageAgg.readEach(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*domain.Package{}
+	for id, p := range snaps {
+		if p.exists {
+			out[id] = p.ptr()
+		}
+	}
+	return out, nil
+}
+
+// onClusterWithPackages decides on a cluster and the packages needs names.
 // Only the cluster is expected unchanged at the append: packages are
 // never removed, and the leader is probed once, before deciding.
-func (s *Service) onClusterWithPackages(ctx context.Context, meta Meta, name string, decide decideWithPackages) (Accepted, error) {
+func (s *Service) onClusterWithPackages(ctx context.Context, meta Meta, name string, needs func(*domain.Cluster) []string, decide decideWithPackages) (Accepted, error) {
 	if _, err := s.Cluster(ctx, name); err != nil {
 		return Accepted{}, err
 	}
 	leader := s.masterLeader(ctx, name)
-	return s.run(ctx, meta, func(ctx context.Context) (decision, error) {
-		w, err := s.loadWorld(ctx, eventstore.TypeSubjects(domain.AggregatePackage))
+	return s.onCluster(ctx, meta, name, func(c *domain.Cluster) ([]domain.Event, error) {
+		pk, err := s.readPackages(ctx, needs(c))
 		if err != nil {
-			return decision{}, err
+			return nil, err
 		}
-		c, err := load(ctx, s, domain.AggregateCluster, name, domain.EvolveCluster)
-		if err != nil {
-			return decision{}, err
-		}
-		if c.state == nil {
-			return decision{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", name)
-		}
-		evs, err := decide(c.state, w.Packages, leader)
-		return decision{domain.AggregateCluster, name, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version}}, err
+		return decide(c, pk, leader)
 	})
 }
 
-func (s *Service) planWithPackages(ctx context.Context, name string, decide decideWithPackages) ([]domain.Step, error) {
+func (s *Service) planWithPackages(ctx context.Context, name string, needs func(*domain.Cluster) []string, decide decideWithPackages) ([]domain.Step, error) {
 	if _, err := s.Cluster(ctx, name); err != nil {
 		return nil, err
 	}
 	leader := s.masterLeader(ctx, name)
-	w, err := s.loadWorld(ctx, eventstore.TypeSubjects(domain.AggregatePackage))
-	if err != nil {
-		return nil, err
-	}
 	return s.planOnCluster(ctx, name, func(c *domain.Cluster) ([]domain.Event, error) {
-		return decide(c, w.Packages, leader)
+		pk, err := s.readPackages(ctx, needs(c))
+		if err != nil {
+			return nil, err
+		}
+		return decide(c, pk, leader)
 	})
 }
