@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -50,9 +51,17 @@ type Config struct {
 	RetryBackoff time.Duration
 	// LeaseTTL is the etcd lease of the agent's online key (default 10 s).
 	LeaseTTL time.Duration
-	// CacheDir keeps package files extracted once per agent (default a
-	// temporary directory).
+	// CacheDir is the agent's package cache (cache.go): each package is
+	// read from the object store once and its files taken out once, each
+	// checked against its SHA-256 whenever it is used. Default:
+	// DefaultCacheDir(). It must be the agent user's own; it is made 0700.
 	CacheDir string
+	// CacheMaxBytes bounds the cache (default DefaultCacheMaxBytes); the
+	// least recently used entries not in use are removed past it.
+	CacheMaxBytes int64
+	// Fetch tunes the package reads from the object store (zero: the
+	// pkgstore defaults).
+	Fetch pkgstore.FetchOptions
 	// ClusterCache is how many clusters' states, folded from their events,
 	// the agent keeps to check steps against (default 256); a cluster not
 	// kept is read again from its first commit.
@@ -104,16 +113,30 @@ func New(cfg Config) (*Agent, error) {
 		cfg.LeaseTTL = 10 * time.Second
 	}
 	if cfg.CacheDir == "" {
-		dir, err := os.MkdirTemp("", "dmgr-agent-cache-")
-		if err != nil {
-			return nil, fmt.Errorf("agent: cache dir: %w", err)
-		}
-		cfg.CacheDir = dir
+		cfg.CacheDir = DefaultCacheDir()
 	}
+	files, err := newFileCache(cfg.CacheDir, cfg.CacheMaxBytes, cfg.Packages)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	files.fetch = cfg.Fetch
 	log := cfg.Log.With().Str("agent", cfg.ID).Str("pool", cfg.Pool).Logger()
-	return &Agent{cfg: cfg, log: log, files: newFileCache(cfg.CacheDir, cfg.Packages),
+	return &Agent{cfg: cfg, log: log, files: files,
 		verify: newVerifier(cfg.Etcd, cfg.Events, cfg.Vault, cfg.ClusterCache)}, nil
 }
+
+// DefaultCacheDir is the package cache of an agent not given one: dmgr's
+// directory in the user's cache directory ($XDG_CACHE_HOME or ~/.cache),
+// or, without a home, dmgr-agent-cache-<uid> in the temporary directory.
+func DefaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "dmgr", "agent-cache")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("dmgr-agent-cache-%d", os.Geteuid()))
+}
+
+// CacheStats reports what the agent's package cache did so far.
+func (a *Agent) CacheStats() CacheStats { return a.files.stats() }
 
 // ID is the agent's id, as it appears in step results and events.
 func (a *Agent) ID() string { return a.cfg.ID }

@@ -3,67 +3,24 @@ package agents
 import (
 	"archive/tar"
 	"compress/gzip"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/internal/pkgstore"
 )
 
-// fileCache keeps package files extracted on the agent's disk, named by
-// their checksum, so a package is read from the object store once per
-// file and agent, not once per host.
-type fileCache struct {
-	dir      string
-	packages *pkgstore.Store
-	mu       sync.Mutex
-	inflight map[string]*sync.Mutex
-}
-
-func newFileCache(dir string, packages *pkgstore.Store) *fileCache {
-	return &fileCache{dir: dir, packages: packages, inflight: map[string]*sync.Mutex{}}
-}
-
-// get returns the local path of a package file, extracting it first when
-// it is not cached. The content is checked against the manifest checksum.
-func (c *fileCache) get(ctx context.Context, spec domain.CopySpec) (string, error) {
-	if len(spec.SHA256) != 64 || strings.ContainsAny(spec.SHA256, "/.") {
-		return "", fmt.Errorf("package file %s: bad checksum %q", spec.Src, spec.SHA256)
-	}
-	dst := filepath.Join(c.dir, spec.SHA256)
-	c.mu.Lock()
-	l := c.inflight[spec.SHA256]
-	if l == nil {
-		l = &sync.Mutex{}
-		c.inflight[spec.SHA256] = l
-	}
-	c.mu.Unlock()
-	l.Lock()
-	defer l.Unlock()
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
-	if err := c.extract(ctx, spec, dst); err != nil {
-		return "", fmt.Errorf("package %s: %s: %w", spec.Package, spec.Src, err)
-	}
-	return dst, nil
-}
-
-// extract finds spec.Src in the package (under an optional top directory,
-// following a hard link to its target) and writes it to dst.
-func (c *fileCache) extract(ctx context.Context, spec domain.CopySpec, dst string) error {
+// extract finds spec.Src in the cached package obj (under an optional top
+// directory, following a hard link to its target) and writes it to dst,
+// checking its size and SHA-256 against the manifest's.
+func extract(obj *cachedFile, spec domain.CopySpec, dst io.Writer) error {
 	want := spec.Src
 	for hops := 0; hops < 2; hops++ {
-		link, err := c.extractOnce(ctx, spec, want, dst)
+		link, err := extractOnce(obj, spec, want, dst)
 		if err != nil || link == "" {
 			return err
 		}
@@ -72,13 +29,8 @@ func (c *fileCache) extract(ctx context.Context, spec domain.CopySpec, dst strin
 	return errors.New("hard link to a hard link")
 }
 
-func (c *fileCache) extractOnce(ctx context.Context, spec domain.CopySpec, want, dst string) (link string, err error) {
-	obj, err := c.packages.Open(ctx, spec.Object)
-	if err != nil {
-		return "", err
-	}
-	defer obj.Close()
-	gz, err := gzip.NewReader(obj)
+func extractOnce(obj *cachedFile, spec domain.CopySpec, want string, dst io.Writer) (link string, err error) {
+	gz, err := gzip.NewReader(obj.reader())
 	if err != nil {
 		return "", err
 	}
@@ -111,7 +63,7 @@ func (c *fileCache) extractOnce(ctx context.Context, spec domain.CopySpec, want,
 		if hdr.Size != spec.Size {
 			return "", fmt.Errorf("is %d bytes in the package object %s, the manifest says %d", hdr.Size, spec.Object, spec.Size)
 		}
-		return "", writeChecked(tr, dst, spec.SHA256)
+		return "", copyChecked(dst, tr, spec.SHA256)
 	}
 }
 
@@ -137,24 +89,14 @@ func underTop(name, want string) bool {
 	return ok && rest == want
 }
 
-// writeChecked writes r to dst through a temp file, refusing content whose
-// checksum is not sum.
-func writeChecked(r io.Reader, dst, sum string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".extract-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
+// copyChecked copies r to dst, refusing content whose checksum is not sum.
+func copyChecked(dst io.Writer, r io.Reader, sum string) error {
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(tmp, h), r); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
+	if _, err := io.Copy(io.MultiWriter(dst, h), r); err != nil {
 		return err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 		return fmt.Errorf("checksum %s, manifest says %s", got, sum)
 	}
-	return os.Rename(tmp.Name(), dst)
+	return nil
 }

@@ -253,20 +253,8 @@ func (r *run) ensureUser(ctx context.Context) error {
 // (grafana.tar.gz) is unpacked as the deploy user (see unpackScript).
 func (r *run) copyFiles(ctx context.Context) error {
 	for _, c := range r.d.Step.Copies {
-		local, err := r.a.files.get(ctx, c)
+		skipped, err := r.copyFile(ctx, c)
 		if err != nil {
-			return err
-		}
-		// Permission bits only: never a set-uid, set-gid or sticky file
-		// from a package, whatever the step says.
-		f := remote.File{Path: c.Dst, Mode: os.FileMode(c.Mode) & os.ModePerm, Owner: c.Owner, SHA256: c.SHA256, Size: c.Size, Sudo: true,
-			Open: func() (io.ReadCloser, error) { return os.Open(local) }}
-		var skipped bool
-		if err := r.retry(ctx, "upload "+c.Dst, func() error {
-			var err error
-			skipped, err = r.a.cfg.Remote.Upload(ctx, r.target, f)
-			return err
-		}); err != nil {
 			return err
 		}
 		r.out.stdout.add(fmt.Sprintf("%s: %s", c.Dst, map[bool]string{true: "unchanged", false: "uploaded"}[skipped]))
@@ -277,6 +265,28 @@ func (r *run) copyFiles(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// copyFile uploads one package file from the agent's cache (cache.go),
+// which reads the package from the object store only when it does not
+// hold it: transient read errors are retried inside (pkgstore.Fetch),
+// with a deadline that grows with the package's size.
+func (r *run) copyFile(ctx context.Context, c domain.CopySpec) (skipped bool, err error) {
+	local, err := r.a.files.open(ctx, r.log, c)
+	if err != nil {
+		return false, err
+	}
+	defer local.close()
+	// Permission bits only: never a set-uid, set-gid or sticky file from a
+	// package, whatever the step says.
+	f := remote.File{Path: c.Dst, Mode: os.FileMode(c.Mode) & os.ModePerm, Owner: c.Owner, SHA256: c.SHA256, Size: c.Size, Sudo: true,
+		Open: func() (io.ReadCloser, error) { return local.reader(), nil }}
+	err = r.retry(ctx, "upload "+c.Dst, func() error {
+		var err error
+		skipped, err = r.a.cfg.Remote.Upload(ctx, r.target, f)
+		return err
+	})
+	return skipped, err
 }
 
 // writeFiles writes the rendered files; each is replaced atomically, and
@@ -329,8 +339,10 @@ func (r *run) start(ctx context.Context) error {
 		return errors.New("start step without a service")
 	}
 	var err error
+	var revive func(context.Context) error
 	if svc.Manager == domain.ServiceManagerNone {
 		err = r.sh(ctx, "start "+svc.Name, remote.RunOptions{AsUser: svc.User}, startScript, svc.PIDFile, svc.RunScript, svc.DeployDir)
+		revive = r.reviver(svc)
 	} else {
 		err = r.sh(ctx, "start "+svc.Name, remote.RunOptions{Sudo: true}, startSystemdScript, svc.Name+".service")
 	}
@@ -338,7 +350,38 @@ func (r *run) start(ctx context.Context) error {
 		return err
 	}
 	return r.waitHealthy(ctx, svc.HealthAddr, svc.HealthPath, time.Duration(svc.HealthTimeoutSec)*time.Second,
-		fmt.Sprintf("%s %s", r.d.Step.Role, r.d.Step.Instance))
+		fmt.Sprintf("%s %s", r.d.Step.Role, r.d.Step.Instance), revive)
+}
+
+// restartDelay is how long an instance run without a service manager may
+// be gone before the start step starts it again (systemd's units restart
+// theirs after RestartSec=15s).
+const restartDelay = 5 * time.Second
+
+// reviver returns what waitHealthy calls between polls for an
+// instance run from its pid file (service_manager none): at most every
+// restartDelay, the start script again, which starts the instance only
+// when its process is gone. An instance that exits before it is healthy
+// is started again, as its systemd unit (Restart=always) would have it:
+// a dm-master that joins a cluster whose etcd was formed moments ago is
+// refused ("etcdserver: unhealthy cluster") and exits; a few seconds later
+// the same join succeeds.
+func (r *run) reviver(svc *domain.ServiceSpec) func(context.Context) error {
+	last := time.Now()
+	return func(ctx context.Context) error {
+		if time.Since(last) < restartDelay {
+			return nil
+		}
+		last = time.Now()
+		var out string
+		err := r.shWith(ctx, "start "+svc.Name+" again", remote.RunOptions{AsUser: svc.User}, startScript,
+			[]string{svc.PIDFile, svc.RunScript, svc.DeployDir}, func(res remote.Result) { out = strings.TrimSpace(res.Stdout) })
+		if err == nil && strings.HasPrefix(out, "started") {
+			r.log.Warn().Str("service", svc.Name).Str("output", out).Msg("instance exited before it was healthy; started again")
+			r.out.stdout.add(fmt.Sprintf("%s exited before it was healthy; started again, as a service manager would: %s", svc.Name, out))
+		}
+		return err
+	}
 }
 
 // httpClient reaches host-local addresses through the SSH connection.
@@ -351,8 +394,10 @@ func (r *run) httpClient() *http.Client {
 	}}
 }
 
-// waitHealthy polls GET path on addr until it answers 200 or timeout.
-func (r *run) waitHealthy(ctx context.Context, addr, path string, timeout time.Duration, what string) error {
+// waitHealthy polls GET path on addr until it answers 200 or timeout,
+// calling revive (when not nil) between polls; an error of revive ends the
+// wait.
+func (r *run) waitHealthy(ctx context.Context, addr, path string, timeout time.Duration, what string, revive func(context.Context) error) error {
 	deadline := time.Now().Add(timeout)
 	client := r.httpClient()
 	var last error
@@ -371,6 +416,11 @@ func (r *run) waitHealthy(ctx context.Context, addr, path string, timeout time.D
 			return fmt.Errorf("%s did not answer GET %s with 200 within %s: %w", what, path, timeout, last)
 		}
 		sleep(ctx, 500*time.Millisecond)
+		if revive != nil {
+			if err := revive(ctx); err != nil {
+				return fmt.Errorf("%s is not healthy yet (GET %s: %v), and starting it again failed: %w", what, path, last, err)
+			}
+		}
 	}
 }
 

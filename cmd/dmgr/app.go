@@ -244,17 +244,12 @@ func (m *Main) newAgent(ctx context.Context, ab agentBus) (*agents.Agent, error)
 	} else if c.dataDir != "" {
 		cacheDir = c.dataDir
 	}
-	if cacheDir != "" {
-		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-			return nil, fmt.Errorf("agent cache dir: %w", err)
-		}
-	}
 	return agents.New(agents.Config{
 		ID: c.agentID, Pool: c.pool, Version: dmgrVersion(), JS: ab.js, Etcd: etcd, Vault: ab.vault, Packages: ab.pkgs, Events: ab.events,
 		Remote: remote.NewPool(remote.Options{MaxSessionsPerHost: c.sessionsPerHost, DialTimeout: c.sshDialTimeout,
 			Log: m.log}),
 		Log: m.log, Concurrency: c.concurrency, AckWait: c.ackWait, Retries: c.retries, RetryBackoff: c.retryBackoff,
-		CacheDir: cacheDir,
+		CacheDir: cacheDir, CacheMaxBytes: c.cacheMaxBytes,
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/internal/busauth"
 )
 
@@ -45,6 +46,7 @@ type config struct {
 	retryBackoff    time.Duration
 	sessionsPerHost int
 	sshDialTimeout  time.Duration
+	cacheMaxBytes   int64 // agent: bound of the package cache
 
 	stores storeConfig // etcd and ClickHouse logins (stores.go)
 
@@ -100,6 +102,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.DurationVar(&c.retryBackoff, "retry-backoff", time.Second, "wait before the first retry, doubled each time")
 		fs.IntVar(&c.sessionsPerHost, "max-sessions-per-host", 8, "SSH sessions the agent opens at once on one host")
 		fs.DurationVar(&c.sshDialTimeout, "ssh-dial-timeout", 10*time.Second, "timeout of an SSH connection and handshake")
+		fs.Int64Var(&c.cacheMaxBytes, "cache-max-bytes", agents.DefaultCacheMaxBytes, "bound of the agent's package cache, in bytes; the least recently used entries not in use are removed past it")
 	}
 	if mode != "agent" {
 		fs.StringVar(&c.coordinatorID, "coordinator-id", envOr("DMGR_COORDINATOR_ID", ""), "this server's coordinator id, unique among the servers; default <hostname>-<random> (env DMGR_COORDINATOR_ID)")
@@ -110,7 +113,7 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.natsURL, "nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
 		fs.StringVar(&etcd, "etcd-endpoints", envOr("DMGR_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env DMGR_ETCD_ENDPOINTS)")
 		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key that decrypts machine credentials; or set DMGR_MASTER_KEY")
-		fs.StringVar(&c.dataDir, "cache-dir", envOr("DMGR_AGENT_CACHE_DIR", ""), "directory for package files extracted by the agent; default a temporary directory (env DMGR_AGENT_CACHE_DIR)")
+		fs.StringVar(&c.dataDir, "cache-dir", envOr("DMGR_AGENT_CACHE_DIR", ""), "the agent's package cache: each package is read from the bus once and each of its files taken out once, checked against its SHA-256 on every use; must be the agent user's own, made 0700 (env DMGR_AGENT_CACHE_DIR; default "+agents.DefaultCacheDir()+")")
 		addBusFlags(fs, &c.bus, busauth.Agent)
 	} else if mode == "dev" {
 		fs.BoolVar(&c.devAgent, "agent", true, "run one agent in-process (false: steps wait for agents started with `dmgr agent`)")
@@ -152,6 +155,9 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if err := c.stores.validate(c); err != nil {
 		return c, err
+	}
+	if mode != "server" && c.cacheMaxBytes < 1 {
+		return c, fmt.Errorf("--cache-max-bytes must be at least 1")
 	}
 	if mode != "server" && c.concurrency < 1 {
 		return c, fmt.Errorf("--concurrency must be at least 1")

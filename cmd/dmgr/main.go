@@ -27,7 +27,9 @@ Usage:
                           coordinator and one agent
   dmgr server   [flags]   the HTTP API and the coordinator against external NATS,
                           etcd and ClickHouse
-  dmgr agent    [flags]   run steps from the work queue on machines over SSH
+  dmgr agent    [flags]   run steps from the work queue on machines over SSH;
+                          package files come from a local cache (--cache-dir,
+                          --cache-max-bytes), each checked by its SHA-256
   dmgr projections rebuild [flags]
                           replay the event stream into fresh ClickHouse tables
                           and switch the queries over to them

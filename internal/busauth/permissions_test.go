@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -503,13 +502,11 @@ func TestAnAgentCanDoWhatItsStepsNeed(t *testing.T) {
 
 	pkgs, err := pkgstore.OpenExisting(ctx, a.js)
 	must(t, err)
-	r, err := pkgs.Open(ctx, b.pkgName)
+	var body bytes.Buffer
+	_, err = pkgs.Fetch(ctx, b.pkgName, &body, pkgstore.FetchOptions{})
 	must(t, err)
-	body, err := io.ReadAll(r)
-	must(t, err)
-	must(t, r.Close())
-	if !bytes.Equal(body, b.pkgBytes) {
-		t.Fatalf("package read back: %d bytes, stored %d", len(body), len(b.pkgBytes))
+	if !bytes.Equal(body.Bytes(), b.pkgBytes) {
+		t.Fatalf("package read back: %d bytes, stored %d", body.Len(), len(b.pkgBytes))
 	}
 	// The reader deletes its consumer once it has every chunk.
 	for {

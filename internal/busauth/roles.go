@@ -161,15 +161,16 @@ func (id Identity) Permissions() Permissions {
 					// key's last value.
 					"$JS.API.STREAM.INFO.KV_" + vaultBucket,
 					"$JS.API.DIRECT.GET.KV_" + vaultBucket + ".$KV." + vaultBucket + ".>",
-					// The package store: an object Get reads the object's
-					// meta by direct get, then its chunks through an
-					// ordered push consumer filtered on the chunk subject
-					// (deleted when the read ends), with flow control.
+					// The package store: a read (pkgstore.Store.Fetch)
+					// takes the object's meta by direct get, then pulls its
+					// chunks through an ordered pull consumer filtered on
+					// the chunk subject, and deletes that consumer when the
+					// read ends.
 					"$JS.API.STREAM.INFO.OBJ_" + pkgBucket,
 					"$JS.API.DIRECT.GET.OBJ_" + pkgBucket + ".$O." + pkgBucket + ".M.>",
 					"$JS.API.CONSUMER.CREATE.OBJ_" + pkgBucket + ".*.$O." + pkgBucket + ".C.>",
+					"$JS.API.CONSUMER.MSG.NEXT.OBJ_" + pkgBucket + ".*",
 					"$JS.API.CONSUMER.DELETE.OBJ_" + pkgBucket + ".*",
-					"$JS.FC.OBJ_" + pkgBucket + ".>",
 				},
 				// Implied by the allow-list; spelled out so that a
 				// widened allow entry cannot let these through.

@@ -15,5 +15,5 @@ func OpenExisting(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, storeError("open package store "+Bucket+" (a dmgr server creates it when it starts)", err)
 	}
-	return &Store{obs: obs}, nil
+	return &Store{js: js, obs: obs}, nil
 }

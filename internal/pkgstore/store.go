@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,7 +25,10 @@ const (
 // Store keeps packages in the object store bucket Bucket, each under
 // "sha256/<hex of the package>".
 type Store struct {
+	js  jetstream.JetStream
 	obs jetstream.ObjectStore
+
+	fetches, resumes, fetchedBytes atomic.Int64 // Stats
 }
 
 // Open creates the bucket (file storage, the given number of replicas; less
@@ -48,24 +51,7 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 	if err != nil {
 		return nil, storeError("open package store "+Bucket, err)
 	}
-	return &Store{obs: obs}, nil
-}
-
-// Open returns the content of the stored package name ("sha256/<hex>").
-// Reading it to the end checks its digest. A name that is not stored gives
-// domain.NotFound.
-func (s *Store) Open(ctx context.Context, name string) (io.ReadCloser, error) {
-	if name == "" {
-		return nil, domain.Errorf(domain.Invalid, "package object name is empty")
-	}
-	r, err := s.obs.Get(ctx, name)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, domain.Errorf(domain.NotFound, "package %q is not stored", name)
-		}
-		return nil, storeError("open package "+name, err)
-	}
-	return r, nil
+	return &Store{js: js, obs: obs}, nil
 }
 
 // Delete removes the stored package name. A name that is not stored gives

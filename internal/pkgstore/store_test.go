@@ -68,12 +68,10 @@ func requireEmptyBucket(t *testing.T, ctx context.Context, s *Store) {
 
 func readAll(t *testing.T, ctx context.Context, s *Store, name string) []byte {
 	t.Helper()
-	r, err := s.Open(ctx, name)
+	var b bytes.Buffer
+	_, err := s.Fetch(ctx, name, &b, FetchOptions{})
 	requireNoError(t, err)
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	requireNoError(t, err)
-	return b
+	return b.Bytes()
 }
 
 // bigPackage is a valid package larger than one object store chunk.
@@ -120,7 +118,7 @@ func TestStorePut(t *testing.T) {
 
 	// Delete, then it is gone.
 	requireNoError(t, s.Delete(ctx, name))
-	_, err = s.Open(ctx, name)
+	_, err = s.Fetch(ctx, name, io.Discard, FetchOptions{})
 	requireCode(t, err, domain.NotFound, name)
 	requireCode(t, s.Delete(ctx, name), domain.NotFound, name)
 	if got := objectNames(t, ctx, s, false); len(got) != 0 {
@@ -221,9 +219,9 @@ func TestStorePutCancelled(t *testing.T) {
 	requireEmptyBucket(t, ctx, s)
 }
 
-func TestStoreOpenMissing(t *testing.T) {
+func TestStoreFetchMissing(t *testing.T) {
 	s, ctx := openStore(t)
-	_, err := s.Open(ctx, "sha256/"+sha([]byte("nothing")))
+	_, err := s.Fetch(ctx, "sha256/"+sha([]byte("nothing")), io.Discard, FetchOptions{})
 	requireCode(t, err, domain.NotFound, "is not stored")
 	requireCode(t, s.Delete(ctx, "sha256/nope"), domain.NotFound, "is not stored")
 }

@@ -6,7 +6,10 @@
 // [Build] writes a package file (the dm-package command does it for
 // people); [Package] returns the bytes to a test; [PackageWith] adds
 // entries as given (set-uid files, devices, paths or links out) to the
-// package or its grafana.tar.gz, for tests of what dmgr refuses. The archive holds its
+// package or its grafana.tar.gz, for tests of what dmgr refuses, or pads
+// dm-master and dm-worker to a real package's size (Options.PadBinaries).
+// [WriteReal] and [BuildReal] pack real DM binaries (a pingcap/tiflow
+// build) in the same layout, without monitoring, for `task test:realdm`. The archive holds its
 // entries at the top level, no leading dm-<version>/ directory:
 //
 //	bin/dm-master                 the simulator binary

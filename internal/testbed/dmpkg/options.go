@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 )
@@ -23,6 +24,14 @@ type Extra struct {
 type Options struct {
 	Extra        []Extra // appended to the package
 	GrafanaExtra []Extra // appended to its grafana.tar.gz
+	// PadBinaries, when above 0, makes bin/dm-master and bin/dm-worker
+	// each a file of its own: the simulator followed by PadBinaries bytes
+	// of incompressible data (a program runs with data after its ELF
+	// image). Real dm-master and dm-worker binaries are about 200 MB each,
+	// so PadBinaries 125 << 20 gives a package as big as a real one
+	// (about 252 MB). The pad is pseudo-random from a fixed seed per file:
+	// the same options always give the same bytes.
+	PadBinaries int64
 }
 
 // PackageWith is Package with o's entries added: the same simulator
@@ -34,8 +43,19 @@ func PackageWith(t testing.TB, version string, o Options) []byte {
 	if err != nil {
 		t.Fatalf("dmpkg.PackageWith(%s): %v", version, err)
 	}
+	var sim []byte // bin/dm-master as built, which precedes its hard links
 	out, err := repack(b, o.Extra, func(h *tar.Header, body []byte) ([]byte, error) {
-		if h.Name != "grafana.tar.gz" || len(o.GrafanaExtra) == 0 {
+		if o.PadBinaries > 0 {
+			switch {
+			case h.Name == "bin/dm-master" && h.Typeflag == tar.TypeReg:
+				sim = body
+				return padded(sim, h.Name, o.PadBinaries), nil
+			case h.Name == "bin/dm-worker" && h.Typeflag == tar.TypeLink && sim != nil:
+				h.Typeflag, h.Linkname = tar.TypeReg, ""
+				return padded(sim, h.Name, o.PadBinaries), nil
+			}
+		}
+		if h.Name != "grafana.tar.gz" || len(o.GrafanaExtra) == 0 || h.Typeflag != tar.TypeReg {
 			return body, nil
 		}
 		return repack(body, o.GrafanaExtra, nil)
@@ -46,8 +66,19 @@ func PackageWith(t testing.TB, version string, o Options) []byte {
 	return out
 }
 
-// repack copies the .tar.gz pkg entry by entry, passing each regular
-// file's content through edit (when not nil), and appends extra.
+// padded returns sim followed by n pseudo-random bytes seeded by name.
+func padded(sim []byte, name string, n int64) []byte {
+	var seed [32]byte
+	copy(seed[:], "dmpkg pad "+name)
+	out := make([]byte, len(sim)+int(n))
+	copy(out, sim)
+	_, _ = rand.NewChaCha8(seed).Read(out[len(sim):])
+	return out
+}
+
+// repack copies the .tar.gz pkg entry by entry, passing each entry's header
+// and content (nil but for regular files) through edit (when not nil),
+// which may change both, and appends extra.
 func repack(pkg []byte, extra []Extra, edit func(*tar.Header, []byte) ([]byte, error)) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(pkg))
 	if err != nil {
@@ -83,7 +114,7 @@ func repack(pkg []byte, extra []Extra, edit func(*tar.Header, []byte) ([]byte, e
 		if err != nil {
 			return nil, fmt.Errorf("dmpkg: repack: %w", err)
 		}
-		if edit != nil && h.Typeflag == tar.TypeReg {
+		if edit != nil {
 			if body, err = edit(h, body); err != nil {
 				return nil, err
 			}

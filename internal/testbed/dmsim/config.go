@@ -25,6 +25,7 @@ type MasterConfig struct {
 	LogFile           string
 	OpenAPI           bool
 	StartDelay        time.Duration // simulator only: see StartDelayKey
+	FailStarts        int           // simulator only: see FailStartsKey
 	PrintVersion      bool          // -V
 	Version           string        // reported version; empty means CurrentVersion()
 	Ignored           []string      // unknown flags, logged at start
@@ -58,6 +59,18 @@ const (
 	StartDelayKey = "sim-start-delay"
 	StartDelayEnv = "DMSIM_START_DELAY"
 )
+
+// FailStartsKey is a top-level dm-master config file key that only the
+// simulator knows:
+//
+//	sim-fail-starts = 1
+//
+// makes the first N starts of the master (counted by its start markers in
+// the data directory) exit with an error before listening, as a real
+// dm-master does when the etcd of the cluster it joins refuses the new
+// member ("etcdserver: unhealthy cluster", moments after the cluster
+// formed): a test of what runs the instance again.
+const FailStartsKey = "sim-fail-starts"
 
 // startDelayFromEnv reads StartDelayEnv.
 func startDelayFromEnv() (time.Duration, error) {
@@ -168,6 +181,12 @@ func (c *MasterConfig) set(key, val string) error {
 			return err
 		}
 		c.StartDelay = d
+	case FailStartsKey:
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s: want a count like 1, got %q", FailStartsKey, val)
+		}
+		c.FailStarts = n
 	}
 	return nil
 }

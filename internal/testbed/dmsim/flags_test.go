@@ -101,7 +101,7 @@ func TestBinaries(t *testing.T) {
 	}
 	bin := t.TempDir()
 	for _, p := range []string{"dm-master", "dm-worker"} {
-		cmd := exec.Command("go", "build", "-ldflags", "-X github.com/dmgr/dmgr/testbed/dmsim.Version=v9.9.9", "-o", filepath.Join(bin, p), "./cmd/"+p)
+		cmd := exec.Command("go", "build", "-ldflags", "-X github.com/dmgr/dmgr/internal/testbed/dmsim.Version=v9.9.9", "-o", filepath.Join(bin, p), "./cmd/"+p)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", p, err, out)
 		}
@@ -114,7 +114,7 @@ func TestBinaries(t *testing.T) {
 	}
 
 	// cmd/dmsim runs the program it is installed as.
-	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/dmgr/dmgr/testbed/dmsim.Version=v9.9.9", "-o", filepath.Join(bin, "dmsim"), "./cmd/dmsim")
+	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/dmgr/dmgr/internal/testbed/dmsim.Version=v9.9.9", "-o", filepath.Join(bin, "dmsim"), "./cmd/dmsim")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build dmsim: %v\n%s", err, out)
 	}

@@ -55,6 +55,10 @@ func RunMaster(ctx context.Context, cfg MasterConfig) error {
 	if err != nil {
 		return fmt.Errorf("dm-master %s: %w", cfg.Name, err)
 	}
+	if n := startMarkers(cfg.DataDir); cfg.FailStarts > 0 && n <= cfg.FailStarts {
+		logger.Error().Str("name", cfg.Name).Int("start", n).Msg("dm-master failed to start (" + FailStartsKey + ")")
+		return fmt.Errorf("dm-master %s: start %d of the %d that fail (%s)", cfg.Name, n, cfg.FailStarts, FailStartsKey)
+	}
 	if waitStartDelay(ctx, cfg.StartDelay, logger, "dm-master", cfg.Name) {
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -45,6 +46,18 @@ func writeStartMarker(dir string, now time.Time) error {
 		return fmt.Errorf("write start marker: %w", err)
 	}
 	return nil
+}
+
+// startMarkers counts the start markers in dir.
+func startMarkers(dir string) int {
+	des, _ := os.ReadDir(dir)
+	n := 0
+	for _, de := range des {
+		if strings.HasPrefix(de.Name(), "started-") {
+			n++
+		}
+	}
+	return n
 }
 
 func listenAll(addrs []string) ([]net.Listener, error) {

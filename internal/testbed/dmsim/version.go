@@ -29,7 +29,7 @@ import (
 // Version is the DM release this simulator claims to be. It is a package
 // variable (not passed in) because it is set at link time:
 //
-//	go build -ldflags "-X github.com/dmgr/dmgr/testbed/dmsim.Version=v8.1.0"
+//	go build -ldflags "-X github.com/dmgr/dmgr/internal/testbed/dmsim.Version=v8.1.0"
 //
 // The environment variable DMSIM_VERSION overrides it.
 var Version = "v0.0.0-sim"
