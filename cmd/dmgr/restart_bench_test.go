@@ -336,3 +336,60 @@ func settled(b *testing.B, ctx context.Context, js jetstream.JetStream, etcd *cl
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// BenchmarkDevRestartReady restarts `dmgr dev` (in-process, without its
+// agent) on one data directory and measures the time from the start to
+// the first /readyz 200. Dev starts its own ClickHouse and waits until it
+// answers, so this is about ClickHouse's start; the event store's size
+// does not enter (BenchmarkRestartReady).
+//
+//	go test -run '^$' -bench BenchmarkDevRestartReady -benchtime 3x ./cmd/dmgr/
+func BenchmarkDevRestartReady(b *testing.B) {
+	testenv.RequireClickHouse(b)
+	dir := b.TempDir()
+	cfg, err := parseConfig("dev", []string{"--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
+		"--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0", "--agent=false"}, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := testenv.Context(b, 10*time.Minute)
+	start := func() (*Main, time.Duration) {
+		begin := time.Now()
+		m := NewMain(cfg, zerolog.Nop(), io.Discard)
+		if err := m.Run(ctx); err != nil {
+			_ = m.Close()
+			b.Fatal(err)
+		}
+		for {
+			resp, err := http.Get(m.URL + "/readyz")
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return m, time.Since(begin)
+				}
+			}
+			if ctx.Err() != nil {
+				b.Fatal("never ready")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	m, _ := start() // the first start creates the data directory
+	if err := m.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var ready []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		m, took := start()
+		b.StopTimer()
+		ready = append(ready, took)
+		if err := m.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(slices.Max(ready).Milliseconds()), "readyz-max-ms")
+	b.Logf("/readyz after %v", ready)
+}

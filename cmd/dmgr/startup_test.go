@@ -72,6 +72,49 @@ func TestCommandsAreAcceptedWhileClickHouseIsDown(t *testing.T) {
 	}
 }
 
+// Issue [7], done when 5: dev's own ClickHouse killed (SIGKILL, as a
+// crash) under a running dev: /readyz stays 200, commands are accepted,
+// queries answer 503 with Retry-After, nothing fails; once ClickHouse is
+// back the queries answer again, with what was accepted meanwhile.
+func TestDevKeepsAcceptingCommandsWhenClickHouseIsKilled(t *testing.T) {
+	d := startInProcessDev(t, "--agent=false")
+	d.mustDo(t, "GET", "/api/v1/machines", nil, http.StatusOK)
+	if err := d.main.chSrv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // past /readyz's one-second cache
+		if a, err := d.do("GET", "/readyz", nil, nil, 30*time.Second); err != nil || a.status != http.StatusOK {
+			t.Fatalf("/readyz %d with ClickHouse killed: %+v %v; want 200 (commands are accepted)", i, a, err)
+		}
+		time.Sleep(600 * time.Millisecond)
+	}
+	d.mustDo(t, "POST", "/api/v1/machines", map[string]any{"host": "198.18.0.12", "user": "tidb", "password": "pw", "host_key": testenv.HostKey},
+		http.StatusAccepted)
+	a, err := d.do("GET", "/api/v1/machines", nil, nil, 30*time.Second)
+	if err != nil || a.status != http.StatusServiceUnavailable || a.retryAfter == "" {
+		t.Fatalf("a query with ClickHouse killed: %+v %v; want 503 with Retry-After", a, err)
+	}
+	select {
+	case <-d.main.Failed():
+		t.Fatalf("dev failed when ClickHouse was killed: %v", d.main.Failure())
+	default:
+	}
+	ctx := testenv.Context(t, 2*time.Minute)
+	if err := d.main.chSrv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		a, err := d.do("GET", "/api/v1/machines/198.18.0.12", nil, nil, 30*time.Second)
+		if err == nil && a.status == http.StatusOK {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the machine accepted while ClickHouse was down never shows: %+v %v", a, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // Issue [7], done when 6: every long-running part of a running dev is
 // under supervision, and killing any one of them fails the process with
 // the part named and the reason logged. The list of parts is checked
