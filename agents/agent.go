@@ -51,6 +51,10 @@ type Config struct {
 	RetryBackoff time.Duration
 	// LeaseTTL is the etcd lease of the agent's online key (default 10 s).
 	LeaseTTL time.Duration
+	// RegisterGiveUpAfter is how long the agent may fail to register in
+	// etcd (at start, or again after its lease was lost) before Register,
+	// and with it Run, fails (default 1 min).
+	RegisterGiveUpAfter time.Duration
 	// CacheDir is the agent's package cache (cache.go): each package is
 	// read from the object store once and its files taken out once, each
 	// checked against its SHA-256 whenever it is used. Default:
@@ -112,6 +116,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 10 * time.Second
 	}
+	if cfg.RegisterGiveUpAfter <= 0 {
+		cfg.RegisterGiveUpAfter = time.Minute
+	}
 	if cfg.CacheDir == "" {
 		cfg.CacheDir = DefaultCacheDir()
 	}
@@ -144,42 +151,54 @@ func (a *Agent) ID() string { return a.cfg.ID }
 // SSHStats reports the agent's SSH connections per host:port.
 func (a *Agent) SSHStats() map[string]remote.HostStats { return a.cfg.Remote.Stats() }
 
-// Run registers the agent in etcd and runs steps until ctx ends. Steps
-// running when ctx ends are cancelled and handed back to the queue.
+// Run registers the agent in etcd (Register) and runs steps (Work) until
+// ctx ends, or until the registration fails for good, which stops the
+// steps and is what Run returns. Steps running when it stops are
+// cancelled and handed back to the queue.
 func (a *Agent) Run(ctx context.Context) error {
-	defer a.cfg.Remote.Close()
-	host, _ := os.Hostname()
-	lost, revoke, err := register(ctx, a.cfg.Etcd, Info{ID: a.cfg.ID, Pool: a.cfg.Pool, Hostname: host,
-		PID: os.Getpid(), Version: a.cfg.Version, StartedAt: time.Now().UTC()}, a.cfg.LeaseTTL)
-	if err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	regErr := make(chan error, 1)
+	go func() {
+		err := a.Register(ctx)
+		cancel()
+		regErr <- err
+	}()
+	workErr := a.Work(ctx)
+	cancel()
+	if err := <-regErr; err != nil {
 		return err
 	}
-	defer revoke()
+	return workErr
+}
+
+// Register keeps the agent registered in etcd until ctx ends: its seen
+// key, and its online key under a lease kept alive. When the lease is lost
+// (expired while etcd could not be reached, or revoked) the agent
+// registers again under a new lease, with backoff. Register fails when
+// registering has failed for longer than Config.RegisterGiveUpAfter, or at
+// once when the etcd client is closed.
+func (a *Agent) Register(ctx context.Context) error {
+	host, _ := os.Hostname()
+	info := Info{ID: a.cfg.ID, Pool: a.cfg.Pool, Hostname: host, PID: os.Getpid(), Version: a.cfg.Version, StartedAt: time.Now().UTC()}
+	return keepRegistered(ctx, a.cfg.Etcd, info, a.cfg.LeaseTTL, a.cfg.RegisterGiveUpAfter, a.log, nil)
+}
+
+// Work runs steps until ctx ends. Steps running when ctx ends are
+// cancelled and handed back to the queue.
+func (a *Agent) Work(ctx context.Context) error {
+	defer a.cfg.Remote.Close()
 	cons, err := a.cfg.JS.CreateOrUpdateConsumer(ctx, workqueue.StepsStream, workqueue.AgentConsumerConfig(a.cfg.Pool, a.cfg.AckWait))
 	if err != nil {
 		return fmt.Errorf("agent %s: consumer on %s: %w", a.cfg.ID, workqueue.StepsStream, err)
 	}
 	a.log.Info().Int("concurrency", a.cfg.Concurrency).Dur("ack_wait", a.cfg.AckWait).Msg("agent started")
-
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		select {
-		case <-lost:
-			// Without its lease the agent shows offline; it keeps working
-			// (the work queue, not etcd, hands out steps) and says so.
-			if runCtx.Err() == nil {
-				a.log.Warn().Msg("etcd lease lost: the agent shows offline until it restarts")
-			}
-		case <-runCtx.Done():
-		}
-	}()
 	var wg sync.WaitGroup
 	for range a.cfg.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.worker(runCtx, cons)
+			a.worker(ctx, cons)
 		}()
 	}
 	wg.Wait()

@@ -3,10 +3,13 @@ package agents
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"time"
 
+	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/internal/leadership"
@@ -30,16 +33,16 @@ type Info struct {
 	Online    bool      `json:"online"`
 }
 
-// register writes the agent's keys: online under a lease kept alive until
-// ctx ends, seen without one. It returns when the lease is lost or ctx
-// ends; the error says which.
-func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Duration) (lost <-chan struct{}, revoke func(), err error) {
+// register writes the agent's keys: online under a new lease, kept alive
+// until ctx ends, and seen without one. lost is closed when the lease is
+// lost (expired, revoked) or ctx ends.
+func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Duration) (lost <-chan struct{}, lease clientv3.LeaseID, err error) {
 	// The grant and the writes get a deadline; the keepalive lasts with ctx.
 	rctx, cancel := context.WithTimeout(ctx, registryTimeout)
 	defer cancel()
-	lease, err := cli.Grant(rctx, int64(ttl/time.Second))
+	grant, err := cli.Grant(rctx, max(1, int64(ttl/time.Second)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("agent %s: etcd lease: %w", info.ID, err)
+		return nil, 0, fmt.Errorf("agent %s: etcd lease: %w", info.ID, err)
 	}
 	info.Online = false
 	seen, _ := json.Marshal(info)
@@ -47,13 +50,15 @@ func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Dur
 	online, _ := json.Marshal(info)
 	if _, err := cli.Txn(rctx).Then(
 		clientv3.OpPut(leadership.AgentSeenKey(info.ID), string(seen)),
-		clientv3.OpPut(leadership.AgentOnlineKey(info.ID), string(online), clientv3.WithLease(lease.ID)),
+		clientv3.OpPut(leadership.AgentOnlineKey(info.ID), string(online), clientv3.WithLease(grant.ID)),
 	).Commit(); err != nil {
-		return nil, nil, fmt.Errorf("agent %s: register in etcd: %w", info.ID, err)
+		revoke(cli, grant.ID)
+		return nil, 0, fmt.Errorf("agent %s: register in etcd: %w", info.ID, err)
 	}
-	keep, err := cli.KeepAlive(ctx, lease.ID)
+	keep, err := cli.KeepAlive(ctx, grant.ID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("agent %s: etcd keepalive: %w", info.ID, err)
+		revoke(cli, grant.ID)
+		return nil, 0, fmt.Errorf("agent %s: etcd keepalive: %w", info.ID, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -61,12 +66,83 @@ func register(ctx context.Context, cli *clientv3.Client, info Info, ttl time.Dur
 		for range keep {
 		}
 	}()
-	revoke = func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, _ = cli.Revoke(rctx, lease.ID)
+	return done, grant.ID, nil
+}
+
+// revoke revokes a lease, best effort: the agent's online key goes with it.
+func revoke(cli *clientv3.Client, lease clientv3.LeaseID) {
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = cli.Revoke(rctx, lease)
+}
+
+// keepRegistered keeps the agent registered until ctx ends: when its lease
+// is lost (etcd expired it during a partition, or someone revoked it) it
+// registers again under a new lease, with a jittered backoff. It fails
+// when registering has failed for longer than giveUp, or at once when the
+// etcd client is closed: an agent that cannot show itself online must not
+// look alive. registered is called after every registration.
+func keepRegistered(ctx context.Context, cli *clientv3.Client, info Info, ttl, giveUp time.Duration, log zerolog.Logger,
+	registered func(clientv3.LeaseID)) error {
+	var failingSince time.Time
+	for n := 0; ctx.Err() == nil; {
+		lost, lease, err := register(ctx, cli, info, ttl)
+		if err == nil {
+			if !failingSince.IsZero() || n > 0 {
+				log.Info().Int64("lease", int64(lease)).Msg("agent registered again in etcd")
+			}
+			failingSince, n = time.Time{}, 0
+			if registered != nil {
+				registered(lease)
+			}
+			select {
+			case <-lost:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				revoke(cli, lease)
+				return nil
+			}
+			log.Warn().Int64("lease", int64(lease)).Msg("etcd lease lost: the agent shows offline; registering again")
+			n = 1 // the first try again waits a little: the lease may be gone with etcd
+			sleep(ctx, registerRetryMin)
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if cerr := cli.Ctx().Err(); cerr != nil {
+			return fmt.Errorf("agent %s: etcd client closed: %w", info.ID, errors.Join(err, cerr))
+		}
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		}
+		if time.Since(failingSince) >= giveUp {
+			return fmt.Errorf("agent %s: not registered in etcd for %s: %w", info.ID, time.Since(failingSince).Round(time.Second), err)
+		}
+		n++
+		wait := registerBackoff(n)
+		log.Warn().Err(err).Int("tries", n).Dur("retry_in", wait).Msg("register the agent in etcd")
+		sleep(ctx, wait)
 	}
-	return done, revoke, nil
+	return nil
+}
+
+// The backoff between tries of a registration: from registerRetryMin,
+// doubled per failure, capped at registerRetryMax, the upper half jittered.
+const (
+	registerRetryMin = 200 * time.Millisecond
+	registerRetryMax = 5 * time.Second
+)
+
+func registerBackoff(n int) time.Duration {
+	d := registerRetryMax
+	if n < 32 {
+		if b := registerRetryMin << (n - 1); b > 0 && b < registerRetryMax {
+			d = b
+		}
+	}
+	return d/2 + rand.N(d/2+1)
 }
 
 // List returns every agent that ever registered, online ones first, then

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -48,10 +49,12 @@ type Main struct {
 	nc      *nats.Conn
 	agentNC *nats.Conn // dev: the in-process agent's own connection, as agent
 	etcd    *clientv3.Client
-	stores  stores // etcd and ClickHouse logins (stores.go)
-	http    *http.Server
-	httpLn  net.Listener
-	serveCh chan error
+	// coordEtcd is the coordinator's own etcd client: its sessions and
+	// watches neither wait behind nor break the API's requests.
+	coordEtcd *clientv3.Client
+	stores    stores // etcd and ClickHouse logins (stores.go)
+	http      *http.Server
+	httpLn    net.Listener
 
 	// Background work (coordinator, agent) runs under bgCtx until Close.
 	bgCancel context.CancelFunc
@@ -61,6 +64,9 @@ type Main struct {
 	failMu  sync.Mutex
 	failed  chan struct{} // closed by fail
 	failure error
+	closing atomic.Bool                        // Close has begun: parts that stop now do not fail the process
+	names   []string                           // the parts under supervision
+	kills   map[string]context.CancelCauseFunc // by part name: ends the part's context (killPart)
 	agent   *agents.Agent
 
 	devUsers []busauth.User // dev: the NATS users and their seeds
@@ -142,7 +148,8 @@ func (m *Main) Run(ctx context.Context) error {
 		if m.agent, err = m.newAgent(ctx, ab); err != nil {
 			return err
 		}
-		background = append(background, part{"agent " + m.agent.ID(), m.agent.Run})
+		background = append(background, part{"agent " + m.agent.ID(), m.agent.Work},
+			part{"agent " + m.agent.ID() + " registration", m.agent.Register})
 	}
 	if c.mode == "agent" {
 		m.startBackground(bgCtx, background)
@@ -190,15 +197,17 @@ func (m *Main) Run(ctx context.Context) error {
 		host, _ := os.Hostname()
 		coordID = host + "-" + uuid.NewString()[:8]
 	}
-	m.Coordinator = coordinator.New(coordinator.Config{ID: coordID, Service: svc, JS: js, Etcd: m.etcd,
-		SessionTTL: c.sessionTTL, Log: m.log,
+	if m.coordEtcd, err = connectEtcd(ctx, m.stores.etcd); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	m.Coordinator = coordinator.New(coordinator.Config{ID: coordID, Service: svc, JS: js, Etcd: m.coordEtcd,
+		SessionTTL: c.sessionTTL, Log: m.log, DownGiveUpAfter: c.etcdGiveUp,
 		GiveUpAfter: c.limits.advanceGiveUp, RetryMin: c.limits.advanceRetryBase, RetryMax: c.limits.advanceRetryMax})
 	coord := m.Coordinator
 	proj, runProjector, err := m.newProjections(js, store, chAddr)
 	if err != nil {
 		return err
 	}
-	m.startBackground(bgCtx, append(background, part{"coordinator", coord.Run}, part{"projector", runProjector}))
 	handler := httpapi.Handler(httpapi.Config{
 		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj, MaxJSONBody: maxJSONBody,
 		Ready:  func(ctx context.Context) error { return m.ready(ctx, store) },
@@ -211,14 +220,10 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.URL = "http://" + m.httpLn.Addr().String()
 	m.http = newHTTPServer(c, handler, m.log)
-	m.serveCh = make(chan error, 1)
-	go func() {
-		err := m.http.Serve(m.httpLn)
-		if !errors.Is(err, http.ErrServerClosed) {
-			m.fail("HTTP server", err)
-		}
-		m.serveCh <- err
-	}()
+	// Every long-running part, in one group: one that stops fails the
+	// process (supervise.go).
+	m.startBackground(bgCtx, append(background, part{"HTTP server", m.serveHTTP},
+		part{"coordinator", coord.Run}, part{"projector", runProjector}))
 
 	m.log.Info().Str("url", m.URL).Str("mode", c.mode).Str("nats", redactURLs(natsURL)).
 		Strs("etcd", etcdEndpoints).Str("clickhouse", chAddr).Msg("dmgr serving")
@@ -249,7 +254,7 @@ func (m *Main) newAgent(ctx context.Context, ab agentBus) (*agents.Agent, error)
 		Remote: remote.NewPool(remote.Options{MaxSessionsPerHost: c.sessionsPerHost, DialTimeout: c.sshDialTimeout,
 			Log: m.log}),
 		Log: m.log, Concurrency: c.concurrency, AckWait: c.ackWait, Retries: c.retries, RetryBackoff: c.retryBackoff,
-		CacheDir: cacheDir, CacheMaxBytes: c.cacheMaxBytes,
+		CacheDir: cacheDir, CacheMaxBytes: c.cacheMaxBytes, RegisterGiveUpAfter: c.etcdGiveUp,
 	})
 }
 
@@ -264,6 +269,18 @@ func (m *Main) startDevServers(ctx context.Context) error {
 		return err
 	}
 	return m.startDevStores(ctx)
+}
+
+// serveHTTP serves the API until ctx ends (the server is closed then) or
+// Close shuts it down; any other end of serving is its failure.
+func (m *Main) serveHTTP(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { _ = m.http.Close() })
+	defer stop()
+	err := m.http.Serve(m.httpLn)
+	if errors.Is(err, http.ErrServerClosed) && (ctx.Err() != nil || m.closing.Load()) {
+		return nil
+	}
+	return err
 }
 
 // ready checks that commands are accepted: NATS, the event stream and
@@ -286,6 +303,7 @@ func (m *Main) ready(ctx context.Context, store *eventstore.Store) error {
 // Close lets in-flight requests finish, then closes the clients and the
 // embedded servers (which flush JetStream and etcd to disk).
 func (m *Main) Close() error {
+	m.closing.Store(true)
 	var errs []error
 	if m.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.shutdownGrace)
@@ -293,10 +311,6 @@ func (m *Main) Close() error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 		cancel()
-		// A serve error that failed the process was reported by Failure.
-		if err := <-m.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) && m.Failure() == nil {
-			errs = append(errs, err)
-		}
 	}
 	if m.bgCancel != nil {
 		m.bgCancel()
@@ -309,6 +323,12 @@ func (m *Main) Close() error {
 			}
 		case <-time.After(m.cfg.shutdownGrace + 5*time.Second):
 			errs = append(errs, errors.New("coordinator or agent did not stop in time"))
+		}
+	}
+	if m.coordEtcd != nil {
+		// Closed already (the coordinator failed on it): context.Canceled.
+		if err := m.coordEtcd.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, fmt.Errorf("coordinator etcd client: %w", err))
 		}
 	}
 	if m.svc != nil {

@@ -40,6 +40,7 @@ type config struct {
 	// server and dev: the coordinator
 	coordinatorID   string
 	sessionTTL      time.Duration
+	etcdGiveUp      time.Duration // how long the coordinator or the agent's registration may go without etcd
 	concurrency     int
 	ackWait         time.Duration
 	retries         int
@@ -108,6 +109,11 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.coordinatorID, "coordinator-id", envOr("DMGR_COORDINATOR_ID", ""), "this server's coordinator id, unique among the servers; default <hostname>-<random> (env DMGR_COORDINATOR_ID)")
 		fs.DurationVar(&c.sessionTTL, "session-ttl", 5*time.Second, "etcd lease behind cluster and projector leadership: a dead server's clusters and projector move to another after about this long")
 	}
+	fs.DurationVar(&c.etcdGiveUp, "etcd-give-up-after", time.Minute, map[string]string{
+		"agent":  "how long the agent may fail to register in etcd (at start, or again after its lease was lost) before it exits non-zero",
+		"server": "how long the coordinator may go without an etcd session (or without marking the clusters commands go to) before the server exits non-zero; at least 3 session TTLs",
+		"dev":    "how long the coordinator, or the in-process agent's registration, may go without etcd before dev exits non-zero; the coordinator's bound is at least 3 session TTLs",
+	}[mode])
 	fs.DurationVar(&c.ackWait, "ack-wait", 30*time.Second, "how long a running step may go without an in-progress ack before another agent gets it")
 	if mode == "agent" {
 		fs.StringVar(&c.natsURL, "nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
@@ -164,6 +170,9 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 	}
 	if mode != "agent" && c.sessionTTL < 2*time.Second {
 		return c, fmt.Errorf("--session-ttl must be at least 2s")
+	}
+	if c.etcdGiveUp <= 0 {
+		return c, fmt.Errorf("--etcd-give-up-after must be positive")
 	}
 	if c.ackWait < 3*time.Second {
 		return c, fmt.Errorf("--ack-wait must be at least 3s")

@@ -66,10 +66,16 @@ func BenchmarkLeadershipCost(b *testing.B) {
 	ctx := testenv.Context(b, 10*time.Minute)
 	b.ResetTimer()
 	for i := range clusters {
-		payload, _ := json.Marshal(domain.ClusterDeployRequested{Name: fmt.Sprintf("bench-%04d", i), Version: "v8.1.0"})
+		// A deploy that runs (one no-op step, and no agent to run it): a
+		// coordinator leads only clusters with a running operation.
+		name, op := fmt.Sprintf("bench-%04d", i), uuid.NewString()
+		deploy, _ := json.Marshal(domain.ClusterDeployRequested{Name: name, Version: "v8.1.0"})
+		run, _ := json.Marshal(domain.OperationRequested{ID: op, Kind: domain.OperationDeploy, Cluster: name,
+			Plan: []domain.Step{{ID: "noop", Kind: domain.StepNoop}}})
 		if _, err := cp.store.Append(ctx, eventstore.Commit{CommitID: uuid.NewString(), AggregateType: domain.AggregateCluster,
-			AggregateID: fmt.Sprintf("bench-%04d", i), Time: time.Now(), Actor: "bench",
-			Events: []eventstore.NewEvent{{Type: domain.TypeClusterDeployRequested, Payload: payload}}}, eventstore.Expect{}); err != nil {
+			AggregateID: name, Time: time.Now(), Actor: "bench", OperationID: op,
+			Events: []eventstore.NewEvent{{Type: domain.TypeClusterDeployRequested, Payload: deploy},
+				{Type: domain.TypeOperationRequested, Payload: run}}}, eventstore.Expect{}); err != nil {
 			b.Fatal(err)
 		}
 	}

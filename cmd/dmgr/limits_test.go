@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +43,9 @@ type inProcessDev struct {
 // once more, 10 ms later: --retries 0 means the default of 3).
 func startInProcessDev(tb testing.TB, extra ...string) *inProcessDev {
 	tb.Helper()
-	testenv.RequireClickHouse(tb)
+	if !slices.Contains(extra, "--clickhouse-addr") { // dev starts a local ClickHouse
+		testenv.RequireClickHouse(tb)
+	}
 	args := append([]string{"--data-dir", tb.TempDir(), "--http-addr", "127.0.0.1:0", "--nats-addr", "127.0.0.1:0",
 		"--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0", "--retries", "1", "--retry-backoff", "10ms",
 		"--ssh-dial-timeout", "2s", "--log-level", "info"}, extra...)

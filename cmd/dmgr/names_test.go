@@ -15,7 +15,8 @@ import (
 // collidingNames are cluster names that are, or were, names of dmgr's
 // own etcd keys: the projector's election before v1 ("projections"), the
 // folders of the layout, and names that are prefixes of one another.
-var collidingNames = []string{"projections", "projector", "leader", "cluster", "v1", "agents", "coordinators", "online", "seen", "ready-probe", "c", "c1"}
+var collidingNames = []string{"projections", "projector", "leader", "cluster", "v1", "agents", "coordinators", "online", "seen", "ready-probe",
+	"active-clusters", "active", "c", "c1"}
 
 // electedKey reads the first-created key under prefix: an election's
 // leader, as the agents read it.
@@ -72,15 +73,31 @@ func TestClustersNamedLikeLeadershipKeysDeployWhileTheProjectorProjects(t *testi
 	}
 
 	// Every cluster was led under a key of its own, by the coordinator,
-	// with a token other than the projector's.
-	leading := cp.main.Coordinator.Leading()
+	// with a token other than the projector's and every other cluster's;
+	// once its deploy succeeded its leader released it (no running
+	// operation: no election, no active key), and the projector's term
+	// went on.
+	tokens := map[int64]string{}
 	for _, name := range collidingNames {
-		holder, token := electedKey(t, etcd, leadership.ClusterLeaderKeys(name))
-		if token == 0 || token == projToken || holder == projector {
-			t.Errorf("cluster %q: leader %q token %d; the projector is %q token %d", name, holder, token, projector, projToken)
+		var c domain.Cluster
+		cp.api(t, "GET", "/api/v1/clusters/"+name, nil, &c)
+		if c.LeaderToken == 0 || c.LeaderToken == projToken || tokens[c.LeaderToken] != "" {
+			t.Errorf("cluster %q: led with token %d; the projector's is %d, other clusters' %v", name, c.LeaderToken, projToken, tokens)
 		}
-		if leading[name] != token {
-			t.Errorf("cluster %q: the coordinator leads it with token %d, etcd says %d", name, leading[name], token)
+		tokens[c.LeaderToken] = name
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		var held []string
+		for _, name := range collidingNames {
+			if holder, _ := electedKey(t, etcd, leadership.ClusterLeaderKeys(name)); holder != "" {
+				held = append(held, name)
+			}
+		}
+		if len(held) == 0 && len(cp.main.Coordinator.Leading()) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clusters still led after their deploys succeeded: %v (coordinator: %v)", held, cp.main.Coordinator.Leading())
 		}
 	}
 	// The projector kept its term throughout.

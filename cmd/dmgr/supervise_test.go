@@ -70,10 +70,37 @@ func TestAPartThatStopsFailsTheProcess(t *testing.T) {
 	}
 }
 
+// A part that panics fails the process with the panic and its stack, as
+// one that returns; the other parts stop with the process.
+func TestAPartThatPanicsFailsTheProcess(t *testing.T) {
+	var logs testenv.Buffer
+	m := NewMain(config{}, zerolog.New(&logs), io.Discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m.startBackground(ctx, []part{
+		{"projector", func(context.Context) error { panic("projection of a nil view") }},
+		{"coordinator", func(ctx context.Context) error { <-ctx.Done(); return nil }},
+	})
+	select {
+	case <-m.Failed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a part that panicked did not fail the process")
+	}
+	if err := m.Failure(); err == nil || !strings.HasPrefix(err.Error(), "projector stopped: panic: projection of a nil view") ||
+		!strings.Contains(err.Error(), "goroutine") {
+		t.Fatalf("failure %v, want the panic with its stack", err)
+	}
+	if !strings.Contains(logs.String(), `"part":"projector"`) {
+		t.Fatalf("the failure is not logged with its part:\n%s", logs.String())
+	}
+	cancel()
+	<-m.bgDone
+}
+
 // The HTTP server of a running dmgr dev dies (its listener closed under
 // it): the process fails, naming it.
 func TestDevFailsWhenItsHTTPServerDies(t *testing.T) {
-	d := startInProcessDev(t, "--agent=false")
+	d := startInProcessDev(t, append(unreachableClickHouse(t), "--agent=false")...)
 	select {
 	case <-d.main.Failed():
 		t.Fatalf("dev failed at start: %v", d.main.Failure())

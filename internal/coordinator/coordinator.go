@@ -18,6 +18,25 @@
 // with the projector) and its keys (/dmgr/v1/leader/cluster/<cluster>,
 // /dmgr/v1/coordinators/<id>) are package internal/leadership's.
 //
+// A coordinator campaigns only for the clusters that may have a running
+// operation, not for every cluster it has ever seen: the coordinators
+// share a durable, headers-only consumer of the clusters' commits
+// (DiscoveryConsumer), and for every commit a command made (one without a
+// fencing token) they write the cluster's active key in etcd
+// (leadership.ActiveClusterKey) before they acknowledge it. Each
+// coordinator reads those keys when its session starts and watches them:
+// a key written makes its cluster one to campaign for (or kicks its
+// driver), and the leader deletes the key, on the condition that it was
+// not written again meanwhile, once it has read the cluster up to after
+// that write and found no operation running. A start therefore reads the
+// active keys and the commits not yet acknowledged, never the history;
+// a new command on an idle cluster is campaigned for as soon as its
+// commit is seen; and an operation that was running when every server
+// stopped keeps its key, so it is led and finished after the restart.
+// (The first start of a dmgr that had no such consumer reads the history
+// once, and marks every cluster a command went to; their leaders release
+// the idle ones.)
+//
 // A leader keeps its cluster's state in memory, folding in its own commits
 // and reading only newer ones (service.TrackedCluster), so a step result
 // costs one decision and one append. A result it cannot record or a step
@@ -37,8 +56,6 @@ import (
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/internal/workqueue"
@@ -68,6 +85,12 @@ type Config struct {
 	// EtcdTimeout bounds each etcd request of the leadership that is not
 	// a wait by design (default 5 s).
 	EtcdTimeout time.Duration
+	// DownGiveUpAfter bounds how long Run goes on without an etcd session, or
+	// without being able to mark the clusters commands went to, before it
+	// fails (default 1 min, and at least three session TTLs): the process
+	// then exits and is restarted rather than look alive while it cannot
+	// lead anything.
+	DownGiveUpAfter time.Duration
 }
 
 // Defaults of Config.
@@ -77,6 +100,7 @@ const (
 	DefaultRetryMax       = 30 * time.Second
 	DefaultGiveUpAfter    = 10 * time.Minute
 	DefaultEtcdTimeout    = 5 * time.Second
+	DefaultDownGiveUp     = time.Minute
 )
 
 // Coordinator drives the operations of the clusters it leads.
@@ -112,72 +136,67 @@ func New(cfg Config) *Coordinator {
 	if cfg.EtcdTimeout <= 0 {
 		cfg.EtcdTimeout = DefaultEtcdTimeout
 	}
+	if cfg.DownGiveUpAfter <= 0 {
+		cfg.DownGiveUpAfter = DefaultDownGiveUp
+	}
+	cfg.DownGiveUpAfter = max(cfg.DownGiveUpAfter, 3*cfg.SessionTTL)
 	c := &Coordinator{cfg: cfg, drivers: map[string]*driver{},
 		log: cfg.Log.With().Str("component", "coordinator").Str("coordinator", cfg.ID).Logger()}
-	c.leader = newElections(cfg.Etcd, cfg.ID, cfg.SessionTTL, cfg.EtcdTimeout, c.log, c.lead)
+	c.leader = newElections(cfg.Etcd, cfg.ID, cfg.SessionTTL, cfg.EtcdTimeout, cfg.DownGiveUpAfter, c.log, c.lead, c.kick)
 	return c
 }
 
-// Run drives operations until ctx ends: it keeps an etcd session, campaigns
-// for the clusters it is preferred for, and watches the clusters' events
-// (from the start of the stream, so that it knows every cluster and picks
-// up operations an earlier leader left running).
+// Run drives operations until ctx ends: it keeps an etcd session,
+// campaigns for the active clusters it is preferred for, and marks the
+// clusters that commands go to as active (see the package doc). It
+// returns nil when ctx ends, and an error when it cannot go on: no etcd
+// session, or no way to mark active clusters, for DownGiveUpAfter, or its
+// etcd client closed.
 func (c *Coordinator) Run(ctx context.Context) error {
-	if c.cfg.ID == "" || c.cfg.Etcd == nil {
-		return errors.New("coordinator: an id and an etcd client are required")
+	if c.cfg.ID == "" || c.cfg.Etcd == nil || c.cfg.JS == nil || c.cfg.Service == nil {
+		return errors.New("coordinator: an id, an etcd client, JetStream and the service are required")
 	}
-	watch, err := c.cfg.JS.OrderedConsumer(ctx, eventstore.StreamName, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{eventstore.TypeSubjects(domain.AggregateCluster)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("coordinator: watch cluster events: %w", err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.watchEvents(ctx, watch) }()
-	go func() { defer wg.Done(); _ = c.leader.Run(ctx) }()
+	errs := make(chan error, 2)
+	go func() { errs <- wrapErr("leadership", c.leader.Run(runCtx)) }()
+	go func() { errs <- wrapErr("discovery", c.discover(runCtx)) }()
 	c.log.Info().Str("pool", c.cfg.Pool).Dur("session_ttl", c.cfg.SessionTTL).Msg("coordinator started")
-	<-ctx.Done()
-	wg.Wait()
-	c.log.Info().Msg("coordinator stopped")
-	return nil
+	var failure error
+	received := 0
+	select {
+	case <-ctx.Done():
+	case failure = <-errs:
+		received++
+	}
+	cancel()
+	for ; received < 2; received++ {
+		<-errs
+	}
+	if ctx.Err() != nil {
+		c.log.Info().Msg("coordinator stopped")
+		return nil
+	}
+	if failure == nil {
+		failure = errors.New("it stopped without an error")
+	}
+	return fmt.Errorf("coordinator %s: %w", c.cfg.ID, failure)
 }
 
-// watchEvents tracks every cluster and kicks the driver of a cluster this
-// coordinator leads on every commit to it.
-func (c *Coordinator) watchEvents(ctx context.Context, cons jetstream.Consumer) {
-	for ctx.Err() == nil {
-		msgs, err := cons.Messages()
-		if err != nil {
-			c.log.Warn().Err(err).Msg("watch cluster events")
-			sleep(ctx, time.Second)
-			continue
-		}
-		stop := context.AfterFunc(ctx, msgs.Stop)
-		for {
-			msg, err := msgs.Next()
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					c.log.Warn().Err(err).Msg("watch cluster events")
-				}
-				break
-			}
-			if cluster := msg.Headers().Get(eventstore.HeaderAggregateID); cluster != "" {
-				c.leader.track(cluster)
-				c.mu.Lock()
-				d := c.drivers[cluster]
-				c.mu.Unlock()
-				if d != nil {
-					d.kick()
-				}
-			}
-		}
-		stop()
+// kick asks the driver of a cluster this coordinator leads to look at the
+// cluster again (a command was committed to it).
+func (c *Coordinator) kick(cluster string) {
+	c.mu.Lock()
+	d := c.drivers[cluster]
+	c.mu.Unlock()
+	if d != nil {
+		d.kick()
 	}
 }
+
+// Tracked lists the clusters this coordinator tracks now: those with an
+// active key, whether it campaigns for them or another coordinator does.
+func (c *Coordinator) Tracked() []string { return c.leader.tracked() }
 
 // lead drives one cluster while this coordinator leads it; ctx ends with
 // the leadership.

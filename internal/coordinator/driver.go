@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/internal/leadership"
@@ -260,17 +261,17 @@ func (d *driver) advance(lead context.Context, refresh bool) error {
 		}
 	}
 	c, ok := d.tracked.State()
-	if !ok {
-		return nil
+	var op *domain.Operation
+	if ok {
+		op = c.ActiveOperation()
 	}
-	var err error
-	op := c.ActiveOperation()
 	if op == nil {
 		d.activeOp, d.activeAttempt = "", 0
 		d.stopResults()
 		clear(d.dispatched)
-		return nil
+		return d.release(ctx)
 	}
+	var err error
 	d.activeOp, d.activeAttempt = op.ID, op.Attempt
 	switch {
 	case c.LeaderToken > d.token:
@@ -340,6 +341,47 @@ func (d *driver) advance(lead context.Context, refresh bool) error {
 		d.dispatched[key] = true
 		d.log.Debug().Str("operation", op.ID).Str("step", s.ID).Str("host", s.Host).Msg("step dispatched")
 	}
+	return nil
+}
+
+// release deletes the cluster's active key once no operation runs, so
+// that no coordinator campaigns for it until the next command: the key is
+// read first, the cluster is read up to now, and the key is deleted only
+// if it was not written again meanwhile. Every commit that made the key
+// what it is was committed before the key was read, so the read saw it;
+// a command committed since writes the key again, and the delete does not
+// happen (the driver looks at the cluster again).
+func (d *driver) release(ctx context.Context) error {
+	key := leadership.ActiveClusterKey(d.cluster)
+	ectx, cancel := context.WithTimeout(ctx, d.c.cfg.EtcdTimeout)
+	defer cancel()
+	resp, err := d.c.cfg.Etcd.Get(ectx, key)
+	if err != nil {
+		return fmt.Errorf("read the cluster's active key: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil // released already; the campaign ends with the key
+	}
+	rev := resp.Kvs[0].ModRevision
+	if _, err := d.tracked.Refresh(ctx); err != nil {
+		return err
+	}
+	if c, ok := d.tracked.State(); ok && c.ActiveOperation() != nil {
+		d.kick()
+		return nil
+	}
+	tctx, tcancel := context.WithTimeout(ctx, d.c.cfg.EtcdTimeout)
+	defer tcancel()
+	txn, err := d.c.cfg.Etcd.Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("delete the cluster's active key: %w", err)
+	}
+	if !txn.Succeeded {
+		d.kick() // a command came in meanwhile
+		return nil
+	}
+	d.log.Info().Uint64("commit_seq", d.tracked.LastSeq()).Msg("no operation runs: the cluster is released until its next command")
 	return nil
 }
 

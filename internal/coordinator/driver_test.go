@@ -32,6 +32,8 @@ type bed struct {
 	op    string // the deploy's operation
 	log   *testenv.Buffer
 	cfg   coordinator.Config
+
+	etcdSrv *testenv.EtcdServer
 }
 
 func newBed(t *testing.T) *bed {
@@ -39,7 +41,7 @@ func newBed(t *testing.T) *bed {
 	ctx := testenv.Context(t, 3*time.Minute)
 	n := testenv.NATS(t)
 	_, js := testenv.JetStream(t, n)
-	_, etcd := testenv.Etcd(t)
+	etcdSrv, etcd := testenv.Etcd(t)
 	store, err := eventstore.Open(ctx, js, eventstore.Config{Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +73,7 @@ func newBed(t *testing.T) *bed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bed{t: t, ctx: ctx, js: js, store: store, svc: svc, op: acc.OperationID, log: log}
+	b := &bed{t: t, ctx: ctx, js: js, store: store, svc: svc, op: acc.OperationID, log: log, etcdSrv: etcdSrv}
 	b.cfg = coordinator.Config{ID: "coord-1", Service: svc, JS: js, Etcd: etcd, SessionTTL: 3 * time.Second,
 		Log: zerolog.New(log).Level(zerolog.DebugLevel), RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond,
 		GiveUpAfter: time.Hour}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,14 @@ import (
 // ends the moment leadership does (resigned, session gone, or the lease's
 // safety window passed without a keepalive).
 //
+// It tracks only the clusters with an active key in etcd
+// (leadership.ActiveClusterKey: a command was committed to the cluster
+// and its leader has not yet seen it idle), read once per session and
+// then watched: a start costs one etcd read of those keys, whatever the
+// number of clusters or commits. A key written again (another command)
+// kicks the cluster's driver; a key deleted (its leader saw no operation
+// running) ends the campaign, and with it the leadership.
+//
 // Preference is rendezvous hashing over the live coordinators: every
 // coordinator computes the same preferred server for a cluster, so leaders
 // spread evenly, and when the preferred one dies the next one takes over
@@ -31,10 +40,14 @@ type elections struct {
 	rpc  time.Duration // bound of an etcd request that is not a wait by design
 	log  zerolog.Logger
 	lead func(ctx context.Context, cluster string, term *leadership.Term)
+	kick func(cluster string) // a command was committed to a tracked cluster
+	// giveUp is how long Run goes on without a session before it fails.
+	giveUp time.Duration
 
 	mu        sync.Mutex
 	live      map[string]bool
-	clusters  map[string]*campaign // tracked clusters; nil value: not campaigning
+	clusters  map[string]*campaign // tracked (active) clusters; nil value: not campaigning
+	ending    []chan struct{}      // campaigns stopped while the session lasts, until they are done
 	sess      *leadership.Session
 	sessCtx   context.Context // ends when the session does, or when the coordinator stops leading
 	sessionUp bool
@@ -47,21 +60,57 @@ type campaign struct {
 	done    chan struct{}
 }
 
-func newElections(cli *clientv3.Client, id string, ttl, rpc time.Duration, log zerolog.Logger,
-	lead func(ctx context.Context, cluster string, term *leadership.Term)) *elections {
-	return &elections{cli: cli, id: id, ttl: ttl, rpc: rpc, log: log, lead: lead,
+func newElections(cli *clientv3.Client, id string, ttl, rpc, giveUp time.Duration, log zerolog.Logger,
+	lead func(ctx context.Context, cluster string, term *leadership.Term), kick func(string)) *elections {
+	return &elections{cli: cli, id: id, ttl: ttl, rpc: rpc, giveUp: giveUp, log: log, lead: lead, kick: kick,
 		live: map[string]bool{}, clusters: map[string]*campaign{}}
 }
 
-// track makes a cluster one this coordinator may lead.
-func (ld *elections) track(cluster string) {
-	ld.mu.Lock()
-	defer ld.mu.Unlock()
+// trackLocked makes a cluster one this coordinator may lead; a cluster
+// tracked already is kicked (its key was written again: a new command).
+func (ld *elections) trackLocked(cluster string) {
 	if _, ok := ld.clusters[cluster]; ok {
+		ld.kick(cluster)
 		return
 	}
 	ld.clusters[cluster] = nil
 	ld.rebalanceLocked(cluster)
+}
+
+// untrackLocked stops campaigning for a cluster (resigning when it leads
+// it): its leader saw it idle and deleted its active key.
+func (ld *elections) untrackLocked(cluster string) {
+	if c := ld.clusters[cluster]; c != nil {
+		ld.endLocked(c)
+	}
+	delete(ld.clusters, cluster)
+}
+
+// endLocked stops a campaign (it resigns when it leads) and remembers it
+// until it is done, so that the end of the session waits for it; those
+// done already are forgotten.
+func (ld *elections) endLocked(c *campaign) {
+	c.cancel()
+	ld.ending = slices.DeleteFunc(ld.ending, func(done chan struct{}) bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	ld.ending = append(ld.ending, c.done)
+}
+
+// tracked lists the clusters this coordinator tracks now.
+func (ld *elections) tracked() []string {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	out := make([]string, 0, len(ld.clusters))
+	for c := range ld.clusters {
+		out = append(out, c)
+	}
+	return out
 }
 
 // preferred is the live coordinator with the highest rendezvous hash for
@@ -99,7 +148,7 @@ func (ld *elections) rebalanceLocked(only string) {
 		case want && c == nil:
 			ld.clusters[cluster] = ld.campaignLocked(cluster)
 		case !want && c != nil:
-			c.cancel() // resigns when it leads
+			ld.endLocked(c)
 			ld.clusters[cluster] = nil
 		}
 	}
@@ -136,21 +185,40 @@ func (ld *elections) campaignLocked(cluster string) *campaign {
 // Run keeps a session and the campaigns until ctx ends. When the session
 // ends, or its keepalives stop answering for longer than the safety
 // window, every campaign and everything it leads stops at once, and a new
-// session starts.
+// session starts. Run fails when no session could be kept for giveUp
+// (etcd unreachable, or refusing the coordinator's keys), or at once when
+// the etcd client is closed: a coordinator that cannot lead anything must
+// not look alive.
 func (ld *elections) Run(ctx context.Context) error {
+	var down time.Time // since when no session could be started; zero while one could
 	for ctx.Err() == nil {
-		if err := ld.session(ctx); err != nil && ctx.Err() == nil {
-			ld.log.Warn().Err(err).Msg("coordinator session ended; starting a new one")
-			sleep(ctx, time.Second)
+		up, err := ld.session(ctx)
+		if ctx.Err() != nil {
+			break
 		}
+		if up {
+			down = time.Time{}
+		} else if down.IsZero() {
+			down = time.Now()
+		}
+		if cerr := ld.cli.Ctx().Err(); cerr != nil {
+			return fmt.Errorf("etcd client closed: %w", errors.Join(err, cerr))
+		}
+		if !down.IsZero() && time.Since(down) >= ld.giveUp {
+			return fmt.Errorf("no etcd session for %s: %w", time.Since(down).Round(time.Second), err)
+		}
+		ld.log.Warn().Err(err).Msg("coordinator session ended; starting a new one")
+		sleep(ctx, time.Second)
 	}
 	return nil
 }
 
-func (ld *elections) session(ctx context.Context) error {
+// session runs one session; up reports whether it got as far as leading
+// (registered, and the live coordinators and active clusters read).
+func (ld *elections) session(ctx context.Context) (up bool, err error) {
 	sess, err := leadership.NewSession(ctx, ld.cli, ld.ttl, ld.rpc)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer sess.Close()
 	sessCtx, cancel := context.WithCancel(sess.Context())
@@ -159,61 +227,112 @@ func (ld *elections) session(ctx context.Context) error {
 	_, err = ld.cli.Put(pctx, leadership.CoordinatorKey(ld.id), ld.id, clientv3.WithLease(sess.Lease()))
 	pcancel()
 	if err != nil {
-		return fmt.Errorf("register coordinator: %w", err)
+		return false, fmt.Errorf("register coordinator: %w", err)
+	}
+	// The live coordinators and the active clusters, read at one revision:
+	// the only read a start makes, whatever the history holds.
+	gctx, gcancel := context.WithTimeout(sessCtx, ld.rpc)
+	snap, err := ld.cli.Txn(gctx).Then(
+		clientv3.OpGet(leadership.CoordinatorsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(leadership.ActiveClustersPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	gcancel()
+	if err != nil {
+		return false, fmt.Errorf("read coordinators and active clusters: %w", err)
 	}
 	ld.mu.Lock()
 	ld.sess, ld.sessCtx, ld.sessionUp = sess, sessCtx, true
+	for _, kv := range snap.Responses[0].GetResponseRange().Kvs {
+		if id, ok := leadership.CoordinatorID(string(kv.Key)); ok {
+			ld.live[id] = true
+		}
+	}
+	active := snap.Responses[1].GetResponseRange().Kvs
+	for _, kv := range active {
+		if cluster, ok := leadership.ActiveCluster(string(kv.Key)); ok {
+			ld.clusters[cluster] = nil
+		}
+	}
+	ld.rebalanceLocked("")
 	ld.mu.Unlock()
-	ld.log.Info().Str("coordinator", ld.id).Int64("lease", int64(sess.Lease())).Dur("ttl", ld.ttl).Msg("coordinator session started")
+	ld.log.Info().Str("coordinator", ld.id).Int64("lease", int64(sess.Lease())).Dur("ttl", ld.ttl).
+		Int("active_clusters", len(active)).Msg("coordinator session started")
 
-	watchErr := make(chan error, 1)
-	go func() { watchErr <- ld.watchLive(sessCtx) }()
+	watchErr := make(chan error, 2)
+	from := snap.Header.Revision + 1
+	go func() { watchErr <- wrapErr("watch coordinators", ld.watchLive(sessCtx, from)) }()
+	go func() { watchErr <- wrapErr("watch active clusters", ld.watchActive(sessCtx, from)) }()
 
 	var why error
 	select {
 	case <-ctx.Done():
 	case <-sessCtx.Done():
 		why = sess.Err()
-	case err := <-watchErr:
-		why = fmt.Errorf("watch coordinators: %w", err)
+	case why = <-watchErr:
 	}
 	// Stop leading everything before anything else happens.
 	cancel()
 	ld.mu.Lock()
 	ld.sessionUp = false
 	var waits []chan struct{}
-	for cluster, c := range ld.clusters {
+	for _, c := range ld.clusters {
 		if c != nil {
 			waits = append(waits, c.done)
-			ld.clusters[cluster] = nil
 		}
 	}
+	waits = append(waits, ld.ending...)
+	ld.ending = nil
+	// The next session reads the active clusters again.
+	clear(ld.clusters)
 	clear(ld.live)
 	ld.mu.Unlock()
 	for _, w := range waits {
 		<-w
 	}
-	return why
+	return true, why
 }
 
-// watchLive keeps the set of live coordinators and rebalances on change.
-func (ld *elections) watchLive(ctx context.Context) error {
-	gctx, cancel := context.WithTimeout(ctx, ld.rpc)
-	resp, err := ld.cli.Get(gctx, leadership.CoordinatorsPrefix, clientv3.WithPrefix())
-	cancel()
-	if err != nil {
-		return err
+func wrapErr(what string, err error) error {
+	if err == nil {
+		return nil
 	}
-	ld.mu.Lock()
-	clear(ld.live)
-	for _, kv := range resp.Kvs {
-		if id, ok := leadership.CoordinatorID(string(kv.Key)); ok {
-			ld.live[id] = true
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// watchActive follows the active clusters' keys from revision from on: a
+// key written tracks its cluster (or kicks it when tracked), a key
+// deleted stops its campaign.
+func (ld *elections) watchActive(ctx context.Context, from int64) error {
+	wch := ld.cli.Watch(clientv3.WithRequireLeader(ctx), leadership.ActiveClustersPrefix, clientv3.WithPrefix(),
+		clientv3.WithRev(from), clientv3.WithKeysOnly())
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return err
 		}
+		ld.mu.Lock()
+		for _, ev := range wr.Events {
+			cluster, ok := leadership.ActiveCluster(string(ev.Kv.Key))
+			if !ok {
+				continue
+			}
+			if ev.Type == clientv3.EventTypeDelete {
+				ld.untrackLocked(cluster)
+			} else {
+				ld.trackLocked(cluster)
+			}
+		}
+		ld.mu.Unlock()
 	}
-	ld.rebalanceLocked("")
-	ld.mu.Unlock()
-	wch := ld.cli.Watch(clientv3.WithRequireLeader(ctx), leadership.CoordinatorsPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("watch closed")
+}
+
+// watchLive keeps the set of live coordinators from revision from on and
+// rebalances on change.
+func (ld *elections) watchLive(ctx context.Context, from int64) error {
+	wch := ld.cli.Watch(clientv3.WithRequireLeader(ctx), leadership.CoordinatorsPrefix, clientv3.WithPrefix(), clientv3.WithRev(from))
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
 			return err

@@ -47,7 +47,8 @@ func (p EtcdPermission) String() string {
 //   - dmgr-server (`dmgr server`, `dmgr dev`): everything under /dmgr/v1/
 //     (leadership.Root) — cluster elections (/dmgr/v1/leader/cluster/),
 //     the projector's election (/dmgr/v1/leader/projector/), live
-//     coordinators (/dmgr/v1/coordinators/), the agent list
+//     coordinators (/dmgr/v1/coordinators/), the clusters with a running
+//     operation (/dmgr/v1/active-clusters/), the agent list
 //     (/dmgr/v1/agents/), the readiness probe key.
 //   - dmgr-agent (`dmgr agent`, dev's in-process agent): read the clusters'
 //     election keys under /dmgr/v1/leader/cluster/ (the stale-dispatch

@@ -9,6 +9,7 @@
 //	/dmgr/v1/leader/cluster/<cluster>/<lease>   a cluster's election (coordinators)
 //	/dmgr/v1/leader/projector/<lease>           the projector's election (servers)
 //	/dmgr/v1/coordinators/<coordinator>         a live coordinator, under its lease
+//	/dmgr/v1/active-clusters/<cluster>          a cluster that may have a running operation
 //	/dmgr/v1/agents/online/<agent>              a live agent, under its lease
 //	/dmgr/v1/agents/seen/<agent>                an agent that ever registered
 //	/dmgr/v1/ready-probe                        read (never written) by /readyz
@@ -51,6 +52,9 @@ const (
 	ClusterLeaderPrefix = LeaderPrefix + "cluster/"
 	// CoordinatorsPrefix holds the live coordinators' keys.
 	CoordinatorsPrefix = Root + "coordinators/"
+	// ActiveClustersPrefix holds a key per cluster that may have a
+	// running operation: the coordinators campaign only for these.
+	ActiveClustersPrefix = Root + "active-clusters/"
 	// AgentsPrefix holds the agents' keys.
 	AgentsPrefix = Root + "agents/"
 	// AgentsOnlinePrefix holds the live agents' keys, each under its
@@ -107,6 +111,17 @@ func CoordinatorKey(id string) string { return CoordinatorsPrefix + Segment(id) 
 
 // CoordinatorID is the id of the coordinator whose key is key.
 func CoordinatorID(key string) (string, bool) { return nameUnder(CoordinatorsPrefix, key) }
+
+// ActiveClusterKey marks a cluster that may have a running operation:
+// it is written when a command is committed to the cluster and deleted
+// by the cluster's leader once it has seen no operation running. The
+// coordinators campaign for the clusters with a key here, and for no
+// other, so that a start costs what the running operations cost, not
+// what the history holds.
+func ActiveClusterKey(cluster string) string { return ActiveClustersPrefix + Segment(cluster) }
+
+// ActiveCluster is the cluster whose active key is key.
+func ActiveCluster(key string) (string, bool) { return nameUnder(ActiveClustersPrefix, key) }
 
 // AgentOnlineKey is the key of a live agent.
 func AgentOnlineKey(id string) string { return AgentsOnlinePrefix + Segment(id) }

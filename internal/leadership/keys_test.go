@@ -11,7 +11,7 @@ import (
 // are not valid cluster names but could be ids (escapes, slashes, empty).
 var names = []string{
 	"projections", "projector", "leader", "cluster", "v1", "agents", "online", "seen",
-	"coordinators", "ready-probe", "dmgr",
+	"coordinators", "ready-probe", "dmgr", "active-clusters", "active",
 	"a", "ab", "a.b", "a-", "prod", "prod-1", "prod-10", "prod_1", ".", "..", "a..",
 	"", "%", "%25", "%2F", "a/b", "a%2Fb", "/", "x/", "/x", "a b", "é", "\x00",
 }
@@ -32,6 +32,7 @@ func entities() []entity {
 		out = append(out,
 			entity{"cluster election", n, ClusterLeaderKeys(n), ClusterLeaderPrefix},
 			entity{"coordinator", n, CoordinatorKey(n), CoordinatorsPrefix},
+			entity{"active cluster", n, ActiveClusterKey(n), ActiveClustersPrefix},
 			entity{"online agent", n, AgentOnlineKey(n), AgentsOnlinePrefix},
 			entity{"seen agent", n, AgentSeenKey(n), AgentsSeenPrefix},
 		)
@@ -79,6 +80,7 @@ func TestRoleFoldersAreApart(t *testing.T) {
 	folders := map[string]string{
 		"cluster elections": ClusterLeaderPrefix, "projector election": ProjectorLeaderKeys,
 		"coordinators": CoordinatorsPrefix, "agents": AgentsPrefix, "ready probe": ReadyProbeKey,
+		"active clusters": ActiveClustersPrefix,
 	}
 	for ra, a := range folders {
 		for rb, b := range folders {
@@ -98,6 +100,7 @@ func TestKeyLayout(t *testing.T) {
 		{ProjectorElection, "/dmgr/v1/leader/projector"},
 		{ProjectorLeaderKeys, "/dmgr/v1/leader/projector/"},
 		{CoordinatorKey("server-1"), "/dmgr/v1/coordinators/server-1"},
+		{ActiveClusterKey("prod"), "/dmgr/v1/active-clusters/prod"},
 		{AgentOnlineKey("agent-1"), "/dmgr/v1/agents/online/agent-1"},
 		{AgentSeenKey("agent-1"), "/dmgr/v1/agents/seen/agent-1"},
 		{ReadyProbeKey, "/dmgr/v1/ready-probe"},
@@ -125,6 +128,9 @@ func TestSegmentRoundTrips(t *testing.T) {
 		seen[s] = n
 		if id, ok := CoordinatorID(CoordinatorKey(n)); !ok || id != n {
 			t.Errorf("CoordinatorID(CoordinatorKey(%q)) = %q, %v", n, id, ok)
+		}
+		if c, ok := ActiveCluster(ActiveClusterKey(n)); !ok || c != n {
+			t.Errorf("ActiveCluster(ActiveClusterKey(%q)) = %q, %v", n, c, ok)
 		}
 		for _, k := range []string{AgentOnlineKey(n), AgentSeenKey(n)} {
 			if id, ok := AgentID(k); !ok || id != n {
