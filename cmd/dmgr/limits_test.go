@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -281,21 +282,34 @@ func TestParallelDeploysAndSlowClientsGetAnAnswerAndLeaveNothingRunning(t *testi
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d accepted deploys did not end", len(accepted)-len(ended), len(accepted))
 		}
-		a, err := d.do("GET", "/api/v1/operations", nil, nil, requestTimeout+slack)
-		answered("list operations", a, err)
-		if len(problems) > 0 {
-			t.Fatal(problems)
-		}
-		if a.status != http.StatusOK {
-			continue
-		}
-		var list struct{ Items []domain.OperationView }
-		if err := json.Unmarshal(a.body, &list); err != nil {
-			t.Fatal(err)
-		}
-		for _, op := range list.Items {
-			if _, ok := accepted[op.ID]; ok && (op.Status == domain.OperationStatusSucceeded || op.Status == domain.OperationStatusFailed) {
-				ended[op.ID] = op
+		// Every page: the list answers at most 100 operations at a time.
+		for cursor := ""; ; {
+			path := "/api/v1/operations?kind=deploy&limit=100"
+			if cursor != "" {
+				path += "&cursor=" + url.QueryEscape(cursor)
+			}
+			a, err := d.do("GET", path, nil, nil, requestTimeout+slack)
+			answered("list operations", a, err)
+			if len(problems) > 0 {
+				t.Fatal(problems)
+			}
+			if a.status != http.StatusOK {
+				break
+			}
+			var page struct {
+				Items      []domain.OperationView `json:"items"`
+				NextCursor string                 `json:"next_cursor"`
+			}
+			if err := json.Unmarshal(a.body, &page); err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range page.Items {
+				if _, ok := accepted[op.ID]; ok && (op.Status == domain.OperationStatusSucceeded || op.Status == domain.OperationStatusFailed) {
+					ended[op.ID] = op
+				}
+			}
+			if cursor = page.NextCursor; cursor == "" {
+				break
 			}
 		}
 	}
