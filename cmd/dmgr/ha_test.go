@@ -286,6 +286,16 @@ func (h *haCluster) anyServerURL() string {
 // the first-created election key.
 func (h *haCluster) leaderOf(t testing.TB, cluster string) (string, int64) {
 	t.Helper()
+	id, token, err := h.readLeader(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, token
+}
+
+// readLeader reads a cluster's leader through the first member that
+// answers within a second.
+func (h *haCluster) readLeader(cluster string) (string, int64, error) {
 	var last error
 	for _, c := range h.single {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -296,25 +306,26 @@ func (h *haCluster) leaderOf(t testing.TB, cluster string) (string, int64) {
 			continue
 		}
 		if len(resp.Kvs) == 0 {
-			return "", 0
+			return "", 0, nil
 		}
-		return string(resp.Kvs[0].Value), resp.Kvs[0].CreateRevision
+		return string(resp.Kvs[0].Value), resp.Kvs[0].CreateRevision, nil
 	}
-	t.Fatalf("no etcd member answers: %v", last)
-	return "", 0
+	return "", 0, fmt.Errorf("no etcd member answers: %w", last)
 }
 
-// waitLeader waits until a cluster has a leader other than not.
+// waitLeader waits until a cluster has a leader other than not. Members
+// that do not answer meanwhile (etcd electing a new raft leader after
+// one was frozen) are asked again until the timeout.
 func (h *haCluster) waitLeader(t testing.TB, cluster, not string, timeout time.Duration) (string, int64) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		id, token := h.leaderOf(t, cluster)
-		if id != "" && id != not {
+		id, token, err := h.readLeader(cluster)
+		if err == nil && id != "" && id != not {
 			return id, token
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cluster %s: no leader other than %q after %s (now %q)", cluster, not, timeout, id)
+			t.Fatalf("cluster %s: no leader other than %q after %s (now %q, %v)", cluster, not, timeout, id, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

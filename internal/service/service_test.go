@@ -76,19 +76,7 @@ func TestConcurrentDeploysWithClashingPortsAcceptOne(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	won := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case domain.ErrorCode(err) == domain.Conflict && strings.Contains(err.Error(), "port 8261 on 198.18.0.11 is already used by cluster"):
-		default:
-			t.Errorf("deploy c%d: unexpected error %v", i, err)
-		}
-	}
-	if won != 1 {
-		t.Fatalf("%d deploys won the same port, want exactly 1", won)
-	}
+	exactlyOneAccepted(t, "deploys of one port", errs, "port 8261 on 198.18.0.11 is already used by cluster")
 	cs, err := f.svc.Clusters(ctx)
 	if err != nil || len(cs) != 1 {
 		t.Fatalf("clusters: %v %v", cs, err)
@@ -178,18 +166,7 @@ func TestRefusedRegistrationStoresNoSecret(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	won := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case domain.ErrorCode(err) != domain.Conflict:
-			t.Errorf("registration %d: %v, want a conflict or success", i, err)
-		}
-	}
-	if won != 1 {
-		t.Fatalf("%d registrations of one host won, want exactly 1", won)
-	}
+	exactlyOneAccepted(t, "registrations of one host", errs, "")
 	requireVaultHoldsOnly(t, f, "198.18.0.11", "198.18.0.12", "198.18.0.13")
 }
 
@@ -225,5 +202,25 @@ func requireVaultHoldsOnly(t *testing.T, f fixture, hosts ...string) {
 		if !want[k] {
 			t.Fatalf("vault holds %s, a secret of no registered machine (all: %v)", k, got)
 		}
+	}
+}
+
+// exactlyOneAccepted fails t unless exactly one of the concurrent commands
+// whose errors are errs was accepted and each other one was refused with a
+// conflict whose message contains refusal.
+func exactlyOneAccepted(t *testing.T, what string, errs []error, refusal string) {
+	t.Helper()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case domain.ErrorCode(err) == domain.Conflict && strings.Contains(err.Error(), refusal):
+		default:
+			t.Errorf("%s, command %d: %v; want accepted or a conflict saying %q", what, i, err, refusal)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%s: %d accepted, want exactly 1", what, won)
 	}
 }

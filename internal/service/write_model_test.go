@@ -191,19 +191,7 @@ func TestFiftyClashingDeploysOnALargeStoreAcceptOne(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	won := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case domain.ErrorCode(err) == domain.Conflict && strings.Contains(err.Error(), "port 9000 on 198.18.0.11 is already used by cluster clash-"):
-		default:
-			t.Errorf("deploy clash-%d: %v", i, err)
-		}
-	}
-	if won != 1 {
-		t.Fatalf("%d deploys were accepted on one port, want exactly 1", won)
-	}
+	exactlyOneAccepted(t, "deploys of one port on one machine", errs, "port 9000 on 198.18.0.11 is already used by cluster clash-")
 }
 
 func seededHost(i int) string { return fmt.Sprintf("10.%d.%d.%d", 100+i/62500, i/250%250, i%250+1) }
