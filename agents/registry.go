@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -145,42 +144,67 @@ func registerBackoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// List returns every agent that ever registered, online ones first, then
-// by id.
-func List(ctx context.Context, cli *clientv3.Client) ([]Info, error) {
+// List returns up to limit agents that ever registered, in the order of
+// their ids, after the agent whose id is after ("" starts at the first),
+// each marked online when its lease is alive; next is the id to pass as
+// after for the following page, "" on the last one. A page reads two
+// bounded etcd ranges whatever the number of agents.
+func List(ctx context.Context, cli *clientv3.Client, after string, limit int) (list []Info, next string, err error) {
+	if limit < 1 {
+		return nil, "", fmt.Errorf("list agents: limit %d: want at least 1", limit)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, registryTimeout)
 		defer cancel()
 	}
-	seen, err := cli.Get(ctx, leadership.AgentsSeenPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("list agents: %w", err)
+	from := leadership.AgentsSeenPrefix
+	if after != "" {
+		from = leadership.AgentSeenKey(after) + "\x00"
 	}
-	online, err := cli.Get(ctx, leadership.AgentsOnlinePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	seen, err := cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(leadership.AgentsSeenPrefix)),
+		clientv3.WithLimit(int64(limit)+1))
 	if err != nil {
-		return nil, fmt.Errorf("list agents: %w", err)
+		return nil, "", fmt.Errorf("list agents: %w", err)
 	}
-	isOnline := map[string]bool{}
+	kvs := seen.Kvs
+	if len(kvs) > limit {
+		kvs = kvs[:limit]
+	}
+	list = make([]Info, 0, len(kvs))
+	for _, kv := range kvs {
+		id, ok := leadership.AgentID(string(kv.Key))
+		if !ok {
+			return nil, "", fmt.Errorf("list agents: key %s is not an agent's", kv.Key)
+		}
+		var in Info
+		if err := json.Unmarshal(kv.Value, &in); err != nil {
+			return nil, "", fmt.Errorf("list agents: key %s: %w", kv.Key, err)
+		}
+		in.ID = id
+		list = append(list, in)
+	}
+	if len(list) == 0 {
+		return list, "", nil
+	}
+	// The online keys of the agents on this page: one range from the first
+	// to the last, keys only.
+	online, err := cli.Get(ctx, leadership.AgentOnlineKey(list[0].ID),
+		clientv3.WithRange(leadership.AgentOnlineKey(list[len(list)-1].ID)+"\x00"), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, "", fmt.Errorf("list agents: %w", err)
+	}
+	isOnline := make(map[string]bool, len(online.Kvs))
 	for _, kv := range online.Kvs {
 		if id, ok := leadership.AgentID(string(kv.Key)); ok {
 			isOnline[id] = true
 		}
 	}
-	out := make([]Info, 0, len(seen.Kvs))
-	for _, kv := range seen.Kvs {
-		var in Info
-		if err := json.Unmarshal(kv.Value, &in); err != nil {
-			return nil, fmt.Errorf("list agents: key %s: %w", kv.Key, err)
-		}
-		in.Online = isOnline[in.ID]
-		out = append(out, in)
+	for i := range list {
+		list[i].Online = isOnline[list[i].ID]
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Online != out[j].Online {
-			return out[i].Online
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out, nil
+	if len(seen.Kvs) > limit {
+		next = list[len(list)-1].ID
+	}
+	return list, next, nil
 }

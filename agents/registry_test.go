@@ -3,6 +3,8 @@ package agents_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +70,7 @@ func TestAgentRegistersAgainWhenItsLeaseIsLost(t *testing.T) {
 	if now := onlineLease(t, f.ctx, f.etcd, id); now == first {
 		t.Fatalf("the online key is under lease %x still", now)
 	}
-	list, err := agents.List(f.ctx, f.etcd)
+	list, _, err := agents.List(f.ctx, f.etcd, "", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +152,56 @@ func TestAgentFailsWhenItCannotRegisterAgain(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"message":"register the agent in etcd"`) {
 		t.Fatalf("the failed tries are not logged:\n%s", logs.String())
+	}
+}
+
+// The agents list pages by id: each page reads at most limit agents
+// whatever the number registered, marks each one online or not, and the
+// pages together list every agent once, in order.
+func TestAgentsListPagesByID(t *testing.T) {
+	ctx := testenv.Context(t, time.Minute)
+	_, etcd := testenv.Etcd(t)
+	ids := []string{"a-1", "a-2", "b/slash", "c 3", "d-4"}
+	for i, id := range ids {
+		v, _ := json.Marshal(agents.Info{ID: id, Pool: "default", Hostname: "h", PID: i + 1})
+		if _, err := etcd.Put(ctx, leadership.AgentSeenKey(id), string(v)); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := etcd.Put(ctx, leadership.AgentOnlineKey(id), "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var got []string
+	pages := 0
+	for after := ""; ; {
+		list, next, err := agents.List(ctx, etcd, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) > 2 {
+			t.Fatalf("page of %d agents, limit 2", len(list))
+		}
+		for _, a := range list {
+			want := slices.Index(ids, a.ID)%2 == 0
+			if want != a.Online {
+				t.Fatalf("agent %q listed online=%v, want %v", a.ID, a.Online, want)
+			}
+			got = append(got, a.ID)
+		}
+		pages++
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	// Sorted by the key, where an id is path-escaped ("b/slash" as "b%2Fslash").
+	want := []string{"a-1", "a-2", "b/slash", "c 3", "d-4"}
+	if !slices.Equal(got, want) || pages != 3 {
+		t.Fatalf("pages listed %q in %d pages; want %q in 3", got, pages, want)
+	}
+	if _, _, err := agents.List(ctx, etcd, "", 0); err == nil {
+		t.Fatal("limit 0 accepted")
 	}
 }

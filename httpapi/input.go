@@ -149,7 +149,7 @@ var routeSpecs = map[string]routeSpec{
 	"GET /api/v1/operations":                 {query: listParams(param{name: "status"}, param{name: "cluster"}, param{name: "kind"})},
 	"GET /api/v1/operations/{id}":            {},
 	"GET /api/v1/audit":                      {query: auditQuery()},
-	"GET /api/v1/agents":                     {},
+	"GET /api/v1/agents":                     {query: listParams()},
 	"POST /api/v1/machines":                  {body: bodyJSON},
 	"DELETE /api/v1/machines/{host}":         {},
 	"POST /api/v1/packages":                  {body: bodyGzip, query: []param{{name: "name"}, {name: "version"}, {name: "filename"}, {name: "arch"}}},

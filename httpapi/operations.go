@@ -49,13 +49,15 @@ func (a *api) cancelOperation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listAgents(w http.ResponseWriter, r *http.Request) {
-	list, err := a.agents(r.Context())
+	q, err := listQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	list, next, err := a.agents(r.Context(), q.After, q.PageLimit())
 	if err != nil {
 		writeError(w, r, domain.Errorf(domain.Unavailable, "list agents from etcd: %v", err))
 		return
 	}
-	if list == nil {
-		list = []agents.Info{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"agents": list})
+	writeJSON(w, http.StatusOK, pageAnswer(projections.Page[agents.Info]{Items: list, Next: next}))
 }

@@ -43,8 +43,10 @@ type Config struct {
 	// empty leaves /metrics open (it shows no secret, only projection
 	// lag and counters).
 	MetricsToken string
-	// Agents lists the agents registered in etcd; nil means none.
-	Agents func(ctx context.Context) ([]agents.Info, error)
+	// Agents lists a page of the agents registered in etcd (agents.List):
+	// up to limit after the agent id after, and the id to ask after for
+	// the next page ("" on the last); nil means none.
+	Agents func(ctx context.Context, after string, limit int) (list []agents.Info, next string, err error)
 	// Projections, when set, serves the queries of current state and the
 	// audit trail from ClickHouse (read-your-writes with X-Dmgr-Min-Seq);
 	// nil serves current state from the event store and no audit trail.
@@ -59,7 +61,7 @@ type api struct {
 	svc      *service.Service
 	maxJSON  int64
 	ready    *readyCache
-	agents   func(ctx context.Context) ([]agents.Info, error)
+	agents   func(ctx context.Context, after string, limit int) ([]agents.Info, string, error)
 	proj     *projections.Store
 	projWait time.Duration
 }
@@ -73,7 +75,7 @@ func Handler(c Config) http.Handler {
 		c.Ready = func(context.Context) error { return nil }
 	}
 	if c.Agents == nil {
-		c.Agents = func(context.Context) ([]agents.Info, error) { return nil, nil }
+		c.Agents = func(context.Context, string, int) ([]agents.Info, string, error) { return nil, "", nil }
 	}
 	if c.ProjectionWait <= 0 {
 		c.ProjectionWait = defaultProjectionWait

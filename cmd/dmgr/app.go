@@ -210,8 +210,10 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	handler := httpapi.Handler(httpapi.Config{
 		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj, MaxJSONBody: maxJSONBody,
-		Ready:  func(ctx context.Context) error { return m.ready(ctx, store) },
-		Agents: func(ctx context.Context) ([]agents.Info, error) { return agents.List(ctx, m.etcd) },
+		Ready: func(ctx context.Context) error { return m.ready(ctx, store) },
+		Agents: func(ctx context.Context, after string, limit int) ([]agents.Info, string, error) {
+			return agents.List(ctx, m.etcd, after, limit)
+		},
 	})
 
 	m.httpLn, err = net.Listen("tcp", c.httpAddr)

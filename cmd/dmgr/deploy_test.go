@@ -476,14 +476,14 @@ awk 'NR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' /proc/net/tcp /proc/net/t
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		var list struct {
-			Agents []struct {
+			Items []struct {
 				ID     string `json:"id"`
 				Online bool   `json:"online"`
-			} `json:"agents"`
+			} `json:"items"`
 		}
 		cp.api(t, "GET", "/api/v1/agents", nil, &list)
 		state := map[string]bool{}
-		for _, a := range list.Agents {
+		for _, a := range list.Items {
 			state[a.ID] = a.Online
 		}
 		online := 0

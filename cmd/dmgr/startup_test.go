@@ -194,13 +194,13 @@ func TestDevAgentRegistersAgainWhenItsLeaseIsRevoked(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	var body struct {
-		Agents []agents.Info `json:"agents"`
+		Items []agents.Info `json:"items"`
 	}
 	if err := json.Unmarshal(d.mustDo(t, "GET", "/api/v1/agents", nil, http.StatusOK), &body); err != nil {
 		t.Fatal(err)
 	}
-	if list := body.Agents; len(list) != 1 || list[0].ID != d.main.agent.ID() || !list[0].Online {
-		t.Fatalf("GET /api/v1/agents: %+v; want the agent online", body.Agents)
+	if list := body.Items; len(list) != 1 || list[0].ID != d.main.agent.ID() || !list[0].Online {
+		t.Fatalf("GET /api/v1/agents: %+v; want the agent online", body.Items)
 	}
 	select {
 	case <-d.main.Failed():

@@ -135,7 +135,7 @@ func TestDevGeneratesPrivateCredentialsAndReusesThem(t *testing.T) {
 		t.Fatalf("etcd logins: server %q, agent %v", m.etcd.Username, m.stores.agentCli)
 	}
 	for {
-		list, err := agents.List(ctx, m.etcd)
+		list, _, err := agents.List(ctx, m.etcd, "", 10)
 		if err != nil {
 			t.Fatal(err)
 		}
