@@ -48,6 +48,15 @@
 // them without locks. Several servers may run: a snapshot another server
 // made stale is caught by the append's condition.
 //
+// The stream stages atomic batches one at a time (on a single-replica
+// file stream each in a small file store of its own, a few milliseconds),
+// and reads of the same stream wait behind them. Registrations and
+// removals of machines therefore take turns, at most
+// Config.MaxConcurrentRegistrations at once: a bulk of them (an inventory
+// import by sixteen clients) keeps the stream as busy as before, but a
+// deploy or a dry run waits behind two batches, not sixteen
+// (BenchmarkCommandsAtScale, scale+load).
+//
 // Secrets and package bytes are written to their stores before the commit
 // and removed again when the commit is refused, so a refused command
 // leaves nothing behind.

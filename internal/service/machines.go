@@ -82,6 +82,11 @@ func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMach
 	if cmd.HostKey, err = s.pinHostKey(ctx, r.HostKey, cmd.Address, cmd.SSHPort); err != nil {
 		return Accepted{}, err
 	}
+	release, err := s.admitInventory(ctx, "registration of "+cmd.Host)
+	if err != nil {
+		return Accepted{}, err
+	}
+	defer release()
 	credID, err := s.vault.Put(ctx, kind, secret, cmd.Host) // bound to the machine: opens for it only
 	if err != nil {
 		return Accepted{}, err
@@ -375,6 +380,11 @@ func scanProblem(err error) string {
 // RemoveMachine takes an unused machine out of the inventory and deletes
 // its credential from the vault.
 func (s *Service) RemoveMachine(ctx context.Context, meta Meta, host string) (Accepted, error) {
+	release, err := s.admitInventory(ctx, "removal of "+host)
+	if err != nil {
+		return Accepted{}, err
+	}
+	defer release()
 	var cred string
 	acc, err := s.run(ctx, meta, func(ctx context.Context) (decision, error) {
 		d, m, err := s.decideRemove(ctx, host)
@@ -390,6 +400,18 @@ func (s *Service) RemoveMachine(ctx context.Context, meta Meta, host string) (Ac
 		s.deleteCredential(ctx, cred, "delete the credential of a removed machine (the machine is removed; delete the key by hand)")
 	}
 	return acc, nil
+}
+
+// admitInventory waits for a registration's or removal's turn
+// (Config.MaxConcurrentRegistrations); release ends it. A request that
+// ends while it waits is refused as unavailable, having written nothing.
+func (s *Service) admitInventory(ctx context.Context, what string) (release func(), err error) {
+	select {
+	case s.inventory <- struct{}{}:
+		return func() { <-s.inventory }, nil
+	case <-ctx.Done():
+		return nil, domain.Errorf(domain.Unavailable, "%s: gave up waiting for its turn behind other machine registrations: %v", what, context.Cause(ctx))
+	}
 }
 
 // deleteCredential removes a credential, even after ctx ended; a failure
