@@ -190,7 +190,9 @@ func TestAgentsListPagesByID(t *testing.T) {
 			}
 			got = append(got, a.ID)
 		}
-		pages++
+		if pages++; pages > len(ids) {
+			t.Fatalf("more pages than agents: the pages repeat %q", got)
+		}
 		if next == "" {
 			break
 		}
