@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,16 +47,34 @@ func BuildFor(ctx context.Context, version, goarch, dir string) (string, error) 
 	if err != nil {
 		return "", err
 	}
+	return writeFile(dir, FileName(version), func(w io.Writer) error {
+		if _, err := w.Write(b); err != nil {
+			return fmt.Errorf("dmpkg: write %s: %w", filepath.Join(dir, FileName(version)), err)
+		}
+		return nil
+	})
+}
+
+// writeFile writes dir/name (dir created if missing) through write, into a
+// temporary file renamed into place once complete, so that a reader never
+// sees half a package; it returns the path. write's error is returned as
+// it is.
+func writeFile(dir, name string, write func(w io.Writer) error) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("dmpkg: %w", err)
 	}
-	dst := filepath.Join(dir, FileName(version))
+	dst := filepath.Join(dir, name)
 	tmp, err := os.CreateTemp(dir, ".dm-*.tar.gz")
 	if err != nil {
 		return "", fmt.Errorf("dmpkg: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	if err := write(bw); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := bw.Flush(); err != nil {
 		tmp.Close()
 		return "", fmt.Errorf("dmpkg: write %s: %w", dst, err)
 	}

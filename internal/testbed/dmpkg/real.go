@@ -132,34 +132,7 @@ func BuildReal(version, binDir, dir string) (string, error) {
 	if err := checkVersion(version); err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("dmpkg: %w", err)
-	}
-	dst := filepath.Join(dir, FileName(version))
-	tmp, err := os.CreateTemp(dir, ".dm-*.tar.gz")
-	if err != nil {
-		return "", fmt.Errorf("dmpkg: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := WriteReal(bw, binDir); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := bw.Flush(); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("dmpkg: write %s: %w", dst, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("dmpkg: write %s: %w", dst, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return "", fmt.Errorf("dmpkg: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return "", fmt.Errorf("dmpkg: %w", err)
-	}
-	return dst, nil
+	return writeFile(dir, FileName(version), func(w io.Writer) error { return WriteReal(w, binDir) })
 }
 
 // RealVersion asks the dm-master in binDir for its version (`dm-master
