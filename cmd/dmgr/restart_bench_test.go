@@ -225,28 +225,8 @@ func BenchmarkRestartReady(b *testing.B) {
 		}
 	})
 
-	// start runs the server and returns it once /readyz answers 200, with
-	// the time that took.
 	start := func() (*Main, time.Duration) {
-		begin := time.Now()
-		m := NewMain(cfg, zerolog.New(logs).Level(zerolog.InfoLevel), io.Discard)
-		if err := m.Run(ctx); err != nil {
-			_ = m.Close()
-			b.Fatal(err)
-		}
-		for {
-			resp, err := http.Get(m.URL + "/readyz")
-			if err == nil {
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return m, time.Since(begin)
-				}
-			}
-			if ctx.Err() != nil {
-				b.Fatal("never ready")
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+		return startUntilReady(b, ctx, cfg, zerolog.New(logs).Level(zerolog.InfoLevel))
 	}
 	// leadsRunning waits until the coordinator leads every running cluster.
 	leadsRunning := func(m *Main) {
@@ -353,27 +333,7 @@ func BenchmarkDevRestartReady(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := testenv.Context(b, 10*time.Minute)
-	start := func() (*Main, time.Duration) {
-		begin := time.Now()
-		m := NewMain(cfg, zerolog.Nop(), io.Discard)
-		if err := m.Run(ctx); err != nil {
-			_ = m.Close()
-			b.Fatal(err)
-		}
-		for {
-			resp, err := http.Get(m.URL + "/readyz")
-			if err == nil {
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return m, time.Since(begin)
-				}
-			}
-			if ctx.Err() != nil {
-				b.Fatal("never ready")
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}
+	start := func() (*Main, time.Duration) { return startUntilReady(b, ctx, cfg, zerolog.Nop()) }
 	m, _ := start() // the first start creates the data directory
 	if err := m.Close(); err != nil {
 		b.Fatal(err)
@@ -392,4 +352,29 @@ func BenchmarkDevRestartReady(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(slices.Max(ready).Milliseconds()), "readyz-max-ms")
 	b.Logf("/readyz after %v", ready)
+}
+
+// startUntilReady runs a server of cfg and returns it once /readyz answers
+// 200, with the time from the start that took.
+func startUntilReady(b *testing.B, ctx context.Context, cfg config, log zerolog.Logger) (*Main, time.Duration) {
+	b.Helper()
+	begin := time.Now()
+	m := NewMain(cfg, log, io.Discard)
+	if err := m.Run(ctx); err != nil {
+		_ = m.Close()
+		b.Fatal(err)
+	}
+	for {
+		resp, err := http.Get(m.URL + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return m, time.Since(begin)
+			}
+		}
+		if ctx.Err() != nil {
+			b.Fatal("never ready")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
