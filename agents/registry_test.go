@@ -16,7 +16,6 @@ import (
 	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
-	"github.com/dmgr/dmgr/internal/busauth"
 	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/internal/pkgstore"
@@ -111,22 +110,10 @@ func TestAgentFailsWhenItCannotRegisterAgain(t *testing.T) {
 	if _, err := pkgstore.Open(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	_, agentJS := testenv.JetStreamAs(t, ns, busauth.Agent, busauth.DefaultPool)
-	vault, err := secrets.OpenExisting(ctx, agentJS, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkgs, err := pkgstore.OpenExisting(ctx, agentJS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	events, err := eventstore.OpenExisting(ctx, agentJS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	as := openAgentStores(t, ctx, ns, key)
 	var logs testenv.Buffer
-	a, err := agents.New(agents.Config{ID: "agent-refused", JS: agentJS, Etcd: etcdSrv.AgentClient(t), Vault: vault, Packages: pkgs,
-		Events: events, Remote: remote.NewPool(remote.Options{}), Log: zerolog.New(&logs), CacheDir: t.TempDir(),
+	a, err := agents.New(agents.Config{ID: "agent-refused", JS: as.js, Etcd: etcdSrv.AgentClient(t), Vault: as.vault, Packages: as.pkgs,
+		Events: as.events, Remote: remote.NewPool(remote.Options{}), Log: zerolog.New(&logs), CacheDir: t.TempDir(),
 		RegisterGiveUpAfter: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/busauth"
+	"github.com/dmgr/dmgr/internal/embedded"
 	"github.com/dmgr/dmgr/internal/leadership"
 	"github.com/dmgr/dmgr/internal/pkgstore"
 	"github.com/dmgr/dmgr/internal/secrets"
@@ -135,22 +136,10 @@ func newAgentFixture(t *testing.T, withSSHD bool) *fixture {
 
 	// The agent connects as an agent of pool default (NATS) and as
 	// dmgr-agent (etcd), and opens the stores read-only, as dmgr agent does.
-	_, agentJS := testenv.JetStreamAs(t, ns, busauth.Agent, busauth.DefaultPool)
-	agentVault, err := secrets.OpenExisting(ctx, agentJS, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentPkgs, err := pkgstore.OpenExisting(ctx, agentJS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentEvents, err := eventstore.OpenExisting(ctx, agentJS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	as := openAgentStores(t, ctx, ns, key)
 	log := zerolog.New(f.logs).With().Timestamp().Logger()
-	a, err := agents.New(agents.Config{ID: "agent-under-test", JS: agentJS, Etcd: etcdSrv.AgentClient(t), Vault: agentVault,
-		Packages: agentPkgs, Events: agentEvents,
+	a, err := agents.New(agents.Config{ID: "agent-under-test", JS: as.js, Etcd: etcdSrv.AgentClient(t), Vault: as.vault,
+		Packages: as.pkgs, Events: as.events,
 		Remote: remote.NewPool(remote.Options{DialTimeout: 5 * time.Second}), Log: log,
 		AckWait: 5 * time.Second, Retries: -1, CacheDir: t.TempDir()})
 	if err != nil {
@@ -617,4 +606,30 @@ func TestAgentSendsACredentialToItsOwnMachineOnly(t *testing.T) {
 	if f.exists("b") {
 		t.Error("the step ran")
 	}
+}
+
+// agentStores are the stores as dmgr agent opens them: connected as an
+// agent of pool default (NATS), read-only.
+type agentStores struct {
+	js     jetstream.JetStream
+	vault  *secrets.Vault
+	pkgs   *pkgstore.Store
+	events *eventstore.Store
+}
+
+func openAgentStores(t *testing.T, ctx context.Context, ns *embedded.NATS, key []byte) agentStores {
+	t.Helper()
+	var as agentStores
+	var err error
+	_, as.js = testenv.JetStreamAs(t, ns, busauth.Agent, busauth.DefaultPool)
+	if as.vault, err = secrets.OpenExisting(ctx, as.js, key); err != nil {
+		t.Fatal(err)
+	}
+	if as.pkgs, err = pkgstore.OpenExisting(ctx, as.js); err != nil {
+		t.Fatal(err)
+	}
+	if as.events, err = eventstore.OpenExisting(ctx, as.js); err != nil {
+		t.Fatal(err)
+	}
+	return as
 }
