@@ -64,18 +64,12 @@ func TestConcurrentDeploysWithClashingPortsAcceptOne(t *testing.T) {
 	f := newService(t)
 	ctx := testenv.Context(t, time.Minute)
 	const n = 12
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = f.svc.DeployCluster(ctx, service.Meta{Actor: "admin"}, service.DeployClusterRequest{
-				Name: fmt.Sprintf("c%d", i), Version: "v8.1.0",
-				Topology: fmt.Sprintf("global:\n  deploy_dir: /dm/c%d\nmaster_servers:\n  - host: 198.18.0.11\n", i)})
-		}()
-	}
-	wg.Wait()
+	errs := concurrently(n, func(i int) error {
+		_, err := f.svc.DeployCluster(ctx, service.Meta{Actor: "admin"}, service.DeployClusterRequest{
+			Name: fmt.Sprintf("c%d", i), Version: "v8.1.0",
+			Topology: fmt.Sprintf("global:\n  deploy_dir: /dm/c%d\nmaster_servers:\n  - host: 198.18.0.11\n", i)})
+		return err
+	})
 	exactlyOneAccepted(t, "deploys of one port", errs, "port 8261 on 198.18.0.11 is already used by cluster")
 	cs, err := f.svc.Clusters(ctx)
 	if err != nil || len(cs) != 1 {
@@ -89,18 +83,12 @@ func TestConcurrentDeploysWithoutClashAllSucceed(t *testing.T) {
 	f := newService(t)
 	ctx := testenv.Context(t, time.Minute)
 	const n = 6
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = f.svc.DeployCluster(ctx, service.Meta{Actor: "admin"}, service.DeployClusterRequest{
-				Name: fmt.Sprintf("c%d", i), Version: "v8.1.0",
-				Topology: fmt.Sprintf("global:\n  deploy_dir: /dm/c%d\nmaster_servers:\n  - host: 198.18.0.12\n    port: %d\n    peer_port: %d\n", i, 10000+i, 11000+i)})
-		}()
-	}
-	wg.Wait()
+	errs := concurrently(n, func(i int) error {
+		_, err := f.svc.DeployCluster(ctx, service.Meta{Actor: "admin"}, service.DeployClusterRequest{
+			Name: fmt.Sprintf("c%d", i), Version: "v8.1.0",
+			Topology: fmt.Sprintf("global:\n  deploy_dir: /dm/c%d\nmaster_servers:\n  - host: 198.18.0.12\n    port: %d\n    peer_port: %d\n", i, 10000+i, 11000+i)})
+		return err
+	})
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
@@ -155,17 +143,11 @@ func TestRefusedRegistrationStoresNoSecret(t *testing.T) {
 	// Concurrent registrations of one new host: all pass the early check,
 	// all write the vault, one commit wins and the others are refused.
 	const n = 8
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = f.svc.RegisterMachine(ctx, service.Meta{}, service.RegisterMachineRequest{Host: "198.18.0.13", User: "tidb",
-				Password: fmt.Sprintf("pw-%d", i), HostKey: testenv.HostKey})
-		}()
-	}
-	wg.Wait()
+	errs := concurrently(n, func(i int) error {
+		_, err := f.svc.RegisterMachine(ctx, service.Meta{}, service.RegisterMachineRequest{Host: "198.18.0.13", User: "tidb",
+			Password: fmt.Sprintf("pw-%d", i), HostKey: testenv.HostKey})
+		return err
+	})
 	exactlyOneAccepted(t, "registrations of one host", errs, "")
 	requireVaultHoldsOnly(t, f, "198.18.0.11", "198.18.0.12", "198.18.0.13")
 }
@@ -223,4 +205,20 @@ func exactlyOneAccepted(t *testing.T, what string, errs []error, refusal string)
 	if won != 1 {
 		t.Fatalf("%s: %d accepted, want exactly 1", what, won)
 	}
+}
+
+// concurrently runs f(0) … f(n-1) at once and returns their errors, each
+// at its index.
+func concurrently(n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errs
 }

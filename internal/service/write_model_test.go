@@ -176,21 +176,15 @@ func TestFiftyClashingDeploysOnALargeStoreAcceptOne(t *testing.T) {
 	ctx := testenv.Context(t, 3*time.Minute)
 	seedMachines(t, ctx, f.store, 10000)
 	const n = 50
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Each also places a master on a machine of its own: only
-			// the shared one's port clashes.
-			_, errs[i] = f.svc.DeployCluster(ctx, service.Meta{Actor: "admin"}, service.DeployClusterRequest{
-				Name: fmt.Sprintf("clash-%d", i), Version: "v8.1.0",
-				Topology: fmt.Sprintf("global:\n  deploy_dir: /dm/clash-%d\nmaster_servers:\n  - host: %s\n  - host: 198.18.0.11\n    port: 9000\n    peer_port: %d\n",
-					i, seededHost(i), 9100+i)})
-		}()
-	}
-	wg.Wait()
+	errs := concurrently(n, func(i int) error {
+		// Each also places a master on a machine of its own: only
+		// the shared one's port clashes.
+		_, err := f.svc.DeployCluster(ctx, service.Meta{Actor: "admin"}, service.DeployClusterRequest{
+			Name: fmt.Sprintf("clash-%d", i), Version: "v8.1.0",
+			Topology: fmt.Sprintf("global:\n  deploy_dir: /dm/clash-%d\nmaster_servers:\n  - host: %s\n  - host: 198.18.0.11\n    port: 9000\n    peer_port: %d\n",
+				i, seededHost(i), 9100+i)})
+		return err
+	})
 	exactlyOneAccepted(t, "deploys of one port on one machine", errs, "port 9000 on 198.18.0.11 is already used by cluster clash-")
 }
 
