@@ -157,12 +157,12 @@ func TestEtcdRolesServerLeadsAgentOnlyReadsLeaders(t *testing.T) {
 	err = concurrency.NewElection(agentSess, leadership.ClusterElection("other")).Campaign(cctx, "agent")
 	cancel()
 	refused(t, err, "agent campaigns")
-	for _, key := range []string{leadership.CoordinatorsPrefix, leadership.Root, leadership.ReadyProbeKey, "/elsewhere",
+	for _, key := range []string{leadership.CoordinatorsPrefix, leadership.ActiveClustersPrefix, leadership.Root, leadership.ReadyProbeKey, "/elsewhere",
 		leadership.LeaderPrefix + "clusterx", leadership.ProjectorLeaderKeys, leadership.LeaderPrefix, "/dmgr/leader/"} {
 		_, err = agent.Get(ctx, key, clientv3.WithPrefix())
 		refused(t, err, "agent reads "+key)
 	}
-	for _, key := range []string{leadership.CoordinatorKey("agent"), leadership.Root + "x", "/elsewhere",
+	for _, key := range []string{leadership.CoordinatorKey("agent"), leadership.ActiveClusterKey("prod"), leadership.Root + "x", "/elsewhere",
 		leadership.Root + "agentsx", leadership.ProjectorLeaderKeys + "x", "/dmgr/agents/online/x"} {
 		_, err = agent.Put(ctx, key, "agent")
 		refused(t, err, "agent writes "+key)
