@@ -436,10 +436,14 @@ func TestAnAgentCannotSubscribeToAnotherRolesInbox(t *testing.T) {
 			t.Fatalf("subscribe %s: %v; want a permissions violation", subject, err)
 		}
 	}
-	// Its own inbox works.
+	// Its own inbox works (the subscription flushed to the server before
+	// the admin publishes, or the message may pass before it).
 	sub, err := nc.SubscribeSync(nc.NewInbox())
 	must(t, err)
-	must(t, b.connect(t, busauth.Admin, "").nc.Publish(sub.Subject, []byte("hi")))
+	must(t, nc.Flush())
+	admin := b.connect(t, busauth.Admin, "").nc
+	must(t, admin.Publish(sub.Subject, []byte("hi")))
+	must(t, admin.Flush())
 	if m, err := sub.NextMsg(5 * time.Second); err != nil || string(m.Data) != "hi" {
 		t.Fatalf("own inbox: %v", err)
 	}
