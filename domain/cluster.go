@@ -11,6 +11,11 @@ type Cluster struct {
 	Version   string        `json:"version"`
 	PackageID string        `json:"package_id"`
 	Status    string        `json:"status"`
+	// Group owns the cluster (OwnerGroup of what its events named).
+	Group string `json:"group"`
+	// Labels are the cluster's own labels (env=prod); its group's approval
+	// policy matches on them.
+	Labels    map[string]string `json:"labels,omitempty"`
 	Topology  string        `json:"topology"` // the tiup-dm YAML as the user gave it
 	Global    GlobalOptions `json:"global"`
 	Instances []Instance    `json:"instances"`
@@ -198,9 +203,13 @@ func (f *ClusterFold) Apply(e Event) {
 	switch e := e.(type) {
 	case ClusterDeployRequested:
 		*c = Cluster{Name: e.Name, Version: e.Version, PackageID: e.PackageID, Status: ClusterStatusDeploying,
-			Topology: e.Topology, Global: e.Global, Instances: e.Instances,
+			Group: OwnerGroup(e.Group), Labels: e.Labels, Topology: e.Topology, Global: e.Global, Instances: e.Instances,
 			Operations: c.Operations, Revision: c.Revision}
 		f.ownInstances = false // the event's
+	case OwnerMoved:
+		c.Group = e.To
+	case ClusterLabelsSet:
+		c.Labels = e.Labels
 	case OperationRequested:
 		if e.RollbackOf != "" {
 			f.withOperation(e.RollbackOf, func(o *Operation) { o.Status = OperationStatusRolledBack })

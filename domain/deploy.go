@@ -7,7 +7,11 @@ import (
 
 // DeployCluster asks for a new DM cluster from a tiup-dm topology.
 type DeployCluster struct {
-	Name        string
+	Name string
+	// Group will own the cluster; every machine it places on must belong
+	// to it too.
+	Group       string
+	Labels      map[string]string
 	Version     string
 	Topology    string // tiup-dm YAML
 	OperationID string
@@ -17,10 +21,12 @@ type DeployCluster struct {
 
 // ClusterDeployRequested: a deploy was accepted with this resolved topology.
 type ClusterDeployRequested struct {
-	Name      string        `json:"name"`
-	Version   string        `json:"version"`
-	PackageID string        `json:"package_id"`
-	Topology  string        `json:"topology"`
+	Name      string            `json:"name"`
+	Group     string            `json:"group,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Version   string            `json:"version"`
+	PackageID string            `json:"package_id"`
+	Topology  string            `json:"topology"`
 	Global    GlobalOptions `json:"global"`
 	Instances []Instance    `json:"instances"`
 }
@@ -64,9 +70,20 @@ func DecideDeployCluster(w *World, c DeployCluster) ([]Event, error) {
 			return nil, err
 		}
 	}
+	group := OwnerGroup(c.Group)
+	if err := ValidateGroupName(group); err != nil {
+		return nil, err
+	}
+	if err := ValidateLabels(c.Labels); err != nil {
+		return nil, err
+	}
 	for _, in := range topo.Instances {
-		if m := w.Machines[in.Host]; !m.Active() {
+		m := w.Machines[in.Host]
+		if !m.Active() {
 			return nil, Errorf(Invalid, "topology line %d: host %s is not a registered machine: register it with POST /api/v1/machines first", in.Line, in.Host)
+		}
+		if m.Group != group {
+			return nil, Errorf(Invalid, "topology line %d: machine %s belongs to group %s, not to the cluster's group %s: a cluster is placed only on its own group's machines", in.Line, in.Host, m.Group, group)
 		}
 	}
 	if err := CheckPlacement(topo.Instances, w.Allocations(c.Name)); err != nil {
@@ -78,7 +95,7 @@ func DecideDeployCluster(w *World, c DeployCluster) ([]Event, error) {
 	}
 	markOperation(plan, c.OperationID)
 	return []Event{
-		ClusterDeployRequested{Name: c.Name, Version: c.Version, PackageID: pkgID, Topology: c.Topology,
+		ClusterDeployRequested{Name: c.Name, Group: group, Labels: c.Labels, Version: c.Version, PackageID: pkgID, Topology: c.Topology,
 			Global: topo.Global, Instances: topo.Instances},
 		OperationRequested{ID: c.OperationID, Kind: OperationDeploy, Cluster: c.Name, Plan: plan},
 	}, nil

@@ -21,7 +21,9 @@ type Machine struct {
 	Credential CredentialRef `json:"credential"`
 	Labels     Labels        `json:"labels"`
 	HostKey    HostKey       `json:"host_key"`
-	Status     string        `json:"status"`   // MachineStatusRegistered or MachineStatusRemoved
+	// Group owns the machine (OwnerGroup of what its events named).
+	Group  string `json:"group"`
+	Status string `json:"status"`   // MachineStatusRegistered or MachineStatusRemoved
 	Revision   uint64        `json:"revision"` // number of events folded in
 	// Clusters lists the clusters that placed instances on the machine
 	// and were not released since (see reservations.go): every cluster
@@ -89,6 +91,7 @@ type RegisterMachine struct {
 	Credential CredentialRef
 	Labels     Labels
 	HostKey    HostKey // read from the machine (or given) by the caller
+	Group      string  // the group that will own it ("" is DefaultGroup)
 }
 
 // MachineRegistered: a machine joined the inventory.
@@ -100,6 +103,7 @@ type MachineRegistered struct {
 	Credential CredentialRef `json:"credential"`
 	Labels     Labels        `json:"labels"`
 	HostKey    HostKey       `json:"host_key"`
+	Group      string        `json:"group,omitempty"`
 }
 
 // RemoveMachine takes a machine out of the inventory.
@@ -142,7 +146,7 @@ func DecideRegisterMachine(machines map[string]*Machine, c RegisterMachine) ([]E
 			c.Host, other.Host, c.Address, c.SSHPort, other.Host)
 	}
 	return []Event{MachineRegistered{Host: c.Host, Address: c.Address, SSHPort: c.SSHPort, User: c.User, Credential: c.Credential,
-		Labels: c.Labels, HostKey: c.HostKey}}, nil
+		Labels: c.Labels, HostKey: c.HostKey, Group: OwnerGroup(c.Group)}}, nil
 }
 
 // ValidateRegisterMachine checks a RegisterMachine on its own (host, port,
@@ -263,7 +267,9 @@ func EvolveMachine(m Machine, e Event) Machine {
 	switch e := e.(type) {
 	case MachineRegistered:
 		m = Machine{Host: e.Host, Address: e.Address, SSHPort: e.SSHPort, User: e.User, Credential: e.Credential, Labels: e.Labels,
-			HostKey: e.HostKey, Status: MachineStatusRegistered, Revision: m.Revision}
+			HostKey: e.HostKey, Group: OwnerGroup(e.Group), Status: MachineStatusRegistered, Revision: m.Revision}
+	case OwnerMoved:
+		m.Group = e.To
 	case MachineRemoved:
 		m.Status = MachineStatusRemoved
 	default:

@@ -17,6 +17,8 @@ type Package struct {
 	Object     string        `json:"object"`
 	Components []string      `json:"components"`
 	Files      []PackageFile `json:"files,omitempty"`
+	// Group owns the package (OwnerGroup of what its events named).
+	Group string `json:"group"`
 }
 
 // PackageFile is one file of a package's manifest.
@@ -59,6 +61,7 @@ type UploadPackage struct {
 	Object                  string
 	Components              []string
 	Files                   []PackageFile
+	Group                   string // the group that will own it ("" is DefaultGroup)
 }
 
 // PackageUploaded: a package was stored and may be deployed.
@@ -73,6 +76,7 @@ type PackageUploaded struct {
 	Object     string        `json:"object"`
 	Components []string      `json:"components"`
 	Files      []PackageFile `json:"files,omitempty"`
+	Group      string        `json:"group,omitempty"`
 }
 
 // DecideUploadPackage decides an UploadPackage against the package's state
@@ -98,14 +102,17 @@ func DecideUploadPackage(p *Package, c UploadPackage) ([]Event, error) {
 		return nil, Errorf(Conflict, "package %s is already uploaded (sha256 %s); upload a new version instead", id, p.SHA256)
 	}
 	return []Event{PackageUploaded{ID: id, Name: c.Name, Version: c.Version, OS: c.OS, Arch: c.Arch,
-		SHA256: c.SHA256, Size: c.Size, Object: c.Object, Components: c.Components, Files: c.Files}}, nil
+		SHA256: c.SHA256, Size: c.Size, Object: c.Object, Components: c.Components, Files: c.Files, Group: OwnerGroup(c.Group)}}, nil
 }
 
 // EvolvePackage folds one event into a package's state.
 func EvolvePackage(p Package, e Event) Package {
-	if e, ok := e.(PackageUploaded); ok {
+	switch e := e.(type) {
+	case PackageUploaded:
 		p = Package{ID: e.ID, Name: e.Name, Version: e.Version, OS: e.OS, Arch: e.Arch, SHA256: e.SHA256,
-			Size: e.Size, Object: e.Object, Components: e.Components, Files: e.Files}
+			Size: e.Size, Object: e.Object, Components: e.Components, Files: e.Files, Group: OwnerGroup(e.Group)}
+	case OwnerMoved:
+		p.Group = e.To
 	}
 	return p
 }

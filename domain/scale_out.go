@@ -54,8 +54,12 @@ func DecideScaleOut(w *World, cmd ScaleOut) ([]Event, error) {
 		}
 	}
 	for _, in := range fragment.Instances {
-		if m := w.Machines[in.Host]; !m.Active() {
+		m := w.Machines[in.Host]
+		if !m.Active() {
 			return nil, Errorf(Invalid, "topology line %d: host %s is not a registered machine: register it with POST /api/v1/machines first", in.Line, in.Host)
+		}
+		if m.Group != OwnerGroup(c.Group) {
+			return nil, Errorf(Invalid, "topology line %d: machine %s belongs to group %s, not to the cluster's group %s: a cluster is placed only on its own group's machines", in.Line, in.Host, m.Group, OwnerGroup(c.Group))
 		}
 		id := PackageID(DMPackageName, c.Version, cmp.Or(in.OS, c.Global.OS), cmp.Or(in.Arch, c.Global.Arch))
 		if err := needPackage(w, c.Version, id, in.Line); err != nil {

@@ -76,6 +76,10 @@ func (r *CommitReader) read(data []byte, payload PayloadReader) ([]Event, []any,
 				}
 			case "actor":
 				env.Actor = r.name(&s)
+			case "actor_token":
+				env.ActorToken = s.Text()
+			case "group":
+				env.Group = r.name(&s)
 			case "operation_id":
 				env.OperationID = r.name(&s)
 			case "correlation_id":
@@ -100,6 +104,7 @@ func (r *CommitReader) read(data []byte, payload PayloadReader) ([]Event, []any,
 		e := &evs[i]
 		e.CommitID, e.AggregateType, e.AggregateID = env.CommitID, env.AggregateType, env.AggregateID
 		e.Time, e.Actor, e.OperationID = env.Time, env.Actor, env.OperationID
+		e.ActorToken, e.Group = env.ActorToken, env.Group
 		e.CorrelationID, e.CausationID, e.FencingToken = env.CorrelationID, env.CausationID, env.FencingToken
 	}
 	return evs, decoded, nil

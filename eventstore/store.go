@@ -38,6 +38,13 @@ type Commit struct {
 	AggregateID   string
 	Time          time.Time
 	Actor         string
+	// ActorToken is the id (never the secret) of the session or API token
+	// the actor used; empty for service identities.
+	ActorToken string
+	// Group is the group that owns what the commit is about (the cluster's,
+	// machine's or package's group; the group itself for group commits);
+	// empty for commits that belong to no group (users, the store).
+	Group         string
 	OperationID   string
 	CorrelationID string
 	CausationID   string
@@ -73,6 +80,8 @@ type Event struct {
 	AggregateVersion uint64          `json:"aggregate_version"`
 	Time             time.Time       `json:"time"`
 	Actor            string          `json:"actor"`
+	ActorToken       string          `json:"actor_token,omitempty"`
+	Group            string          `json:"group,omitempty"`
 	OperationID      string          `json:"operation_id,omitempty"`
 	CorrelationID    string          `json:"correlation_id,omitempty"`
 	CausationID      string          `json:"causation_id,omitempty"`
@@ -104,6 +113,8 @@ type wireCommit struct {
 	AggregateID   string      `json:"aggregate_id"`
 	Time          time.Time   `json:"time"`
 	Actor         string      `json:"actor"`
+	ActorToken    string      `json:"actor_token,omitempty"`
+	Group         string      `json:"group,omitempty"`
 	OperationID   string      `json:"operation_id,omitempty"`
 	CorrelationID string      `json:"correlation_id,omitempty"`
 	CausationID   string      `json:"causation_id,omitempty"`
@@ -131,6 +142,8 @@ type wireCommitIn struct {
 	AggregateID   string        `json:"aggregate_id"`
 	Time          time.Time     `json:"time"`
 	Actor         string        `json:"actor"`
+	ActorToken    string        `json:"actor_token"`
+	Group         string        `json:"group"`
 	OperationID   string        `json:"operation_id"`
 	CorrelationID string        `json:"correlation_id"`
 	CausationID   string        `json:"causation_id"`
@@ -378,7 +391,7 @@ func (s *Store) Subjects(ctx context.Context, filter string) (map[string]uint64,
 func EncodeCommit(c Commit, version uint64) ([]byte, error) {
 	w := wireCommit{
 		CommitID: c.CommitID, AggregateType: c.AggregateType, AggregateID: c.AggregateID,
-		Time: c.Time.UTC(), Actor: c.Actor, OperationID: c.OperationID,
+		Time: c.Time.UTC(), Actor: c.Actor, ActorToken: c.ActorToken, Group: c.Group, OperationID: c.OperationID,
 		CorrelationID: c.CorrelationID, CausationID: c.CausationID, FencingToken: c.FencingToken,
 		Events: make([]wireEvent, len(c.Events)),
 	}
@@ -420,7 +433,7 @@ func DecodeCommit(seq uint64, data []byte) ([]Event, error) {
 			Seq: seq, CommitID: w.CommitID, EventID: e.EventID, Type: e.Type,
 			SchemaVersion: e.SchemaVersion, AggregateType: w.AggregateType,
 			AggregateID: w.AggregateID, AggregateVersion: e.AggregateVersion,
-			Time: w.Time, Actor: w.Actor, OperationID: w.OperationID,
+			Time: w.Time, Actor: w.Actor, ActorToken: w.ActorToken, Group: w.Group, OperationID: w.OperationID,
 			CorrelationID: w.CorrelationID, CausationID: w.CausationID, FencingToken: w.FencingToken,
 			Payload: json.RawMessage(e.Payload),
 		}
