@@ -7,18 +7,18 @@ import (
 
 // Cluster is a DM cluster managed by dmgr, identified by its name.
 type Cluster struct {
-	Name      string        `json:"name"`
-	Version   string        `json:"version"`
-	PackageID string        `json:"package_id"`
-	Status    string        `json:"status"`
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	PackageID string `json:"package_id"`
+	Status    string `json:"status"`
 	// Group owns the cluster (OwnerGroup of what its events named).
 	Group string `json:"group"`
 	// Labels are the cluster's own labels (env=prod); its group's approval
 	// policy matches on them.
 	Labels    map[string]string `json:"labels,omitempty"`
-	Topology  string        `json:"topology"` // the tiup-dm YAML as the user gave it
-	Global    GlobalOptions `json:"global"`
-	Instances []Instance    `json:"instances"`
+	Topology  string            `json:"topology"` // the tiup-dm YAML as the user gave it
+	Global    GlobalOptions     `json:"global"`
+	Instances []Instance        `json:"instances"`
 	// Operations, oldest first. An operation a Cluster points to never
 	// changes: Evolve copies the one it changes (and the slice), so that
 	// folding an event costs a pointer per operation, not the operation.

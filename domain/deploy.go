@@ -27,8 +27,8 @@ type ClusterDeployRequested struct {
 	Version   string            `json:"version"`
 	PackageID string            `json:"package_id"`
 	Topology  string            `json:"topology"`
-	Global    GlobalOptions `json:"global"`
-	Instances []Instance    `json:"instances"`
+	Global    GlobalOptions     `json:"global"`
+	Instances []Instance        `json:"instances"`
 }
 
 // DecideDeployCluster decides a deploy against the whole inventory: the

@@ -22,9 +22,9 @@ type Machine struct {
 	Labels     Labels        `json:"labels"`
 	HostKey    HostKey       `json:"host_key"`
 	// Group owns the machine (OwnerGroup of what its events named).
-	Group  string `json:"group"`
-	Status string `json:"status"`   // MachineStatusRegistered or MachineStatusRemoved
-	Revision   uint64        `json:"revision"` // number of events folded in
+	Group    string `json:"group"`
+	Status   string `json:"status"`   // MachineStatusRegistered or MachineStatusRemoved
+	Revision uint64 `json:"revision"` // number of events folded in
 	// Clusters lists the clusters that placed instances on the machine
 	// and were not released since (see reservations.go): every cluster
 	// that may have an instance here is in it.
