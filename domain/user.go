@@ -131,10 +131,11 @@ func (UserDeleted) EventType() string       { return TypeUserDeleted }
 func (TokenIssued) EventType() string       { return TypeTokenIssued }
 func (TokenRevoked) EventType() string      { return TypeTokenRevoked }
 
-// EvolveUser folds one event, committed at time at, into a user.
-// Credentials that expired by then are dropped (time comes from the
-// event, so a replay folds the same state).
-func EvolveUser(u User, e Event, at time.Time) User {
+// EvolveUser folds one event into a user. A credential that expired
+// before a new one was issued is dropped then (time comes from the event,
+// so a replay folds the same state), which keeps a user's state the size
+// of their live credentials.
+func EvolveUser(u User, e Event) User {
 	switch e := e.(type) {
 	case UserCreated:
 		u = User{Name: e.Name, SuperAdmin: e.SuperAdmin, PasswordRef: e.PasswordRef, CreatedAt: e.At, Revision: u.Revision}
@@ -148,20 +149,12 @@ func EvolveUser(u User, e Event, at time.Time) User {
 	case UserDeleted:
 		u.Deleted, u.Tokens = true, nil
 	case TokenIssued:
-		u.Tokens = u.withTokens(func(Token) bool { return true })
+		u.Tokens = u.withTokens(func(t Token) bool { return t.ExpiresAt.After(e.CreatedAt) })
 		u.Tokens[e.ID] = Token{ID: e.ID, User: u.Name, Name: e.Name, Kind: e.Kind, ReadOnly: e.ReadOnly,
 			CreatedAt: e.CreatedAt, ExpiresAt: e.ExpiresAt, Verifier: e.Verifier}
 	case TokenRevoked:
 		if _, ok := u.Tokens[e.ID]; ok {
 			u.Tokens = u.withTokens(func(t Token) bool { return t.ID != e.ID })
-		}
-	}
-	if !at.IsZero() && len(u.Tokens) > 0 {
-		for _, t := range u.Tokens {
-			if !t.ExpiresAt.After(at) {
-				u.Tokens = u.withTokens(func(t Token) bool { return t.ExpiresAt.After(at) })
-				break
-			}
 		}
 	}
 	u.Revision++

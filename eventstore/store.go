@@ -66,6 +66,10 @@ type Expect struct {
 	// Version is the aggregate's version (number of events) the decision
 	// saw; the new events are numbered from Version+1.
 	Version uint64
+	// Any appends whatever the aggregate holds (for records that decide
+	// nothing, such as refusals); LastSeq and Filter are ignored, and the
+	// events' aggregate versions are not meaningful.
+	Any bool
 }
 
 // Event is a stored event with its envelope.
@@ -221,9 +225,12 @@ func Message(c Commit, body []byte, exp Expect) (*nats.Msg, []jetstream.PublishO
 		msg.Header.Set(HeaderFencingToken, strconv.FormatInt(c.FencingToken, 10))
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(StreamName)}
-	if exp.Filter != "" {
+	switch {
+	case exp.Any:
+		return msg, opts
+	case exp.Filter != "":
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(exp.LastSeq, exp.Filter))
-	} else {
+	default:
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(exp.LastSeq))
 	}
 	return msg, opts

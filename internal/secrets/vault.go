@@ -28,10 +28,13 @@ type Kind string
 const (
 	KindPassword   Kind = "password"
 	KindPrivateKey Kind = "private_key"
+	// KindPasswordHash is a user's password hash (argon2id, PHC string),
+	// kept in the passwords bucket (OpenPasswords), never in the machines'.
+	KindPasswordHash Kind = "password_hash"
 )
 
 // kindCodes is the on-disk code of each kind; codes are never reused.
-var kindCodes = map[Kind]byte{KindPassword: 1, KindPrivateKey: 2}
+var kindCodes = map[Kind]byte{KindPassword: 1, KindPrivateKey: 2, KindPasswordHash: 3}
 
 func kindOf(code byte) (Kind, bool) {
 	for k, c := range kindCodes {
@@ -98,6 +101,21 @@ func (v Vault) GoString() string { return v.String() }
 // history 1, the given number of replicas), creating the bucket when it does
 // not exist. key is the 32-byte master key.
 func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int) (*Vault, error) {
+	return openBucket(ctx, js, key, replicas, Bucket, "dmgr credentials, AES-256-GCM sealed; see package secrets")
+}
+
+// PasswordsBucket holds the users' password hashes, sealed like the
+// machines' credentials. It is a bucket of its own so that agents, which
+// may read the machines' credentials, have no permission to read it.
+const PasswordsBucket = "dmgr-passwords"
+
+// OpenPasswords returns a vault on the bucket PasswordsBucket, creating
+// it when it does not exist. Owners are "user:<name>".
+func OpenPasswords(ctx context.Context, js jetstream.JetStream, key []byte, replicas int) (*Vault, error) {
+	return openBucket(ctx, js, key, replicas, PasswordsBucket, "dmgr users' password hashes (argon2id), AES-256-GCM sealed; see package secrets")
+}
+
+func openBucket(ctx context.Context, js jetstream.JetStream, key []byte, replicas int, bucket, description string) (*Vault, error) {
 	aead, err := newAEAD(key)
 	if err != nil {
 		return nil, err
@@ -106,8 +124,8 @@ func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int)
 		replicas = 1
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "dmgr credentials, AES-256-GCM sealed; see package secrets",
+		Bucket:      bucket,
+		Description: description,
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
@@ -115,10 +133,10 @@ func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int)
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		// Created before with another config (e.g. other replicas): use it
 		// as it is rather than change it behind the operator's back.
-		kv, err = js.KeyValue(ctx, Bucket)
+		kv, err = js.KeyValue(ctx, bucket)
 	}
 	if err != nil {
-		return nil, domain.Errorf(domain.Unavailable, "secrets: open key-value bucket %s: %v", Bucket, err)
+		return nil, domain.Errorf(domain.Unavailable, "secrets: open key-value bucket %s: %v", bucket, err)
 	}
 	return &Vault{kv: kv, aead: aead}, nil
 }
@@ -128,7 +146,7 @@ func Open(ctx context.Context, js jetstream.JetStream, key []byte, replicas int)
 // which it returns. Only Get with the same owner opens it.
 func (v *Vault) Put(ctx context.Context, kind Kind, secret []byte, owner string) (string, error) {
 	if !kind.Valid() {
-		return "", domain.Errorf(domain.Invalid, "credential kind %q is not one of %q, %q", kind, KindPassword, KindPrivateKey)
+		return "", domain.Errorf(domain.Invalid, "credential kind %q is not one of %q, %q, %q", kind, KindPassword, KindPrivateKey, KindPasswordHash)
 	}
 	if len(secret) == 0 {
 		return "", domain.Errorf(domain.Invalid, "the %s is empty", kindLabel(kind))

@@ -13,6 +13,9 @@ type DeployClusterRequest struct {
 	Name     string
 	Version  string
 	Topology string
+	// Group will own the cluster ("": DefaultGroup); Labels are its labels.
+	Group  string
+	Labels map[string]string
 }
 
 // DeployCluster records a deploy after checking it against every machine,
@@ -43,7 +46,7 @@ func (s *Service) PlanDeployCluster(ctx context.Context, r DeployClusterRequest)
 // decideDeploy decides a deploy on what it touches: the cluster, the
 // machines of the topology with the clusters they list, and the packages.
 func (s *Service) decideDeploy(ctx context.Context, r DeployClusterRequest, operationID string) (decision, error) {
-	cmd := domain.DeployCluster{Name: r.Name, Version: r.Version, Topology: r.Topology, OperationID: operationID, MaxInstances: s.maxInstances}
+	cmd := domain.DeployCluster{Name: r.Name, Group: r.Group, Labels: r.Labels, Version: r.Version, Topology: r.Topology, OperationID: operationID, MaxInstances: s.maxInstances}
 	if err := domain.ValidateClusterName(r.Name); err != nil {
 		return decision{}, err // before the name is used as a subject
 	}

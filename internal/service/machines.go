@@ -51,6 +51,8 @@ type RegisterMachineRequest struct {
 	// HostKey pins the machine's SSH host key (one authorized_keys line);
 	// empty means: read it from the machine now.
 	HostKey string
+	// Group will own the machine ("": DefaultGroup).
+	Group string
 }
 
 // RegisterMachine checks the credential, resolves the host once, refuses a
@@ -58,11 +60,16 @@ type RegisterMachineRequest struct {
 // stores the credential encrypted and records the machine. Bad input is
 // refused before any connection is made and before the vault is written.
 func (s *Service) RegisterMachine(ctx context.Context, meta Meta, r RegisterMachineRequest) (Accepted, error) {
+	meta = s.complete(meta)
+	meta.Group = domain.OwnerGroup(r.Group)
+	if err := s.allowInGroup(ctx, meta, "register machine "+r.Host+" in group "+meta.Group, "", r.Host); err != nil {
+		return Accepted{}, err
+	}
 	kind, secret, err := parseCredential(r)
 	if err != nil {
 		return Accepted{}, err
 	}
-	cmd := domain.RegisterMachine{Host: r.Host, SSHPort: r.SSHPort, User: r.User, Labels: r.Labels,
+	cmd := domain.RegisterMachine{Host: r.Host, SSHPort: r.SSHPort, User: r.User, Labels: r.Labels, Group: meta.Group,
 		Credential: domain.CredentialRef{ID: "pending", Kind: string(kind)},
 		HostKey:    domain.HostKey{Key: "pending", Fingerprint: "SHA256:pending"}}
 	if err := domain.ValidateRegisterMachine(cmd); err != nil {
@@ -139,7 +146,7 @@ func (s *Service) decideRegister(ctx context.Context, cmd domain.RegisterMachine
 	}
 	d := one(domain.AggregateMachine, cmd.Host, evs, m.expect())
 	for _, id := range sortedKeys(claims) {
-		d.also = append(d.also, pending{domain.AggregateClaim, id, []domain.Event{domain.ClaimTaken{Claim: id, Owner: cmd.Host}}, claims[id].expect()})
+		d.also = append(d.also, pending{aggregateType: domain.AggregateClaim, aggregateID: id, events: []domain.Event{domain.ClaimTaken{Claim: id, Owner: cmd.Host}}, expect: claims[id].expect()})
 	}
 	return d, nil
 }
@@ -176,7 +183,7 @@ func (s *Service) decideRemove(ctx context.Context, host string) (decision, *dom
 	}
 	for _, id := range sortedKeys(claims) {
 		if c := claims[id]; c.state.Owner == host {
-			d.also = append(d.also, pending{domain.AggregateClaim, id, []domain.Event{domain.ClaimReleased{Claim: id, Owner: host}}, c.expect()})
+			d.also = append(d.also, pending{aggregateType: domain.AggregateClaim, aggregateID: id, events: []domain.Event{domain.ClaimReleased{Claim: id, Owner: host}}, expect: c.expect()})
 		}
 	}
 	return d, m.ptr(), nil
@@ -380,6 +387,13 @@ func scanProblem(err error) string {
 // RemoveMachine takes an unused machine out of the inventory and deletes
 // its credential from the vault.
 func (s *Service) RemoveMachine(ctx context.Context, meta Meta, host string) (Accepted, error) {
+	meta = s.complete(meta)
+	if m, err := s.machines.read(ctx, host); err == nil && m.exists {
+		meta.Group = m.state.Group
+		if err := s.allowInGroup(ctx, meta, "remove machine "+host, "", host); err != nil {
+			return Accepted{}, err
+		}
+	}
 	release, err := s.admitInventory(ctx, "removal of "+host)
 	if err != nil {
 		return Accepted{}, err
@@ -489,4 +503,18 @@ func (s *Service) BindCredentials(ctx context.Context) (int, error) {
 		}
 	}
 	return n, first
+}
+
+// allowInGroup authorizes a command of an operator of meta.Group (whose
+// existence it checks first, for a principal), recording a refusal.
+func (s *Service) allowInGroup(ctx context.Context, meta Meta, what, cluster, host string) error {
+	if meta.Principal == nil {
+		return nil
+	}
+	if _, ok := s.dir.Group(meta.Group); !ok && meta.Principal.SuperAdmin {
+		return domain.Errorf(domain.Invalid, "group %s does not exist: create it with POST /api/v1/groups", meta.Group)
+	}
+	err := allow(meta, domain.Access{What: what, Group: meta.Group, Need: domain.MemberOperator, Write: true}, cluster, host)
+	s.noteRefusal(ctx, meta, err)
+	return err
 }

@@ -18,6 +18,7 @@ type UploadPackageRequest struct {
 	Version string // e.g. "v8.1.0"
 	Arch    string // amd64 (default) or arm64
 	Body    io.Reader
+	Group   string // the group that will own it ("": DefaultGroup)
 }
 
 // UploadPackage streams the archive into the object store while checking
@@ -29,7 +30,12 @@ func (s *Service) UploadPackage(ctx context.Context, meta Meta, r UploadPackageR
 	if r.Arch == "" {
 		r.Arch = "amd64"
 	}
-	cmd := domain.UploadPackage{Name: r.Name, Version: r.Version, OS: "linux", Arch: r.Arch,
+	meta = s.complete(meta)
+	meta.Group = domain.OwnerGroup(r.Group)
+	if err := s.allowInGroup(ctx, meta, "upload package "+r.Name+" "+r.Version+" to group "+meta.Group, "", ""); err != nil {
+		return Accepted{}, err
+	}
+	cmd := domain.UploadPackage{Name: r.Name, Version: r.Version, OS: "linux", Arch: r.Arch, Group: meta.Group,
 		SHA256: zeroSHA, Size: 1, Object: "pending"}
 	id := domain.PackageID(r.Name, r.Version, cmd.OS, cmd.Arch)
 	// Refuse a bad name or a duplicate before reading the body.

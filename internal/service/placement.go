@@ -85,7 +85,7 @@ func (p placement) decision(evs []domain.Event, operationID string) decision {
 		if gone := domain.Released(&m.state, p.world.Clusters, p.cluster); len(gone) > 0 {
 			mevs = append(mevs, domain.PlacementsReleased{Clusters: gone})
 		}
-		d.also = append(d.also, pending{domain.AggregateMachine, host, mevs, m.expect()})
+		d.also = append(d.also, pending{aggregateType: domain.AggregateMachine, aggregateID: host, events: mevs, expect: m.expect()})
 	}
 	return d
 }

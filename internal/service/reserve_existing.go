@@ -86,7 +86,7 @@ func (s *Service) ReserveExisting(ctx context.Context) (int, error) {
 		}
 	}
 	done, err := s.commitOf(Meta{Actor: reserveActor, CommitID: reserveCommitRoot + "done"},
-		pending{domain.AggregateStore, reservationsMark, []domain.Event{domain.ReservationsMade{Version: 1}}, eventstore.Expect{}}, false)
+		pending{aggregateType: domain.AggregateStore, aggregateID: reservationsMark, events: []domain.Event{domain.ReservationsMade{Version: 1}}}, false)
 	if err != nil {
 		return n, err
 	}
@@ -111,7 +111,7 @@ func reserve[T any](ctx context.Context, s *Service, typ, id, why string, decide
 			return 0, nil
 		}
 		meta := Meta{Actor: reserveActor, CommitID: reserveCommitRoot + typ + "/" + id + "/" + why, OperationID: "-"}
-		c, err := s.commitOf(meta, pending{typ, id, evs, snap.expect()}, false)
+		c, err := s.commitOf(meta, pending{aggregateType: typ, aggregateID: id, events: evs, expect: snap.expect()}, false)
 		if err != nil {
 			return 0, err
 		}

@@ -1,11 +1,13 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,6 +40,17 @@ type Service struct {
 	// inventory admits registrations and removals of machines, a few at a
 	// time (MaxConcurrentRegistrations).
 	inventory chan struct{}
+
+	// People (identity.go, groups.go, approvals.go).
+	dir        *Directory
+	users      *aggregates[domain.User]
+	groups     *aggregates[domain.Group]
+	approvals  *aggregates[domain.Approval]
+	passwords  *secrets.Vault
+	hashing    chan struct{} // slots for argon2id hashes
+	throttle   *loginThrottle
+	sessionTTL time.Duration
+	ownedBy    func(ctx context.Context, group string) (string, error)
 }
 
 // Config wires a Service.
@@ -59,6 +72,17 @@ type Config struct {
 	// more wait their turn, so that a bulk of them (an inventory import)
 	// does not queue every other command behind its atomic batches.
 	MaxConcurrentRegistrations int
+	// Passwords keeps the users' password hashes
+	// (secrets.OpenPasswords); nil refuses logins and new users.
+	Passwords *secrets.Vault
+	// SessionTTL is how long a login lasts (default DefaultSessionTTL).
+	SessionTTL time.Duration
+	// MaxConcurrentHashes bounds the argon2id hashes that run at once
+	// (default: the number of CPUs, at least 2); more logins wait.
+	MaxConcurrentHashes int
+	// OwnedBy describes one live thing a group owns ("" when none), for
+	// the deletion of groups; nil reads the event store (slow, rare).
+	OwnedBy func(ctx context.Context, group string) (string, error)
 }
 
 // DefaultMaxConcurrentRegistrations is the default of
@@ -79,14 +103,30 @@ func New(c Config) *Service {
 	if c.MaxConcurrentRegistrations <= 0 {
 		c.MaxConcurrentRegistrations = DefaultMaxConcurrentRegistrations
 	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = DefaultSessionTTL
+	}
+	if c.MaxConcurrentHashes <= 0 {
+		c.MaxConcurrentHashes = max(runtime.NumCPU(), 2)
+	}
 	return &Service{store: c.Store, ops: c.Store.NewOperationIndex(domain.AggregateCluster), vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log,
 		maxInstances: c.MaxInstancesPerCluster, scanHostKey: c.ScanHostKey, inventory: make(chan struct{}, c.MaxConcurrentRegistrations),
 		clusters:   newAggregates(c.Store, domain.AggregateCluster, cachedClusters, foldClusterEvents),
 		machines:   newAggregates(c.Store, domain.AggregateMachine, cachedMachines, evolveAll(domain.EvolveMachine)),
 		packageAgg: newAggregates(c.Store, domain.AggregatePackage, cachedPackages, evolveAll(domain.EvolvePackage)),
 		claims:     newAggregates(c.Store, domain.AggregateClaim, cachedClaims, evolveAll(domain.EvolveClaim)),
+		dir:        NewDirectory(c.Store, c.Log),
+		users:      newAggregates(c.Store, domain.AggregateUser, cachedUsers, evolveAll(domain.EvolveUser)),
+		groups:     newAggregates(c.Store, domain.AggregateGroup, cachedGroups, evolveAll(domain.EvolveGroup)),
+		approvals:  newAggregates(c.Store, domain.AggregateApproval, cachedApprovals, evolveAll(domain.EvolveApproval)),
+		passwords:  c.Passwords, hashing: make(chan struct{}, c.MaxConcurrentHashes),
+		throttle: &loginThrottle{names: map[string]*loginFailures{}}, sessionTTL: c.SessionTTL, ownedBy: c.OwnedBy,
 	}
 }
+
+// StartDirectory starts following users, groups and approvals (the
+// directory); commands and authentication wait until it has caught up.
+func (s *Service) StartDirectory() { s.dir.Start() }
 
 // StartOperationIndex starts reading the event stream into the operation
 // index in the background (it starts on the first lookup otherwise).
@@ -94,14 +134,26 @@ func (s *Service) StartOperationIndex() error {
 	return s.ops.Start()
 }
 
-// Close stops the operation index's tail of the event stream.
+// Close stops the operation index's and the directory's tails of the
+// event stream.
 func (s *Service) Close() {
 	s.ops.Close()
+	s.dir.Close()
 }
 
 // Meta is who sent a command and how to identify it.
 type Meta struct {
+	// Principal is the person who sent the command, as their credential
+	// presents them; the service authorizes the command for them. nil is
+	// one of dmgr's own identities (the coordinator, start-up tasks),
+	// which Actor names and which are not authorized.
+	Principal *domain.Principal
+	// Actor is who the commit names: the principal's user when there is
+	// one.
 	Actor string
+	// Group owns what the command is about; the service sets it once it
+	// has read the aggregate, and every commit of the command carries it.
+	Group string
 	// CommitID deduplicates a retried command; empty means a fresh one.
 	CommitID string
 	// OperationID names the operation the command starts; empty means a
@@ -110,23 +162,37 @@ type Meta struct {
 	CorrelationID string
 	// FencingToken is the coordinator's leader token (0 for the API).
 	FencingToken int64
+	// approval, when set, is the approval request this command runs for:
+	// its ApprovalGranted is appended atomically with the command's
+	// commit, on the condition that the request did not change.
+	approval *pending
+	// noOperation: the command starts no operation (commands on people,
+	// groups and requests); its commits name none.
+	noOperation bool
 }
 
 // Accepted is what a command answers: the operation it started and the
 // stream sequence of its commit (a consistency token for reads).
 type Accepted struct {
-	OperationID string `json:"operation_id"`
+	OperationID string `json:"operation_id,omitempty"`
 	CommitSeq   uint64 `json:"commit_seq"`
+	// ApprovalID and ApprovalState are set instead of an operation when
+	// the command waits for approval (its group's policy names it).
+	ApprovalID    string `json:"approval_id,omitempty"`
+	ApprovalState string `json:"state,omitempty"`
 }
 
 // How many snapshots of each type a server keeps (aggregates.go): enough
 // for the working set of a large installation; an evicted one is read
 // again from the store when a decision needs it.
 const (
-	cachedClusters = 2048
-	cachedMachines = 65536
-	cachedPackages = 1024
-	cachedClaims   = 65536
+	cachedClusters  = 2048
+	cachedMachines  = 65536
+	cachedPackages  = 1024
+	cachedClaims    = 65536
+	cachedUsers     = 4096
+	cachedGroups    = 1024
+	cachedApprovals = 1024
 )
 
 // maxDecideAttempts bounds how often a command decides again after a
@@ -139,6 +205,8 @@ type pending struct {
 	aggregateType, aggregateID string
 	events                     []domain.Event
 	expect                     eventstore.Expect
+	// group owns the aggregate ("": the command's, Meta.Group).
+	group string
 }
 
 // decision is one attempt at a command: the commit on the aggregate the
@@ -152,7 +220,7 @@ type decision struct {
 
 // one is a decision that commits to one aggregate.
 func one(aggregateType, aggregateID string, events []domain.Event, expect eventstore.Expect) decision {
-	return decision{pending: pending{aggregateType, aggregateID, events, expect}}
+	return decision{pending: pending{aggregateType: aggregateType, aggregateID: aggregateID, events: events, expect: expect}}
 }
 
 // run decides and appends, deciding again on conflicts.
@@ -161,16 +229,23 @@ func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Co
 	for attempt := 1; ; attempt++ {
 		d, err := decide(ctx)
 		if err != nil {
+			s.noteRefusal(ctx, meta, err)
 			return Accepted{}, deadlineErr(ctx, err)
 		}
-		if len(d.events) == 0 {
+		switch {
+		case len(d.events) == 0 && meta.approval != nil:
+			d = decision{pending: *meta.approval} // the command has nothing to do; its approval is recorded
+		case len(d.events) == 0:
 			return Accepted{OperationID: meta.OperationID}, nil // nothing to record
+		case meta.approval != nil:
+			d.also = append(d.also, *meta.approval)
 		}
 		seq, err := s.appendDecision(ctx, meta, d)
 		switch {
 		case err == nil:
 			return Accepted{OperationID: meta.OperationID, CommitSeq: seq}, nil
-		case errors.Is(err, eventstore.ErrConflict) && attempt < maxDecideAttempts:
+		case errors.Is(err, eventstore.ErrConflict) && attempt < maxDecideAttempts && meta.approval == nil:
+			// (With an approval, the caller reads the request again.)
 			// Someone committed to an aggregate this decision touches since
 			// it was read: decide again on what they wrote, after a short
 			// pause that keeps racing deciders from meeting again.
@@ -204,6 +279,7 @@ func (s *Service) commitOf(meta Meta, p pending, main bool) (eventstore.Commit, 
 	commit := eventstore.Commit{
 		CommitID: meta.CommitID, AggregateType: p.aggregateType, AggregateID: p.aggregateID,
 		Time: s.now().UTC(), Actor: meta.Actor, OperationID: meta.OperationID,
+		Group: cmp.Or(p.group, meta.Group), ActorToken: meta.actorToken(),
 		CorrelationID: meta.CorrelationID, CausationID: meta.CommitID, FencingToken: meta.FencingToken,
 	}
 	if !main {
@@ -279,17 +355,20 @@ func deadlineErr(ctx context.Context, err error) error {
 }
 
 func (s *Service) complete(m Meta) Meta {
+	if m.Principal != nil {
+		m.Actor = m.Principal.User
+	}
 	if m.Actor == "" {
 		m.Actor = "anonymous"
 	}
 	if m.CommitID == "" {
 		m.CommitID = uuid.NewString()
 	}
-	if m.OperationID == "" {
+	if m.OperationID == "" && !m.noOperation {
 		m.OperationID = newID()
 	}
 	if m.CorrelationID == "" {
-		m.CorrelationID = m.OperationID
+		m.CorrelationID = cmp.Or(m.OperationID, m.CommitID)
 	}
 	return m
 }
@@ -341,4 +420,13 @@ func (s *Service) loadWorld(ctx context.Context, filter string) (world, error) {
 		w.Apply(e.AggregateType, e.AggregateID, de)
 	}
 	return w, nil
+}
+
+// actorToken is the id of the credential the principal used ("" for
+// dmgr's own identities).
+func (m Meta) actorToken() string {
+	if m.Principal == nil {
+		return ""
+	}
+	return m.Principal.TokenID
 }

@@ -71,7 +71,9 @@ func (s *Service) onCluster(ctx context.Context, meta Meta, cluster string, deci
 			return decision{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", cluster)
 		}
 		evs, err := decide(c.state)
-		return one(domain.AggregateCluster, cluster, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version}), err
+		d := one(domain.AggregateCluster, cluster, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version})
+		d.group = c.state.Group
+		return d, err
 	})
 }
 
@@ -211,6 +213,7 @@ func (t *TrackedCluster) decide(ctx context.Context, meta Meta, decide func(*dom
 			return Accepted{OperationID: meta.OperationID}, err
 		}
 		d := one(domain.AggregateCluster, t.name, evs, eventstore.Expect{LastSeq: t.lastSeq, Version: t.version})
+		d.group = c.Group
 		seq, err := t.s.appendDecision(ctx, meta, d)
 		switch {
 		case err == nil:
