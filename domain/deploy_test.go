@@ -340,7 +340,7 @@ func TestEvolveCluster(t *testing.T) {
 		Topology: prodATopology, Global: req.Global, Instances: req.Instances,
 		Operations: []*Operation{{ID: "op-deploy-prod-a", Kind: OperationDeploy, Cluster: "prod-a", Status: OperationStatusPending,
 			Attempt: 1, Plan: plan}},
-		Revision: 2}
+		Revision: 2, Group: DefaultGroup}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("state =\n  %+v\nwant\n  %+v", got, want)
 	}

@@ -95,6 +95,27 @@ func TestDecodeEventTypeNames(t *testing.T) {
 		{ClaimTaken{}, "ClaimTaken"},
 		{ClaimReleased{}, "ClaimReleased"},
 		{ReservationsMade{}, "ReservationsMade"},
+		{OwnerMoved{}, "OwnerMoved"},
+		{ClusterLabelsSet{}, "ClusterLabelsSet"},
+		{AccessRefused{}, "AccessRefused"},
+		{UserCreated{}, "UserCreated"},
+		{UserDisabled{}, "UserDisabled"},
+		{UserEnabled{}, "UserEnabled"},
+		{UserPasswordReset{}, "UserPasswordReset"},
+		{UserDeleted{}, "UserDeleted"},
+		{TokenIssued{}, "TokenIssued"},
+		{TokenRevoked{}, "TokenRevoked"},
+		{GroupCreated{}, "GroupCreated"},
+		{GroupRenamed{}, "GroupRenamed"},
+		{GroupDeleted{}, "GroupDeleted"},
+		{GroupMemberSet{}, "GroupMemberSet"},
+		{GroupMemberRemoved{}, "GroupMemberRemoved"},
+		{ApprovalPolicySet{}, "ApprovalPolicySet"},
+		{ApprovalRequested{}, "ApprovalRequested"},
+		{ApprovalGranted{}, "ApprovalGranted"},
+		{ApprovalRejected{}, "ApprovalRejected"},
+		{ApprovalWithdrawn{}, "ApprovalWithdrawn"},
+		{ApprovalExpired{}, "ApprovalExpired"},
 	}
 	pinned := map[string]bool{}
 	for _, tt := range tests {
@@ -182,7 +203,7 @@ func TestDecodeEventAgreesWithEncodingJSON(t *testing.T) {
 			if !reflect.DeepEqual(got, want.Elem().Interface()) {
 				t.Errorf("DecodeEvent read\n  %#v\nencoding/json read\n  %#v\nfrom %s", got, want.Elem().Interface(), payload)
 			}
-			if reflect.DeepEqual(got, zero) {
+			if reflect.DeepEqual(got, zero) && v.NumField() > 0 { // events without fields (UserDisabled) carry only their type
 				t.Errorf("the filled %s decoded as its zero value: the test filled nothing", typ)
 			}
 		})
@@ -192,6 +213,10 @@ func TestDecodeEventAgreesWithEncodingJSON(t *testing.T) {
 // fillForTest sets every exported field reachable from v to a value that is
 // not zero.
 func fillForTest(v reflect.Value, depth int) {
+	if v.Type() == reflect.TypeOf(json.RawMessage(nil)) {
+		v.SetBytes([]byte(`{"kept":["as","written"],"n":-42}`))
+		return
+	}
 	switch v.Kind() {
 	case reflect.String:
 		v.SetString(`a "quoted" <b>&amp; ünïcode ☃ \ line

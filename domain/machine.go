@@ -146,7 +146,7 @@ func DecideRegisterMachine(machines map[string]*Machine, c RegisterMachine) ([]E
 			c.Host, other.Host, c.Address, c.SSHPort, other.Host)
 	}
 	return []Event{MachineRegistered{Host: c.Host, Address: c.Address, SSHPort: c.SSHPort, User: c.User, Credential: c.Credential,
-		Labels: c.Labels, HostKey: c.HostKey, Group: OwnerGroup(c.Group)}}, nil
+		Labels: c.Labels, HostKey: c.HostKey, Group: c.Group}}, nil
 }
 
 // ValidateRegisterMachine checks a RegisterMachine on its own (host, port,

@@ -212,13 +212,13 @@ func TestEvolveMachine(t *testing.T) {
 	}{
 		{"registered", []Event{first},
 			Machine{Host: host, SSHPort: 2222, User: "tidb", Credential: first.Credential, Labels: first.Labels,
-				Status: MachineStatusRegistered, Revision: 1}},
+				Group: DefaultGroup, Status: MachineStatusRegistered, Revision: 1}},
 		{"removed keeps what was known", []Event{first, MachineRemoved{Host: host}},
 			Machine{Host: host, SSHPort: 2222, User: "tidb", Credential: first.Credential, Labels: first.Labels,
-				Status: MachineStatusRemoved, Revision: 2}},
+				Group: DefaultGroup, Status: MachineStatusRemoved, Revision: 2}},
 		{"registered again replaces the settings and keeps counting", []Event{first, MachineRemoved{Host: host}, again},
 			Machine{Host: host, SSHPort: 22, User: "admin", Credential: again.Credential,
-				Status: MachineStatusRegistered, Revision: 3}},
+				Group: DefaultGroup, Status: MachineStatusRegistered, Revision: 3}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -102,7 +102,7 @@ func DecideUploadPackage(p *Package, c UploadPackage) ([]Event, error) {
 		return nil, Errorf(Conflict, "package %s is already uploaded (sha256 %s); upload a new version instead", id, p.SHA256)
 	}
 	return []Event{PackageUploaded{ID: id, Name: c.Name, Version: c.Version, OS: c.OS, Arch: c.Arch,
-		SHA256: c.SHA256, Size: c.Size, Object: c.Object, Components: c.Components, Files: c.Files, Group: OwnerGroup(c.Group)}}, nil
+		SHA256: c.SHA256, Size: c.Size, Object: c.Object, Components: c.Components, Files: c.Files, Group: c.Group}}, nil
 }
 
 // EvolvePackage folds one event into a package's state.

@@ -93,7 +93,7 @@ func TestEvolvePackage(t *testing.T) {
 	e := dmUploaded("v8.1.0", "amd64")
 	e.Files = []PackageFile{{Path: "dm-master-v8.1.0-linux-amd64.tar.gz", Size: 10, Mode: 0o644, SHA256: strings.Repeat("1", 64)}}
 	want := Package{ID: "dm-v8.1.0-linux-amd64", Name: "dm", Version: "v8.1.0", OS: "linux", Arch: "amd64", SHA256: e.SHA256,
-		Size: e.Size, Object: e.Object, Components: []string{"dm-master", "dm-worker"}, Files: e.Files}
+		Size: e.Size, Object: e.Object, Components: []string{"dm-master", "dm-worker"}, Files: e.Files, Group: DefaultGroup}
 	got := EvolvePackage(Package{}, e)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("state =\n  %+v\nwant\n  %+v", got, want)

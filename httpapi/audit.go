@@ -27,6 +27,7 @@ func (a *api) audit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
+	q.Groups = visible(r) // only what the caller's groups own
 	if !a.consistent(w, r) {
 		return
 	}

@@ -6,16 +6,30 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
-type actorCtxKey struct{}
+type principalCtxKey struct{}
 
-func actorOf(ctx context.Context) string {
-	a, _ := ctx.Value(actorCtxKey{}).(string)
-	return a
+// principalOf is who sends the request (set by authenticate).
+func principalOf(ctx context.Context) *domain.Principal {
+	p, _ := ctx.Value(principalCtxKey{}).(*domain.Principal)
+	return p
 }
+
+// actorOf is the user who sends the request.
+func actorOf(ctx context.Context) string {
+	if p := principalOf(ctx); p != nil {
+		return p.User
+	}
+	return ""
+}
+
+// AdminTokenID is the token id the bootstrap admin token acts with.
+const AdminTokenID = "admin-token"
 
 // bearerToken returns the token of the request's one Authorization header
 // when its scheme is Bearer, in any case ("bearer", "BEARER"), as RFC 9110
@@ -42,13 +56,46 @@ func tokenChecker(want string) func(got string) bool {
 	}
 }
 
-// bearerAuth admits requests that carry the admin token. Users and roles
-// come later; until then every authenticated caller is "admin".
-func bearerAuth(adminToken string) func(http.Handler) http.Handler {
-	return tokenAuth(adminToken, "missing bearer token: send Authorization: Bearer <token> (dev mode writes it to <data-dir>/admin-token)",
-		func(r *http.Request) *http.Request {
-			return r.WithContext(context.WithValue(r.Context(), actorCtxKey{}, "admin"))
+// authenticate admits requests whose bearer token is a live session or
+// API token of an enabled user, or the bootstrap admin token (which acts
+// as the bootstrap super admin adminUser, while that user is not disabled
+// or deleted), and puts the principal in the request's context.
+func authenticate(svc *service.Service, adminToken, adminUser string, now func() time.Time) func(http.Handler) http.Handler {
+	isAdmin := tokenChecker(adminToken)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got := bearerToken(r)
+			if got == "" {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="dmgr"`)
+				writeProblem(w, r, http.StatusUnauthorized, domain.Unauthorized,
+					"missing bearer token: log in with POST /api/v1/login and send Authorization: Bearer <token> (dev mode writes the admin token to <data-dir>/admin-token)")
+				return
+			}
+			var (
+				p   domain.Principal
+				err error
+			)
+			switch {
+			case adminToken != "" && isAdmin(got) && svc == nil: // a router without a service (tests of the input rules)
+				p = domain.Principal{User: adminUser, SuperAdmin: true, TokenID: AdminTokenID}
+			case adminToken != "" && isAdmin(got):
+				var ok bool
+				if p, ok = svc.Directory().PrincipalOf(adminUser, AdminTokenID, true); !ok {
+					err = domain.Errorf(domain.Unauthorized, "the admin token acts as user %s, who is disabled or deleted", adminUser)
+				}
+			case svc == nil:
+				err = domain.Errorf(domain.Unauthorized, "invalid bearer token")
+			default:
+				p, err = svc.Directory().Authenticate(got, now())
+			}
+			if err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="dmgr", error="invalid_token"`)
+				writeProblem(w, r, http.StatusUnauthorized, domain.Unauthorized, domain.ErrorMessage(err))
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalCtxKey{}, &p)))
 		})
+	}
 }
 
 // tokenAuth admits requests whose bearer token is token; then, when admit

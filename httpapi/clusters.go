@@ -7,12 +7,15 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/projections"
 )
 
 type deployClusterBody struct {
-	Name     string `json:"name"`
-	Version  string `json:"version"`
-	Topology string `json:"topology"`
+	Name     string            `json:"name"`
+	Version  string            `json:"version"`
+	Topology string            `json:"topology"`
+	Group    string            `json:"group"`
+	Labels   map[string]string `json:"labels"`
 }
 
 func (a *api) deployCluster(w http.ResponseWriter, r *http.Request) {
@@ -25,28 +28,18 @@ func (a *api) deployCluster(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	req := service.DeployClusterRequest{Name: b.Name, Version: b.Version, Topology: b.Topology}
-	if dryRun(r) {
-		plan, err := a.svc.PlanDeployCluster(r.Context(), req)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "plan": plan})
-		return
-	}
-	acc, err := a.svc.DeployCluster(r.Context(), meta(r), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	req := service.DeployClusterRequest{Name: b.Name, Version: b.Version, Topology: b.Topology, Group: b.Group, Labels: b.Labels}
+	a.command(w, r, service.ClusterCommand{Kind: "deploy", Cluster: b.Name, Deploy: &req})
 }
 
 func (a *api) listClusters(w http.ResponseWriter, r *http.Request) {
 	cs, err := a.svc.Clusters(r.Context())
 	name := func(c domain.Cluster) string { return c.Name }
-	answerList(w, r, cs, err, name, name, clusterKept)
+	groups := visible(r)
+	answerList(w, r, cs, err, name, name, func(q projections.ListQuery) func(domain.Cluster) bool {
+		kept := clusterKept(q)
+		return func(c domain.Cluster) bool { return inGroups(groups, c.Group) && kept(c) }
+	})
 }
 
 func (a *api) getCluster(w http.ResponseWriter, r *http.Request) {

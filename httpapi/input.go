@@ -137,35 +137,65 @@ func auditQuery() []param {
 // missing here takes no query parameter and no body;
 // TestEveryRouteHasAnInputSpec fails for it.
 var routeSpecs = map[string]routeSpec{
-	"GET /healthz":                           {},
-	"GET /readyz":                            {},
-	"GET /metrics":                           {},
-	"GET /api/v1/openapi.yaml":               {},
-	"GET /api/v1/machines":                   {query: listParams(labelParam())},
-	"GET /api/v1/machines/{host}":            {},
-	"GET /api/v1/packages":                   {query: listParams()},
-	"GET /api/v1/clusters":                   {query: listParams(param{name: "status"})},
-	"GET /api/v1/clusters/{name}":            {query: []param{{"status", oneOf("status", "live")}}},
-	"GET /api/v1/operations":                 {query: listParams(param{name: "status"}, param{name: "cluster"}, param{name: "kind"})},
-	"GET /api/v1/operations/{id}":            {},
-	"GET /api/v1/audit":                      {query: auditQuery()},
-	"GET /api/v1/agents":                     {query: listParams()},
-	"POST /api/v1/machines":                  {body: bodyJSON},
-	"DELETE /api/v1/machines/{host}":         {},
-	"POST /api/v1/packages":                  {body: bodyGzip, query: []param{{name: "name"}, {name: "version"}, {name: "filename"}, {name: "arch"}}},
-	"POST /api/v1/clusters":                  {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/clusters/{name}/start":     {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/clusters/{name}/stop":      {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/clusters/{name}/restart":   {body: bodyJSON, query: []param{dryRunParam}},
-	"DELETE /api/v1/clusters/{name}":         {body: bodyJSON, query: []param{boolParam("retain_data"), boolParam("force"), dryRunParam}},
-	"POST /api/v1/clusters/{name}/scale-out": {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/clusters/{name}/scale-in":  {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/clusters/{name}/reload":    {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/clusters/{name}/upgrade":   {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/clusters/{name}/patch":     {body: bodyJSON, query: []param{dryRunParam}},
-	"POST /api/v1/operations/{id}/retry":     {},
-	"POST /api/v1/operations/{id}/cancel":    {},
-	"POST /api/v1/operations/{id}/rollback":  {query: []param{dryRunParam}},
+	"GET /healthz":                                 {},
+	"GET /readyz":                                  {},
+	"GET /metrics":                                 {},
+	"GET /api/v1/openapi.yaml":                     {},
+	"GET /api/v1/machines":                         {query: listParams(labelParam())},
+	"GET /api/v1/machines/{host}":                  {},
+	"GET /api/v1/packages":                         {query: listParams()},
+	"GET /api/v1/clusters":                         {query: listParams(param{name: "status"})},
+	"GET /api/v1/clusters/{name}":                  {query: []param{{"status", oneOf("status", "live")}}},
+	"GET /api/v1/operations":                       {query: listParams(param{name: "status"}, param{name: "cluster"}, param{name: "kind"})},
+	"GET /api/v1/operations/{id}":                  {},
+	"GET /api/v1/audit":                            {query: auditQuery()},
+	"GET /api/v1/agents":                           {query: listParams()},
+	"POST /api/v1/machines":                        {body: bodyJSON},
+	"DELETE /api/v1/machines/{host}":               {},
+	"POST /api/v1/packages":                        {body: bodyGzip, query: []param{{name: "name"}, {name: "version"}, {name: "filename"}, {name: "arch"}, {name: "group"}}},
+	"POST /api/v1/clusters":                        {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/{name}/start":           {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/{name}/stop":            {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/{name}/restart":         {body: bodyJSON, query: []param{dryRunParam}},
+	"DELETE /api/v1/clusters/{name}":               {body: bodyJSON, query: []param{boolParam("retain_data"), boolParam("force"), dryRunParam}},
+	"POST /api/v1/clusters/{name}/scale-out":       {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/{name}/scale-in":        {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/{name}/reload":          {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/{name}/upgrade":         {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/{name}/patch":           {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/operations/{id}/retry":           {},
+	"POST /api/v1/operations/{id}/cancel":          {},
+	"POST /api/v1/operations/{id}/rollback":        {query: []param{dryRunParam}},
+	"POST /api/v1/login":                           {body: bodyJSON},
+	"POST /api/v1/logout":                          {},
+	"GET /api/v1/me":                               {},
+	"GET /api/v1/users":                            {query: listParams()},
+	"GET /api/v1/users/{name}":                     {},
+	"POST /api/v1/users":                           {body: bodyJSON},
+	"DELETE /api/v1/users/{name}":                  {},
+	"POST /api/v1/users/{name}/disable":            {},
+	"POST /api/v1/users/{name}/enable":             {},
+	"PUT /api/v1/users/{name}/password":            {body: bodyJSON},
+	"GET /api/v1/groups":                           {query: listParams()},
+	"GET /api/v1/groups/{group}":                   {},
+	"POST /api/v1/groups":                          {body: bodyJSON},
+	"PUT /api/v1/groups/{group}":                   {body: bodyJSON},
+	"DELETE /api/v1/groups/{group}":                {},
+	"PUT /api/v1/groups/{group}/members/{user}":    {body: bodyJSON},
+	"DELETE /api/v1/groups/{group}/members/{user}": {},
+	"PUT /api/v1/groups/{group}/policy":            {body: bodyJSON},
+	"PUT /api/v1/clusters/{name}/group":            {body: bodyJSON},
+	"PUT /api/v1/clusters/{name}/labels":           {body: bodyJSON},
+	"PUT /api/v1/machines/{host}/group":            {body: bodyJSON},
+	"PUT /api/v1/packages/{package}/group":         {body: bodyJSON},
+	"GET /api/v1/tokens":                           {query: listParams(param{name: "kind", check: oneOf("kind", domain.TokenAPI, domain.TokenSession)})},
+	"POST /api/v1/tokens":                          {body: bodyJSON},
+	"DELETE /api/v1/tokens/{token}":                {},
+	"GET /api/v1/approvals":                        {query: listParams(param{name: "state", check: oneOf("state", domain.ApprovalStatePending, domain.ApprovalStateApproved, domain.ApprovalStateRejected, domain.ApprovalStateExpired, domain.ApprovalStateWithdrawn)}, param{name: "group"})},
+	"GET /api/v1/approvals/{id}":                   {},
+	"POST /api/v1/approvals/{id}/approve":          {body: bodyJSON},
+	"POST /api/v1/approvals/{id}/reject":           {body: bodyJSON},
+	"POST /api/v1/approvals/{id}/withdraw":         {body: bodyJSON},
 }
 
 func oneOf(name string, values ...string) func(string) error {
@@ -181,9 +211,35 @@ func oneOf(name string, values ...string) func(string) error {
 
 // pathParams validates each path parameter (after it is unescaped).
 var pathParams = map[string]func(string) error{
-	"name": domain.ValidateClusterName,
-	"host": domain.ValidateHost,
-	"id":   validateOperationID,
+	"name":    domain.ValidateClusterName,
+	"host":    domain.ValidateHost,
+	"id":      validateOperationID, // operations and approval requests
+	"group":   domain.ValidateGroupName,
+	"user":    domain.ValidateUserName,
+	"token":   validateTokenID,
+	"package": validatePackageID,
+}
+
+var (
+	tokenIDRE   = regexp.MustCompile(`^[st]-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	packageIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,127}$`)
+)
+
+// validateTokenID accepts the ids of sessions (s-<uuid>) and API tokens
+// (t-<uuid>).
+func validateTokenID(s string) error {
+	if !tokenIDRE.MatchString(s) {
+		return domain.Errorf(domain.Invalid, "token id %q is invalid: a token id is t-<uuid> as POST /api/v1/tokens answered it", s)
+	}
+	return nil
+}
+
+// validatePackageID accepts package ids (dm-v8.1.0-linux-amd64).
+func validatePackageID(s string) error {
+	if !packageIDRE.MatchString(s) {
+		return domain.Errorf(domain.Invalid, "package id %q is invalid: see GET /api/v1/packages", s)
+	}
+	return nil
 }
 
 // validateOperationID accepts the ids dmgr gives operations: UUIDs in

@@ -65,6 +65,8 @@ func concrete(pattern string) string {
 			return "198.18.0.11"
 		case "{id}":
 			return "0190b2a4-7c1e-7d2f-9a3b-4c5d6e7f8091"
+		case "{token}":
+			return "t-0190b2a4-7c1e-7d2f-9a3b-4c5d6e7f8091"
 		}
 		return "x"
 	})

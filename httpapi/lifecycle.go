@@ -27,21 +27,7 @@ func (a *api) controlCluster(kind string) http.HandlerFunc {
 			}
 		}
 		req := service.ControlClusterRequest{Kind: kind, Name: chi.URLParam(r, "name"), Roles: b.Roles, Nodes: b.Nodes}
-		if dryRun(r) {
-			steps, err := a.svc.PlanControlCluster(r.Context(), req)
-			if err != nil {
-				writeError(w, r, err)
-				return
-			}
-			writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "plan": map[string]any{"steps": steps}})
-			return
-		}
-		acc, err := a.svc.ControlCluster(r.Context(), meta(r), req)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		accepted(w, acc)
+		a.command(w, r, service.ClusterCommand{Kind: kind, Cluster: req.Name, Control: &req})
 	}
 }
 
@@ -77,16 +63,7 @@ func (a *api) destroyCluster(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Confirm = b.Name
 	}
-	if dryRun(r) {
-		writePlan(w, r, func() ([]domain.Step, error) { return a.svc.PlanDestroyCluster(r.Context(), req) })
-		return
-	}
-	acc, err := a.svc.DestroyCluster(r.Context(), meta(r), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	a.command(w, r, service.ClusterCommand{Kind: "destroy", Cluster: req.Name, Destroy: &req})
 }
 
 // liveOr answers GET /clusters/{name}?status=live by probing the
@@ -97,6 +74,9 @@ func (a *api) liveOr(next http.HandlerFunc) http.HandlerFunc {
 		case "":
 			next(w, r)
 		case "live":
+			if !a.mayRead(w, r, "cluster", chi.URLParam(r, "name")) {
+				return
+			}
 			live, err := a.svc.LiveCluster(r.Context(), chi.URLParam(r, "name"))
 			if err != nil {
 				writeError(w, r, err)
@@ -125,14 +105,5 @@ func (a *api) reloadCluster(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	name := chi.URLParam(r, "name")
-	if dryRun(r) {
-		writePlan(w, r, func() ([]domain.Step, error) { return a.svc.PlanReloadCluster(r.Context(), name, b.ServerConfigs) })
-		return
-	}
-	acc, err := a.svc.ReloadCluster(r.Context(), meta(r), name, b.ServerConfigs)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	a.command(w, r, service.ClusterCommand{Kind: "reload", Cluster: name, Reload: &service.ReloadRequest{ServerConfigs: b.ServerConfigs}})
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/projections"
 )
 
 type registerMachineBody struct {
@@ -20,6 +21,7 @@ type registerMachineBody struct {
 	PrivateKeyPassphrase string        `json:"private_key_passphrase"`
 	Labels               domain.Labels `json:"labels"`
 	HostKey              string        `json:"host_key"`
+	Group                string        `json:"group"`
 }
 
 func (a *api) registerMachine(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +36,7 @@ func (a *api) registerMachine(w http.ResponseWriter, r *http.Request) {
 	}
 	acc, err := a.svc.RegisterMachine(r.Context(), meta(r), service.RegisterMachineRequest{
 		Host: b.Host, SSHPort: b.SSHPort, User: b.User, Password: b.Password, PrivateKey: b.PrivateKey,
-		PrivateKeyPassphrase: b.PrivateKeyPassphrase, Labels: b.Labels, HostKey: b.HostKey})
+		PrivateKeyPassphrase: b.PrivateKeyPassphrase, Labels: b.Labels, HostKey: b.HostKey, Group: b.Group})
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -54,7 +56,11 @@ func (a *api) removeMachine(w http.ResponseWriter, r *http.Request) {
 func (a *api) listMachines(w http.ResponseWriter, r *http.Request) {
 	ms, err := a.svc.Machines(r.Context())
 	host := func(m domain.Machine) string { return m.Host }
-	answerList(w, r, ms, err, host, host, machineKept)
+	groups := visible(r)
+	answerList(w, r, ms, err, host, host, func(q projections.ListQuery) func(domain.Machine) bool {
+		kept := machineKept(q)
+		return func(m domain.Machine) bool { return inGroups(groups, m.Group) && kept(m) }
+	})
 }
 
 func (a *api) getMachine(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/service"
 	"github.com/dmgr/dmgr/projections"
 )
 
@@ -18,7 +19,23 @@ func (a *api) listOperations(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ops, err := a.svc.Operations(r.Context())
-	answerList(w, r, ops, err, operationOrder, operationCursor, operationKept)
+	groups, groupOf := visible(r), map[string]string{}
+	answerList(w, r, ops, err, operationOrder, operationCursor, func(q projections.ListQuery) func(domain.OperationView) bool {
+		kept := operationKept(q)
+		return func(o domain.OperationView) bool {
+			if groups != nil {
+				g, seen := groupOf[o.Cluster]
+				if !seen {
+					g, _ = a.svc.ClusterGroup(r.Context(), o.Cluster)
+					groupOf[o.Cluster] = g
+				}
+				if o.Cluster == "" || !inGroups(groups, g) {
+					return false
+				}
+			}
+			return kept(o)
+		}
+	})
 }
 
 func (a *api) getOperation(w http.ResponseWriter, r *http.Request) {
@@ -31,21 +48,27 @@ func (a *api) getOperation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) retryOperation(w http.ResponseWriter, r *http.Request) {
-	acc, err := a.svc.RetryOperation(r.Context(), meta(r), chi.URLParam(r, "id"))
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	a.operationCommand(w, r, service.CommandRetry)
 }
 
 func (a *api) cancelOperation(w http.ResponseWriter, r *http.Request) {
-	acc, err := a.svc.CancelOperation(r.Context(), meta(r), chi.URLParam(r, "id"))
+	a.operationCommand(w, r, service.CommandCancel)
+}
+
+// operationCommand runs a command on operation {id} (retry, cancel,
+// rollback) as a command on its cluster.
+func (a *api) operationCommand(w http.ResponseWriter, r *http.Request, kind string) {
+	id := chi.URLParam(r, "id")
+	_, cluster, err := a.svc.OperationGroup(r.Context(), id)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	accepted(w, acc)
+	if cluster == "" {
+		writeError(w, r, domain.Errorf(domain.Conflict, "operation %s completed in its commit; there is nothing to %s", id, kind))
+		return
+	}
+	a.command(w, r, service.ClusterCommand{Kind: kind, Cluster: cluster, Operation: id})
 }
 
 func (a *api) listAgents(w http.ResponseWriter, r *http.Request) {

@@ -39,7 +39,7 @@ func (a *api) uploadPackage(w http.ResponseWriter, r *http.Request) {
 		name = domain.DMPackageName
 	}
 	acc, err := a.svc.UploadPackage(r.Context(), meta(r), service.UploadPackageRequest{
-		Name: name, Version: version, Arch: q.Get("arch"), Body: r.Body})
+		Name: name, Version: version, Arch: q.Get("arch"), Body: r.Body, Group: q.Get("group")})
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -51,6 +51,7 @@ func (a *api) listPackages(w http.ResponseWriter, r *http.Request) {
 	ps, err := a.svc.Packages(r.Context())
 	id := func(p domain.Package) string { return p.ID }
 	answerList(w, r, ps, err, id, id, func(q projections.ListQuery) func(domain.Package) bool {
-		return func(p domain.Package) bool { return p.ID > q.After }
+		groups := visible(r)
+		return func(p domain.Package) bool { return p.ID > q.After && inGroups(groups, p.Group) }
 	})
 }

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/rs/zerolog"
 
 	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 // statusOf is the one table from error code to HTTP status.
@@ -35,6 +37,12 @@ type Problem struct {
 // writeError answers err as a problem; only internal errors are logged as
 // errors (with their details, which the client does not see).
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var te *service.ThrottledError
+	if errors.As(err, &te) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(te.RetryAfter.Seconds())))
+		writeProblem(w, r, http.StatusTooManyRequests, "throttled", te.Error())
+		return
+	}
 	code := domain.ErrorCode(err)
 	status, ok := statusOf[code]
 	if !ok {

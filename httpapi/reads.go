@@ -75,6 +75,7 @@ func (a *api) listFromProjections(query func(*http.Request, projections.ListQuer
 		if err != nil {
 			return nil, err
 		}
+		q.Groups = visible(r) // only what the caller's groups own
 		return query(r, q)
 	})
 }

@@ -5,7 +5,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/dmgr/dmgr/domain"
+	"github.com/dmgr/dmgr/internal/service"
 )
 
 type scaleOutBody struct {
@@ -23,16 +23,7 @@ func (a *api) scaleOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := chi.URLParam(r, "name")
-	if dryRun(r) {
-		writePlan(w, r, func() ([]domain.Step, error) { return a.svc.PlanScaleOut(r.Context(), name, b.Topology) })
-		return
-	}
-	acc, err := a.svc.ScaleOut(r.Context(), meta(r), name, b.Topology)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	a.command(w, r, service.ClusterCommand{Kind: "scale-out", Cluster: name, Topology: b.Topology})
 }
 
 type scaleInBody struct {
@@ -47,24 +38,5 @@ func (a *api) scaleIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := chi.URLParam(r, "name")
-	if dryRun(r) {
-		writePlan(w, r, func() ([]domain.Step, error) { return a.svc.PlanScaleIn(r.Context(), name, b.Nodes, b.Force) })
-		return
-	}
-	acc, err := a.svc.ScaleIn(r.Context(), meta(r), name, b.Nodes, b.Force)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
-}
-
-// writePlan answers a dry run: the steps the command would run.
-func writePlan(w http.ResponseWriter, r *http.Request, plan func() ([]domain.Step, error)) {
-	steps, err := plan()
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "plan": map[string]any{"steps": steps}})
+	a.command(w, r, service.ClusterCommand{Kind: "scale-in", Cluster: name, Nodes: b.Nodes, Force: b.Force})
 }

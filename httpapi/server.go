@@ -28,6 +28,12 @@ type Config struct {
 	Service     *service.Service
 	Idempotency *Idempotency
 	AdminToken  string
+	// AdminUser is the bootstrap super admin the admin token acts as
+	// (default "admin").
+	AdminUser string
+	// Now is the clock credentials' expiry is checked against (default
+	// time.Now).
+	Now func() time.Time
 	// MaxJSONBody bounds JSON request bodies (default 1 MiB); package
 	// uploads are bounded by the service's package limits.
 	MaxJSONBody int64
@@ -66,6 +72,9 @@ type api struct {
 	projWait time.Duration
 }
 
+// DefaultAdminUser is the bootstrap super admin's name.
+const DefaultAdminUser = "admin"
+
 // Handler returns the HTTP handler of the API.
 func Handler(c Config) http.Handler {
 	if c.MaxJSONBody <= 0 {
@@ -76,6 +85,12 @@ func Handler(c Config) http.Handler {
 	}
 	if c.Agents == nil {
 		c.Agents = func(context.Context, string, int) ([]agents.Info, string, error) { return nil, "", nil }
+	}
+	if c.AdminUser == "" {
+		c.AdminUser = DefaultAdminUser
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.ProjectionWait <= 0 {
 		c.ProjectionWait = defaultProjectionWait
@@ -100,18 +115,34 @@ func Handler(c Config) http.Handler {
 		r.Get("/metrics", a.metrics)
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(bearerAuth(c.AdminToken), strictInput)
+		r.Use(strictInput)
+		r.Post("/api/v1/login", a.login)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(authenticate(c.Service, c.AdminToken, c.AdminUser, c.Now), strictInput)
 		r.Get("/api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/yaml")
 			_, _ = w.Write(openAPI)
 		})
 		r.Get("/api/v1/machines", q.listMachines)
-		r.Get("/api/v1/machines/{host}", q.getMachine)
+		r.Get("/api/v1/machines/{host}", a.readable("machine", "host", q.getMachine))
 		r.Get("/api/v1/packages", q.listPackages)
 		r.Get("/api/v1/clusters", q.listClusters)
-		r.Get("/api/v1/clusters/{name}", a.liveOr(q.getCluster))
+		r.Get("/api/v1/clusters/{name}", a.liveOr(a.readable("cluster", "name", q.getCluster)))
 		r.Get("/api/v1/operations", q.listOperations)
-		r.Get("/api/v1/operations/{id}", q.getOperation)
+		r.Get("/api/v1/operations/{id}", a.readable("operation", "id", q.getOperation))
+		r.Get("/api/v1/me", a.me)
+		r.Get("/api/v1/users", a.listUsers)
+		r.Get("/api/v1/users/{name}", a.getUser)
+		r.Get("/api/v1/groups", a.listGroups)
+		r.Get("/api/v1/groups/{group}", a.getGroup)
+		r.Get("/api/v1/tokens", a.listTokens)
+		r.Get("/api/v1/approvals", a.listApprovals)
+		r.Get("/api/v1/approvals/{id}", a.getApproval)
+		// Logging out and revoking a token are allowed to read-only
+		// tokens too (the service checks).
+		r.Post("/api/v1/logout", a.logout)
+		r.Delete("/api/v1/tokens/{token}", a.revokeToken)
 		r.Get("/api/v1/audit", a.audit)
 		r.Get("/api/v1/agents", a.listAgents)
 		r.Group(func(r chi.Router) {
@@ -134,6 +165,25 @@ func Handler(c Config) http.Handler {
 			r.Post("/api/v1/clusters/{name}/upgrade", a.upgradeCluster)
 			r.Post("/api/v1/clusters/{name}/patch", a.patchCluster)
 			r.Post("/api/v1/operations/{id}/rollback", a.rollbackOperation)
+			r.Post("/api/v1/users", a.createUser)
+			r.Delete("/api/v1/users/{name}", a.changeUser(service.DeleteUser))
+			r.Post("/api/v1/users/{name}/disable", a.changeUser(service.DisableUser))
+			r.Post("/api/v1/users/{name}/enable", a.changeUser(service.EnableUser))
+			r.Put("/api/v1/users/{name}/password", a.resetPassword)
+			r.Post("/api/v1/groups", a.createGroup)
+			r.Put("/api/v1/groups/{group}", a.renameGroup)
+			r.Delete("/api/v1/groups/{group}", a.deleteGroup)
+			r.Put("/api/v1/groups/{group}/members/{user}", a.setMember)
+			r.Delete("/api/v1/groups/{group}/members/{user}", a.removeMember)
+			r.Put("/api/v1/groups/{group}/policy", a.setPolicy)
+			r.Put("/api/v1/clusters/{name}/group", a.moveOwner(domain.AggregateCluster, "name"))
+			r.Put("/api/v1/clusters/{name}/labels", a.setClusterLabels)
+			r.Put("/api/v1/machines/{host}/group", a.moveOwner(domain.AggregateMachine, "host"))
+			r.Put("/api/v1/packages/{package}/group", a.moveOwner(domain.AggregatePackage, "package"))
+			r.Post("/api/v1/tokens", a.createToken)
+			r.Post("/api/v1/approvals/{id}/approve", a.decideApproval("approve"))
+			r.Post("/api/v1/approvals/{id}/reject", a.decideApproval("reject"))
+			r.Post("/api/v1/approvals/{id}/withdraw", a.decideApproval("withdraw"))
 		})
 	})
 	return r

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,13 @@ import (
 
 const token = "test-admin-token-0123456789"
 
+// bootstrapCommits is what a new stack's bootstrap commits: the default
+// group with the claim of its name, and the super admin.
+const bootstrapCommits = 3
+
+// adminPassword is the bootstrap super admin's password in the tests.
+const adminPassword = "admin-password-0123"
+
 // stack is the API on a real embedded NATS JetStream server.
 type stack struct {
 	t      *testing.T
@@ -37,7 +45,15 @@ type stack struct {
 	client *http.Client
 	// handler is the router the server serves, to walk its routes.
 	handler http.Handler
+	// clock is the servers' clock: real time, moved on by Add.
+	clock *testClock
 }
+
+// testClock is time.Now moved on by what Add added.
+type testClock struct{ off atomic.Int64 }
+
+func (c *testClock) Now() time.Time      { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *testClock) Add(d time.Duration) { c.off.Add(int64(d)) }
 
 // syncBuffer is the log buffer the stack tests share with their logger.
 type syncBuffer = testenv.Buffer
@@ -73,19 +89,29 @@ func newStackWith(t *testing.T, lim pkgstore.Limits, edit func(*service.Config, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	passwords, err := secrets.OpenPasswords(ctx, js, vaultKey, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
-	sc := service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: log}
-	hc := httpapi.Config{Idempotency: idem, AdminToken: token, MaxJSONBody: 64 << 10, Log: log}
+	clock := &testClock{}
+	sc := service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: log, Passwords: passwords, Now: clock.Now}
+	hc := httpapi.Config{Idempotency: idem, AdminToken: token, MaxJSONBody: 64 << 10, Log: log, Now: clock.Now}
 	if edit != nil {
 		edit(&sc, &hc)
 	}
 	svc := service.New(sc)
+	svc.StartDirectory()
+	t.Cleanup(svc.Close)
+	if err := svc.Bootstrap(ctx, httpapi.DefaultAdminUser, adminPassword); err != nil {
+		t.Fatal(err)
+	}
 	hc.Service = svc
 	h := httpapi.Handler(hc)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &stack{t: t, url: srv.URL, js: js, store: store, svc: svc, vault: vault, logs: logs, client: srv.Client(), handler: h}
+	return &stack{t: t, url: srv.URL, js: js, store: store, svc: svc, vault: vault, logs: logs, client: srv.Client(), handler: h, clock: clock}
 }
 
 // response is an answer with its body read.
@@ -123,6 +149,11 @@ func addHeader(k, v string) reqOpt { return func(r *http.Request) { r.Header.Add
 func noContentType() reqOpt { return func(r *http.Request) { r.Header.Del("Content-Type") } }
 
 func noToken() reqOpt { return func(r *http.Request) { r.Header.Del("Authorization") } }
+
+// as sends the request with bearer token tok instead of the admin token.
+func as(tok string) reqOpt {
+	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+}
 
 func (s *stack) do(method, path string, body any, opts ...reqOpt) response {
 	s.t.Helper()

@@ -24,15 +24,6 @@ type patchBody struct {
 	WaitTimeoutSec int      `json:"wait_timeout_sec"`
 }
 
-// writeUpgradePlan answers a dry run with its plan, or with why it would be refused.
-func writeUpgradePlan(w http.ResponseWriter, r *http.Request, steps any, err error) {
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "plan": map[string]any{"steps": steps}})
-}
-
 func (a *api) upgradeCluster(w http.ResponseWriter, r *http.Request) {
 	var b upgradeBody
 	if err := decodeJSON(r, a.maxJSON, &b); err != nil {
@@ -40,17 +31,7 @@ func (a *api) upgradeCluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := service.UpgradeClusterRequest{Name: chi.URLParam(r, "name"), Version: b.Version, WaitTimeoutSec: b.WaitTimeoutSec}
-	if dryRun(r) {
-		steps, err := a.svc.PlanUpgradeCluster(r.Context(), req)
-		writeUpgradePlan(w, r, steps, err)
-		return
-	}
-	acc, err := a.svc.UpgradeCluster(r.Context(), meta(r), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	a.command(w, r, service.ClusterCommand{Kind: "upgrade", Cluster: req.Name, Upgrade: &req})
 }
 
 func (a *api) patchCluster(w http.ResponseWriter, r *http.Request) {
@@ -61,30 +42,9 @@ func (a *api) patchCluster(w http.ResponseWriter, r *http.Request) {
 	}
 	req := service.PatchClusterRequest{Name: chi.URLParam(r, "name"), Package: b.Package, Roles: b.Roles, Nodes: b.Nodes,
 		Parallel: b.Parallel, WaitTimeoutSec: b.WaitTimeoutSec}
-	if dryRun(r) {
-		steps, err := a.svc.PlanPatchCluster(r.Context(), req)
-		writeUpgradePlan(w, r, steps, err)
-		return
-	}
-	acc, err := a.svc.PatchCluster(r.Context(), meta(r), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	a.command(w, r, service.ClusterCommand{Kind: "patch", Cluster: req.Name, Patch: &req})
 }
 
 func (a *api) rollbackOperation(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
-	if dryRun(r) {
-		steps, err := a.svc.PlanRollbackOperation(r.Context(), id)
-		writeUpgradePlan(w, r, steps, err)
-		return
-	}
-	acc, err := a.svc.RollbackOperation(r.Context(), meta(r), id)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	accepted(w, acc)
+	a.operationCommand(w, r, "rollback")
 }

@@ -29,8 +29,12 @@ type AuditQuery struct {
 	Actor     string   // who committed the event
 	Operation string   // events of this operation
 	Types     []string // event types (any of them)
-	Since     time.Time
-	Until     time.Time // exclusive
+	// Groups are the groups whose events the caller sees: nil sees every
+	// event (a super admin), an empty slice none. Events that belong to
+	// no group (users, claims) are seen by super admins only.
+	Groups []string
+	Since  time.Time
+	Until  time.Time // exclusive
 	// Cursor continues a listing: the NextCursor of the previous page.
 	Cursor string
 	// Limit is the page size (default 100, at most 1000).
@@ -48,8 +52,10 @@ type AuditEvent struct {
 	AggregateType    string          `json:"aggregate_type"`
 	AggregateID      string          `json:"aggregate_id"`
 	AggregateVersion uint64          `json:"aggregate_version"`
+	Group            string          `json:"group,omitempty"` // the group that owns what the event is about
 	Time             time.Time       `json:"time"`
 	Actor            string          `json:"actor"`
+	ActorToken       string          `json:"actor_token,omitempty"` // id of the credential the actor used
 	OperationID      string          `json:"operation_id,omitempty"`
 	CorrelationID    string          `json:"correlation_id,omitempty"`
 	CausationID      string          `json:"causation_id,omitempty"`
@@ -132,6 +138,10 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 	if len(q.Types) > 0 {
 		add("type IN ?", inSet(q.Types))
 	}
+	gcond, gargs, none := groupCond("owner_group", q.Groups)
+	if gcond != "" {
+		add(gcond, gargs...)
+	}
 	if !q.Since.IsZero() {
 		sec, ns := boundTime(q.Since)
 		add("time >= toDateTime(?) AND (time > toDateTime(?) OR time_ns >= ?)", sec, sec, ns)
@@ -150,6 +160,9 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 	where := ""
 	if len(conds) > 0 {
 		where = "WHERE " + strings.Join(conds, " AND ")
+	}
+	if none {
+		return AuditPage{Events: []AuditEvent{}}, nil
 	}
 	gen, err := s.Generation(ctx)
 	if err != nil {
@@ -189,7 +202,7 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 		var sec, ns uint32
 		var payload string
 		if err := r.Scan(&e.Seq, &e.Index, &e.CommitID, &e.EventID, &e.Type, &e.SchemaVersion, &e.AggregateType, &e.AggregateID,
-			&e.AggregateVersion, &sec, &ns, &e.Actor, &e.OperationID, &e.CorrelationID, &e.CausationID, &e.FencingToken, &e.Cluster,
+			&e.AggregateVersion, &e.Group, &sec, &ns, &e.Actor, &e.ActorToken, &e.OperationID, &e.CorrelationID, &e.CausationID, &e.FencingToken, &e.Cluster,
 			&e.Machines, &e.Step, &e.Outcome, &payload); err != nil {
 			return err
 		}
@@ -207,8 +220,8 @@ func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 		}
 		rows[i] = &e
 		return nil
-	}, "SELECT seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, "+
-		"toUInt32(time), time_ns, actor, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload FROM "+
+	}, "SELECT seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, owner_group, "+
+		"toUInt32(time), time_ns, actor, actor_token, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload FROM "+
 		events+" WHERE "+cond+"seq >= ? AND seq <= ? AND seq IN ?", append(cargs, seqs[len(seqs)-1], seqs[0], inSet(seqs))...)
 	if err != nil {
 		return AuditPage{}, err

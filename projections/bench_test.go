@@ -63,6 +63,9 @@ type generator struct {
 	state    []clusterGen
 	hosts    []string
 	now      time.Time
+	// groupOf, when set, is the group that owns an aggregate (its
+	// commits name it).
+	groupOf func(typ, id string) string
 }
 
 type clusterGen struct {
@@ -90,6 +93,9 @@ type genCommit struct {
 
 func (g *generator) commit(typ, id, actor, op string, evs ...domain.Event) genCommit {
 	c := eventstore.Commit{CommitID: uuid.NewString(), AggregateType: typ, AggregateID: id, Time: g.now, Actor: actor, OperationID: op}
+	if g.groupOf != nil {
+		c.Group = g.groupOf(typ, id)
+	}
 	g.now = g.now.Add(time.Millisecond)
 	for _, e := range evs {
 		p, _ := json.Marshal(e)
@@ -105,8 +111,13 @@ func (g *generator) commit(typ, id, actor, op string, evs ...domain.Event) genCo
 func (g *generator) machines() []genCommit {
 	var out []genCommit
 	for _, h := range g.hosts {
+		group := ""
+		if g.groupOf != nil {
+			group = g.groupOf(domain.AggregateMachine, h)
+		}
 		out = append(out, g.commit(domain.AggregateMachine, h, "admin", uuid.NewString(), domain.MachineRegistered{Host: h, SSHPort: 22,
-			User: "tidb", Credential: domain.CredentialRef{ID: "cred-" + h, Kind: "password"}, HostKey: domain.HostKey{Key: "ssh-ed25519 AAAA", Fingerprint: "SHA256:x"}}))
+			User: "tidb", Credential: domain.CredentialRef{ID: "cred-" + h, Kind: "password"}, HostKey: domain.HostKey{Key: "ssh-ed25519 AAAA", Fingerprint: "SHA256:x"},
+			Group: group}))
 	}
 	return out
 }

@@ -155,6 +155,7 @@ type opView struct {
 	sum                        domain.OperationSummary
 	aggregateType, aggregateID string
 	actor                      string
+	group                      string // of the first commit naming it (for aggregates without state here)
 	createdSec                 int64
 	createdNS                  uint32
 	commitSeq                  uint64
@@ -196,6 +197,22 @@ func (a *aggregate) settle() {
 	}
 }
 
+// opGroup is the group of an operation of the aggregate: the group that
+// owns the cluster, machine or package (so that a move takes its
+// operations along), or for other aggregates the group its first commit
+// named.
+func (a *aggregate) opGroup(v opView) string {
+	switch a.key.typ {
+	case domain.AggregateCluster:
+		return a.cluster.Group
+	case domain.AggregateMachine:
+		return a.machine.Group
+	case domain.AggregatePackage:
+		return a.pkg.Group
+	}
+	return v.group
+}
+
 func (a *aggregate) ownOps() {
 	if !a.opsOwned {
 		a.ops = maps.Clone(a.ops)
@@ -208,8 +225,9 @@ func (a *aggregate) ownOps() {
 }
 
 // stateful reports whether an aggregate type has current-state views.
-// Events of other types go to the audit trail and, when a commit names an
-// operation, to the operations view.
+// Events of other types (users, groups, approvals, refusals, claims, …)
+// go to the audit trail and, when a commit names an operation, to the
+// operations view; their state is not folded here.
 func stateful(typ string) bool {
 	switch typ {
 	case domain.AggregateCluster, domain.AggregateMachine, domain.AggregatePackage:
@@ -253,7 +271,7 @@ func (a *aggregate) foldOperation(e eventstore.Event, de domain.Event) {
 	op, seen := a.ops[e.OperationID]
 	if !seen {
 		sec, ns := splitTime(e.Time)
-		op = opView{aggregateType: e.AggregateType, aggregateID: e.AggregateID, actor: e.Actor,
+		op = opView{aggregateType: e.AggregateType, aggregateID: e.AggregateID, actor: e.Actor, group: e.Group,
 			createdSec: sec, createdNS: ns, commitSeq: e.Seq}
 		a.opOrder = append(a.opOrder, e.OperationID)
 	}
@@ -372,6 +390,16 @@ func (sh *shard) project(ctx context.Context, commits []*commit) (*rowSet, error
 		first := c.events[0]
 		key := aggKey{first.AggregateType, first.AggregateID}
 		a := sh.aggs[key]
+		if !stateful(key.typ) && first.OperationID == "" {
+			// No state and no operation: nothing to fold (the audit trail
+			// has its events). Such subjects may be appended to without
+			// a condition (refusals), their aggregate versions not
+			// counting up: a gap must not load their history each time.
+			if a != nil && c.seq > a.seq && first.AggregateVersion == a.version+1 {
+				a.version, a.seq = c.events[len(c.events)-1].AggregateVersion, c.seq
+			}
+			continue
+		}
 		if a != nil && c.seq <= a.seq {
 			continue // folded before: a redelivery
 		}
@@ -448,7 +476,7 @@ func auditRow(e eventstore.Event, idx int, p auditFields) eventRow {
 	r := eventRow{
 		Seq: e.Seq, Idx: uint16(idx), CommitID: e.CommitID, EventID: e.EventID, Type: e.Type,
 		SchemaVersion: uint16(e.SchemaVersion), AggregateType: e.AggregateType, AggregateID: e.AggregateID,
-		AggregateVersion: e.AggregateVersion, TimeSec: sec, TimeNS: ns, Actor: e.Actor,
+		AggregateVersion: e.AggregateVersion, OwnerGroup: eventGroup(e), TimeSec: sec, TimeNS: ns, Actor: e.Actor, ActorToken: e.ActorToken,
 		Operation: e.OperationID, CorrelationID: e.CorrelationID, CausationID: e.CausationID, FencingToken: e.FencingToken,
 		Cluster: p.Cluster, Step: p.Step, Payload: e.Payload, Machines: []string{},
 	}
@@ -485,6 +513,17 @@ func auditRow(e eventstore.Event, idx int, p auditFields) eventRow {
 	return r
 }
 
+// eventGroup is the group an event belongs to in the audit trail: its
+// commit's, and for a cluster's, machine's or package's commit that names
+// none (written before groups existed) the default group. Other events
+// without a group (users, claims) are for super admins only.
+func eventGroup(e eventstore.Event) string {
+	if e.Group == "" && stateful(e.AggregateType) {
+		return domain.DefaultGroup
+	}
+	return e.Group
+}
+
 // diff appends the rows that take an aggregate's views from b to a, each
 // with version a.seq.
 func diff(out *rowSet, b, a *aggregate) error {
@@ -500,7 +539,7 @@ func diff(out *rowSet, b, a *aggregate) error {
 		if err != nil {
 			return fmt.Errorf("encode machine %s: %w", a.key.id, err)
 		}
-		out.machines = append(out.machines, machineRow{Host: a.key.id, Status: m.Status, SSHPort: uint32(m.SSHPort),
+		out.machines = append(out.machines, machineRow{Host: a.key.id, Status: m.Status, OwnerGroup: m.Group, SSHPort: uint32(m.SSHPort),
 			User: m.User, Region: m.Labels.Region, Zone: m.Labels.Zone, Rack: m.Labels.Rack,
 			Fingerprint: m.HostKey.Fingerprint, State: string(state), Seq: seq})
 	case domain.AggregatePackage:
@@ -510,7 +549,7 @@ func diff(out *rowSet, b, a *aggregate) error {
 			return fmt.Errorf("encode package %s: %w", a.key.id, err)
 		}
 		out.packages = append(out.packages, packageRow{ID: a.key.id, Name: p.Name, Version: p.Version, OS: p.OS,
-			Arch: p.Arch, SHA256: p.SHA256, Size: uint64(max(p.Size, 0)), State: string(state), Seq: seq})
+			Arch: p.Arch, OwnerGroup: p.Group, SHA256: p.SHA256, Size: uint64(max(p.Size, 0)), State: string(state), Seq: seq})
 	}
 	// Operations that are not (or not yet) one of a cluster's operations:
 	// inventory commands, and any command named in a commit only.
@@ -522,8 +561,8 @@ func diff(out *rowSet, b, a *aggregate) error {
 		if inCluster[id] {
 			continue
 		}
-		r := envelopeRow(id, a.ops[id], a.key.id, seq)
-		if old, ok := b.ops[id]; ok && envelopeRow(id, old, a.key.id, seq) == r {
+		r := envelopeRow(id, a.ops[id], a.opGroup(a.ops[id]), a.key.id, seq)
+		if old, ok := b.ops[id]; ok && envelopeRow(id, old, b.opGroup(old), a.key.id, seq) == r {
 			continue
 		}
 		out.operations = append(out.operations, r)
@@ -531,8 +570,8 @@ func diff(out *rowSet, b, a *aggregate) error {
 	return nil
 }
 
-func envelopeRow(id string, v opView, owner string, seq uint64) operationRow {
-	return operationRow{ID: id, Kind: v.sum.Kind, Status: v.sum.Status, Cluster: v.sum.Cluster, AggregateType: v.aggregateType,
+func envelopeRow(id string, v opView, group, owner string, seq uint64) operationRow {
+	return operationRow{ID: id, Kind: v.sum.Kind, Status: v.sum.Status, Cluster: v.sum.Cluster, OwnerGroup: group, AggregateType: v.aggregateType,
 		AggregateID: v.aggregateID, Actor: v.actor, CreatedSec: v.createdSec, CreatedNS: v.createdNS,
 		CommitSeq: v.commitSeq, Attempt: uint32(max(v.sum.Attempt, 0)), Error: v.sum.Error, Owner: owner, Seq: seq}
 }
@@ -551,7 +590,7 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 	if err != nil {
 		return fmt.Errorf("encode cluster %s: %w", name, err)
 	}
-	out.clusters = append(out.clusters, clusterRow{Name: name, Status: c.Status, DMVersion: c.Version,
+	out.clusters = append(out.clusters, clusterRow{Name: name, Status: c.Status, OwnerGroup: c.Group, DMVersion: c.Version,
 		Revision: c.Revision, State: string(state), Seq: seq})
 
 	// Instances, by id.
@@ -582,7 +621,9 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 	// The cluster's operations and their steps. The cluster fold copies the
 	// operations it changes and shares the rest, so an unchanged
 	// operation is the same pointer; only the others are encoded and
-	// compared.
+	// compared. A cluster that moved to another group takes its
+	// operations along: each gets a row in the new group.
+	moved := b.cluster.Group != c.Group
 	oldOps := make(map[string]int, len(b.cluster.Operations))
 	for i, o := range b.cluster.Operations {
 		oldOps[o.ID] = i
@@ -592,16 +633,16 @@ func diffCluster(out *rowSet, b, a *aggregate) error {
 		j, existed := oldOps[o.ID]
 		if existed {
 			bo = b.cluster.Operations[j]
-			if bo == o && i == j && envelopeOf(b.ops, o.ID) == envelopeOf(a.ops, o.ID) {
+			if bo == o && i == j && !moved && envelopeOf(b.ops, o.ID) == envelopeOf(a.ops, o.ID) {
 				continue
 			}
 		}
-		r, err := clusterOpRow(o, i, a.ops, name, seq)
+		r, err := clusterOpRow(o, i, a.ops, c.Group, name, seq)
 		if err != nil {
 			return err
 		}
 		if existed {
-			old, err := clusterOpRow(bo, j, b.ops, name, seq)
+			old, err := clusterOpRow(bo, j, b.ops, b.cluster.Group, name, seq)
 			if err != nil {
 				return err
 			}
@@ -622,14 +663,14 @@ func envelopeOf(ops map[string]opView, id string) opView { return ops[id] }
 // clusterOpRow is the row of one of a cluster's operations: its own state
 // from the cluster's fold (as the service's Operation shows it), with who asked
 // for it and when from the commits.
-func clusterOpRow(o *domain.Operation, ord int, ops map[string]opView, owner string, seq uint64) (operationRow, error) {
+func clusterOpRow(o *domain.Operation, ord int, ops map[string]opView, group, owner string, seq uint64) (operationRow, error) {
 	own := *o
 	own.Plan, own.Steps = nil, nil
 	state, err := json.Marshal(own)
 	if err != nil {
 		return operationRow{}, fmt.Errorf("encode operation %s: %w", o.ID, err)
 	}
-	r := operationRow{ID: o.ID, Kind: o.Kind, Status: o.Status, Cluster: o.Cluster, Attempt: uint32(max(o.Attempt, 0)),
+	r := operationRow{ID: o.ID, Kind: o.Kind, Status: o.Status, Cluster: o.Cluster, OwnerGroup: group, Attempt: uint32(max(o.Attempt, 0)),
 		Error: o.Error, Owner: owner, InCluster: 1, Ord: uint32(ord), State: string(state), Seq: seq}
 	if v, ok := ops[o.ID]; ok {
 		r.AggregateType, r.AggregateID, r.Actor = v.aggregateType, v.aggregateID, v.actor

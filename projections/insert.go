@@ -55,14 +55,14 @@ func (p *insertPlan) parts() []tableInsert {
 		ns           []uint32
 		machines     [][]string
 		payload      byteRows
-		str          [12][]string
+		str          [14][]string
 	}
 	// Current state first and the audit trail and progress last: readers
 	// who poll an operation's status find its cluster's rows already there.
 	return []tableInsert{
-		{tableClusters, "name, status, dm_version, revision, state, seq", len(r.clusters), func(b driver.Batch, lo, hi int) error {
+		{tableClusters, "name, status, owner_group, dm_version, revision, state, seq", len(r.clusters), func(b driver.Batch, lo, hi int) error {
 			for _, x := range r.clusters[lo:hi] {
-				if err := b.Append(x.Name, x.Status, x.DMVersion, x.Revision, x.State, x.Seq); err != nil {
+				if err := b.Append(x.Name, x.Status, x.OwnerGroup, x.DMVersion, x.Revision, x.State, x.Seq); err != nil {
 					return err
 				}
 			}
@@ -76,17 +76,17 @@ func (p *insertPlan) parts() []tableInsert {
 			}
 			return nil
 		}},
-		{tableMachines, "host, status, ssh_port, user, region, zone, rack, fingerprint, state, seq", len(r.machines), func(b driver.Batch, lo, hi int) error {
+		{tableMachines, "host, status, owner_group, ssh_port, user, region, zone, rack, fingerprint, state, seq", len(r.machines), func(b driver.Batch, lo, hi int) error {
 			for _, x := range r.machines[lo:hi] {
-				if err := b.Append(x.Host, x.Status, x.SSHPort, x.User, x.Region, x.Zone, x.Rack, x.Fingerprint, x.State, x.Seq); err != nil {
+				if err := b.Append(x.Host, x.Status, x.OwnerGroup, x.SSHPort, x.User, x.Region, x.Zone, x.Rack, x.Fingerprint, x.State, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tablePackages, "id, name, version, os, arch, sha256, size, state, seq", len(r.packages), func(b driver.Batch, lo, hi int) error {
+		{tablePackages, "id, name, version, os, arch, owner_group, sha256, size, state, seq", len(r.packages), func(b driver.Batch, lo, hi int) error {
 			for _, x := range r.packages[lo:hi] {
-				if err := b.Append(x.ID, x.Name, x.Version, x.OS, x.Arch, x.SHA256, x.Size, x.State, x.Seq); err != nil {
+				if err := b.Append(x.ID, x.Name, x.Version, x.OS, x.Arch, x.OwnerGroup, x.SHA256, x.Size, x.State, x.Seq); err != nil {
 					return err
 				}
 			}
@@ -120,16 +120,16 @@ func (p *insertPlan) parts() []tableInsert {
 			}
 			return nil
 		}},
-		{tableOperations, "id, kind, status, cluster, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, state, deleted, seq", len(r.operations), func(b driver.Batch, lo, hi int) error {
+		{tableOperations, "id, kind, status, cluster, owner_group, aggregate_type, aggregate_id, actor, created_at, created_ns, commit_seq, attempt, error, owner, in_cluster, ord, state, deleted, seq", len(r.operations), func(b driver.Batch, lo, hi int) error {
 			for _, x := range r.operations[lo:hi] {
-				if err := b.Append(x.ID, x.Kind, x.Status, x.Cluster, x.AggregateType, x.AggregateID, x.Actor, dateTime(x.CreatedSec),
+				if err := b.Append(x.ID, x.Kind, x.Status, x.Cluster, x.OwnerGroup, x.AggregateType, x.AggregateID, x.Actor, dateTime(x.CreatedSec),
 					x.CreatedNS, x.CommitSeq, x.Attempt, x.Error, x.Owner, x.InCluster, x.Ord, x.State, x.Deleted, x.Seq); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
-		{tableEvents, "seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, time, time_ns, actor, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload", len(r.events), func(b driver.Batch, lo, hi int) error {
+		{tableEvents, "seq, idx, commit_id, event_id, type, schema_version, aggregate_type, aggregate_id, aggregate_version, owner_group, time, time_ns, actor, actor_token, operation, correlation_id, causation_id, fencing_token, cluster, machines, step, outcome, payload", len(r.events), func(b driver.Batch, lo, hi int) error {
 			// Column by column: the audit trail is most of the rows, and
 			// clickhouse-go appends whole columns without reflection.
 			rows := r.events[lo:hi]
@@ -138,19 +138,19 @@ func (p *insertPlan) parts() []tableInsert {
 			seq, version, fencing := reuse(&c.seq, n), reuse(&c.version, n), reuse(&c.fencing, n)
 			idx, schema, at, ns := reuse(&c.idx, n), reuse(&c.schema, n), reuse(&c.at, n), reuse(&c.ns, n)
 			machines, payload := reuse(&c.machines, n), reuse(&c.payload, n)
-			var str [12][]string
+			var str [14][]string
 			for j := range str {
 				str[j] = reuse(&c.str[j], n)
 			}
 			for i, x := range rows {
 				seq[i], idx[i], schema[i], version[i], at[i], ns[i], machines[i] = x.Seq, x.Idx, x.SchemaVersion, x.AggregateVersion, dateTime(x.TimeSec), x.TimeNS, x.Machines
 				fencing[i], payload[i] = x.FencingToken, []byte(x.Payload)
-				for j, v := range [12]string{x.CommitID, x.EventID, x.Type, x.AggregateType, x.AggregateID, x.Actor, x.Operation,
-					x.CorrelationID, x.CausationID, x.Cluster, x.Step, x.Outcome} {
+				for j, v := range [14]string{x.CommitID, x.EventID, x.Type, x.AggregateType, x.AggregateID, x.Actor, x.Operation,
+					x.CorrelationID, x.CausationID, x.Cluster, x.Step, x.Outcome, x.OwnerGroup, x.ActorToken} {
 					str[j][i] = v
 				}
 			}
-			return appendColumns(b, seq, idx, str[0], str[1], str[2], schema, str[3], str[4], version, at, ns, str[5], str[6], str[7], str[8],
+			return appendColumns(b, seq, idx, str[0], str[1], str[2], schema, str[3], str[4], version, str[12], at, ns, str[5], str[13], str[6], str[7], str[8],
 				fencing, str[9], machines, str[10], str[11], payload)
 		}},
 	}

@@ -38,6 +38,9 @@ type ListQuery struct {
 	Cluster string
 	Kind    string
 	Label   LabelFilter
+	// Groups are the groups whose items the caller sees (every list
+	// has it): nil sees every item (a super admin), an empty slice none.
+	Groups []string
 }
 
 // LabelFilter selects machines by one label: Key is region, zone or rack.
@@ -74,8 +77,8 @@ func CutPage[T any](items []T, n int, key func(T) string) Page[T] {
 	return Page[T]{Items: items, Next: key(items[n-1])}
 }
 
-// labelColumns are the machines table's label columns.
-var labelColumns = map[string]string{"region": "rg", "zone": "zn", "rack": "rk"}
+// labelColumns are the machines table's label columns, by label.
+var labelColumns = map[string]string{"region": "region", "zone": "zone", "rack": "rack"}
 
 // ListMachines returns a page of the registered machines, by host.
 func (s *Store) ListMachines(ctx context.Context, q ListQuery) (Page[domain.Machine], error) {
@@ -84,20 +87,31 @@ func (s *Store) ListMachines(ctx context.Context, q ListQuery) (Page[domain.Mach
 		return Page[domain.Machine]{}, err
 	}
 	n := q.PageLimit()
-	having, args := "st = ?", []any{q.After, domain.MachineStatusRegistered}
+	having, args := "argMax(status, seq) = ?", []any{domain.MachineStatusRegistered}
 	if q.Label.Key != "" {
 		col, ok := labelColumns[q.Label.Key]
 		if !ok {
 			return Page[domain.Machine]{}, domain.Errorf(domain.Invalid, "label %q: filter on region, zone or rack", q.Label.Key)
 		}
-		having += " AND " + col + " = ?"
+		having += " AND argMax(" + col + ", seq) = ?"
 		args = append(args, q.Label.Value)
+	}
+	gcond, gargs, none := groupCond(ownerGroup, q.Groups)
+	if none {
+		return Page[domain.Machine]{Items: []domain.Machine{}}, nil
+	}
+	if gcond != "" {
+		having += " AND " + gcond
+		args = append(args, gargs...)
+	}
+	machines := table(s.db, tableMachines, gen)
+	if q.Label.Key != "" || gcond != "" {
+		return s.listMachinesFiltered(ctx, machines, n, q.After, having, args)
 	}
 	// The hosts of the page are found first, on the host column alone
 	// (the table's sort key); the states are then read for that range
-	// only. Removed machines, or a label filter, may leave the range short:
-	// the next range follows.
-	machines := table(s.db, tableMachines, gen)
+	// only. Removed machines may leave the range short: the next range
+	// follows.
 	out := []domain.Machine{}
 	for after := q.After; len(out) <= n; {
 		var upper string
@@ -111,21 +125,8 @@ func (s *Store) ListMachines(ctx context.Context, q ListQuery) (Page[domain.Mach
 		if hosts == 0 {
 			break
 		}
-		rangeArgs := append([]any{after, upper}, args[1:]...)
-		err = s.query(ctx, func(r driver.Rows) error {
-			var h, state, st, rg, zn, rk string
-			if err := r.Scan(&h, &state, &st, &rg, &zn, &rk); err != nil {
-				return err
-			}
-			var m domain.Machine
-			if err := json.Unmarshal([]byte(state), &m); err != nil {
-				return fmt.Errorf("machine %s: %w", h, err)
-			}
-			out = append(out, m)
-			return nil
-		}, "SELECT host, argMax(state, seq), argMax(status, seq) AS st, argMax(region, seq) AS rg, argMax(zone, seq) AS zn, "+
-			"argMax(rack, seq) AS rk FROM "+machines+" WHERE host > ? AND host <= ? GROUP BY host HAVING "+having+
-			" ORDER BY host", rangeArgs...)
+		out, err = s.machineStates(ctx, out, "SELECT host, argMax(state, seq) FROM "+machines+" WHERE host > ? AND host <= ? GROUP BY host HAVING "+
+			having+" ORDER BY host", append([]any{after, upper}, args...)...)
 		if err != nil {
 			return Page[domain.Machine]{}, err
 		}
@@ -140,6 +141,63 @@ func (s *Store) ListMachines(ctx context.Context, q ListQuery) (Page[domain.Mach
 	return CutPage(out, n, func(m domain.Machine) string { return m.Host }), nil
 }
 
+// listMachinesFiltered is ListMachines with a filter (a label, groups)
+// that may keep few machines, far apart: the hosts of the page are found
+// in one read of the columns the filter needs, over the machines after
+// the cursor; then their states are read (the filter checked again, for
+// a machine changed in between).
+func (s *Store) listMachinesFiltered(ctx context.Context, machines string, n int, after, having string, args []any) (Page[domain.Machine], error) {
+	var hosts []string
+	err := s.query(ctx, func(r driver.Rows) error {
+		var h string
+		if err := r.Scan(&h); err != nil {
+			return err
+		}
+		hosts = append(hosts, h)
+		return nil
+	}, "SELECT host FROM "+machines+" WHERE host > ? GROUP BY host HAVING "+having+" ORDER BY host LIMIT "+fmt.Sprint(n+1),
+		append([]any{after}, args...)...)
+	if err != nil || len(hosts) == 0 {
+		return Page[domain.Machine]{Items: []domain.Machine{}}, err
+	}
+	out, err := s.machineStates(ctx, nil, "SELECT host, argMax(state, seq) FROM "+machines+" WHERE host IN ? GROUP BY host HAVING "+
+		having+" ORDER BY host", append([]any{inSet(hosts)}, args...)...)
+	if err != nil {
+		return Page[domain.Machine]{}, err
+	}
+	// A machine the first read found and the second did not (changed in
+	// between) leaves the page one shorter; the cursor is still the last
+	// host found.
+	page := Page[domain.Machine]{Items: out}
+	if len(hosts) > n {
+		page.Next = hosts[n-1]
+		for len(page.Items) > 0 && page.Items[len(page.Items)-1].Host > page.Next {
+			page.Items = page.Items[:len(page.Items)-1]
+		}
+	}
+	return page, nil
+}
+
+// machineStates appends to out the machines that q (host, state) reads.
+func (s *Store) machineStates(ctx context.Context, out []domain.Machine, q string, args ...any) ([]domain.Machine, error) {
+	if out == nil {
+		out = []domain.Machine{}
+	}
+	err := s.query(ctx, func(r driver.Rows) error {
+		var h, state string
+		if err := r.Scan(&h, &state); err != nil {
+			return err
+		}
+		var m domain.Machine
+		if err := json.Unmarshal([]byte(state), &m); err != nil {
+			return fmt.Errorf("machine %s: %w", h, err)
+		}
+		out = append(out, withGroup(m))
+		return nil
+	}, q, args...)
+	return out, err
+}
+
 // ListPackages returns a page of the uploaded packages, by id.
 func (s *Store) ListPackages(ctx context.Context, q ListQuery) (Page[domain.Package], error) {
 	gen, err := s.Generation(ctx)
@@ -147,7 +205,14 @@ func (s *Store) ListPackages(ctx context.Context, q ListQuery) (Page[domain.Pack
 		return Page[domain.Package]{}, err
 	}
 	n := q.PageLimit()
-	out, err := s.packageRows(ctx, gen, "WHERE id > ?", "LIMIT "+fmt.Sprint(n+1), []any{q.After})
+	gcond, gargs, none := groupCond(ownerGroup, q.Groups)
+	if none {
+		return Page[domain.Package]{Items: []domain.Package{}}, nil
+	}
+	if gcond != "" {
+		gcond = "HAVING " + gcond
+	}
+	out, err := s.packageRows(ctx, gen, "WHERE id > ?", gcond+" ORDER BY id LIMIT "+fmt.Sprint(n+1), append([]any{q.After}, gargs...))
 	if err != nil {
 		return Page[domain.Package]{}, err
 	}
@@ -166,6 +231,14 @@ func (s *Store) ListClusters(ctx context.Context, q ListQuery) (Page[domain.Clus
 	if q.Status != "" {
 		having += " AND st = ?"
 		args = append(args, q.Status)
+	}
+	gcond, gargs, none := groupCond(ownerGroup, q.Groups)
+	if none {
+		return Page[domain.Cluster]{Items: []domain.Cluster{}}, nil
+	}
+	if gcond != "" {
+		having += " AND " + gcond
+		args = append(args, gargs...)
 	}
 	var names []string
 	err = s.query(ctx, func(r driver.Rows) error {
@@ -256,6 +329,14 @@ func (s *Store) ListOperations(ctx context.Context, q ListQuery) (Page[domain.Op
 			having += " AND " + f.col + " = ?"
 			args = append(args, f.v)
 		}
+	}
+	gcond, gargs, none := groupCond(ownerGroup, q.Groups)
+	if none {
+		return Page[domain.OperationView]{Items: []domain.OperationView{}}, nil
+	}
+	if gcond != "" {
+		having += " AND " + gcond
+		args = append(args, gargs...)
 	}
 	out, err := s.operationRows(ctx, gen, "", "HAVING "+having+" ORDER BY cs DESC, id LIMIT "+fmt.Sprint(n+1), args)
 	if err != nil {

@@ -59,7 +59,7 @@ func (s *Store) clusters(ctx context.Context, gen uint32, where string, args []a
 			return fmt.Errorf("cluster %s: %w", n, err)
 		}
 		if c.Exists() {
-			out = append(out, c)
+			out = append(out, withGroup(c))
 		}
 		return nil
 	}, "SELECT name, argMax(state, seq) FROM "+table(s.db, tableClusters, gen)+" "+where+" GROUP BY name ORDER BY name", args...)
@@ -386,7 +386,7 @@ func (s *Store) machines(ctx context.Context, host *string) ([]domain.Machine, e
 			return fmt.Errorf("machine %s: %w", h, err)
 		}
 		if m.Active() {
-			out = append(out, m)
+			out = append(out, withGroup(m))
 		}
 		return nil
 	}, "SELECT host, argMax(state, seq) FROM "+table(s.db, tableMachines, gen)+" "+where+" GROUP BY host ORDER BY host", args...)
@@ -399,12 +399,12 @@ func (s *Store) Packages(ctx context.Context) ([]domain.Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.packageRows(ctx, gen, "", "", nil)
+	return s.packageRows(ctx, gen, "", "ORDER BY id", nil)
 }
 
-// packageRows reads the packages that where selects, sorted by id, with
-// limit ("" or "LIMIT n") after the ordering.
-func (s *Store) packageRows(ctx context.Context, gen uint32, where, limit string, args []any) ([]domain.Package, error) {
+// packageRows reads the packages that where selects, grouped by id, with
+// tail (HAVING, ORDER BY, LIMIT) after the grouping.
+func (s *Store) packageRows(ctx context.Context, gen uint32, where, tail string, args []any) ([]domain.Package, error) {
 	out := []domain.Package{}
 	err := s.query(ctx, func(r driver.Rows) error {
 		var id, state string
@@ -416,10 +416,10 @@ func (s *Store) packageRows(ctx context.Context, gen uint32, where, limit string
 			return fmt.Errorf("package %s: %w", id, err)
 		}
 		if p.ID != "" {
-			out = append(out, p)
+			out = append(out, withGroup(p))
 		}
 		return nil
-	}, "SELECT id, argMax(state, seq) FROM "+table(s.db, tablePackages, gen)+" "+where+" GROUP BY id ORDER BY id "+limit, args...)
+	}, "SELECT id, argMax(state, seq) FROM "+table(s.db, tablePackages, gen)+" "+where+" GROUP BY id "+tail, args...)
 	return out, err
 }
 

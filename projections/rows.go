@@ -20,9 +20,11 @@ type eventRow struct {
 	AggregateType    string
 	AggregateID      string
 	AggregateVersion uint64
+	OwnerGroup       string // the commit's group; "default" for a cluster's, machine's or package's commit that names none
 	TimeSec          int64
 	TimeNS           uint32
 	Actor            string
+	ActorToken       string
 	Operation        string
 	CorrelationID    string
 	CausationID      string
@@ -35,12 +37,13 @@ type eventRow struct {
 }
 
 type clusterRow struct {
-	Name      string
-	Status    string
-	DMVersion string
-	Revision  uint64
-	State     string // the cluster's JSON without instances and operations
-	Seq       uint64
+	Name       string
+	Status     string
+	OwnerGroup string
+	DMVersion  string
+	Revision   uint64
+	State      string // the cluster's JSON without instances and operations
+	Seq        uint64
 }
 
 type instanceRow struct {
@@ -60,6 +63,7 @@ type instanceRow struct {
 type machineRow struct {
 	Host        string
 	Status      string
+	OwnerGroup  string
 	SSHPort     uint32
 	User        string
 	Region      string
@@ -75,6 +79,7 @@ type operationRow struct {
 	Kind          string
 	Status        string
 	Cluster       string
+	OwnerGroup    string // the group of the aggregate it belongs to
 	AggregateType string
 	AggregateID   string
 	Actor         string
@@ -119,15 +124,16 @@ type planRow struct {
 }
 
 type packageRow struct {
-	ID      string
-	Name    string
-	Version string
-	OS      string
-	Arch    string
-	SHA256  string
-	Size    uint64
-	State   string // the package's JSON
-	Seq     uint64
+	ID         string
+	Name       string
+	Version    string
+	OS         string
+	Arch       string
+	OwnerGroup string
+	SHA256     string
+	Size       uint64
+	State      string // the package's JSON
+	Seq        uint64
 }
 
 // rowSet is what one batch writes.

@@ -51,6 +51,10 @@ type Migration struct {
 type AddColumn struct {
 	Table, Column, Type string
 	After               string // the column it follows
+	// Default, when set, is the column's DEFAULT expression (SQL, a
+	// constant of the code, never input): what rows written before the
+	// column existed read as.
+	Default string
 }
 
 // migrations is the schema of the data tables, oldest first. A new
@@ -126,6 +130,26 @@ var migrations = []Migration{{
 	AddColumns: []AddColumn{
 		// The leader token of the coordinator that made the commit.
 		{Table: tableEvents, Column: "fencing_token", Type: "Int64", After: "causation_id"},
+	},
+}, {
+	Version: 3,
+	Name:    "owner groups on every view and the audit trail; the actor's credential",
+	AddColumns: []AddColumn{
+		// The group that owns the row: queries of a user who is not a
+		// super admin keep their groups' rows only. Rows written before
+		// groups existed belong to the default group (the column's
+		// default is computed for old parts when they are read), but for
+		// events of aggregates that belong to no group (claims, the
+		// store), which only super admins see.
+		{Table: tableEvents, Column: "owner_group", Type: "String", After: "aggregate_version",
+			Default: "if(aggregate_type IN ('cluster', 'machine', 'package'), 'default', '')"},
+		{Table: tableClusters, Column: "owner_group", Type: "String", After: "status", Default: "'default'"},
+		{Table: tableMachines, Column: "owner_group", Type: "String", After: "status", Default: "'default'"},
+		{Table: tablePackages, Column: "owner_group", Type: "String", After: "arch", Default: "'default'"},
+		{Table: tableOperations, Column: "owner_group", Type: "String", After: "cluster", Default: "'default'"},
+		// The id (never the secret) of the session or API token the actor
+		// used.
+		{Table: tableEvents, Column: "actor_token", Type: "String", After: "actor"},
 	},
 }}
 
@@ -225,11 +249,14 @@ func addColumn(ctx context.Context, conn driver.Conn, db string, gen uint32, c A
 	if n > 0 {
 		return nil
 	}
-	after := ""
+	def, after := "", ""
+	if c.Default != "" {
+		def = " DEFAULT " + c.Default
+	}
 	if c.After != "" {
 		after = " AFTER " + c.After
 	}
-	return conn.Exec(ctx, "ALTER TABLE "+table(db, c.Table, gen)+" ADD COLUMN "+c.Column+" "+c.Type+after)
+	return conn.Exec(ctx, "ALTER TABLE "+table(db, c.Table, gen)+" ADD COLUMN "+c.Column+" "+c.Type+def+after)
 }
 
 // dropGeneration drops every data table of generation gen. Its migration

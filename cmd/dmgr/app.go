@@ -24,6 +24,7 @@ import (
 
 	"github.com/dmgr/dmgr/agents"
 	"github.com/dmgr/dmgr/agents/remote"
+	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/httpapi"
 	"github.com/dmgr/dmgr/internal/busauth"
@@ -34,6 +35,7 @@ import (
 	"github.com/dmgr/dmgr/internal/pkgstore"
 	"github.com/dmgr/dmgr/internal/secrets"
 	"github.com/dmgr/dmgr/internal/service"
+	"github.com/dmgr/dmgr/projections"
 )
 
 // Main is the dmgr process: it builds every part in Run and takes them
@@ -75,6 +77,8 @@ type Main struct {
 	URL string
 	// AdminToken is the bearer token of the API.
 	AdminToken string
+	// bootstrapPassword is the first super admin's password ("" makes none).
+	bootstrapPassword string
 	// Coordinator drives the clusters this server leads (server and dev).
 	Coordinator *coordinator.Coordinator
 
@@ -107,6 +111,9 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		m.AdminToken = token
+		if m.bootstrapPassword, err = loadOrCreateToken(filepath.Join(c.dataDir, "admin-password")); err != nil {
+			return err
+		}
 		if masterKey, err = secrets.LoadOrCreateMasterKeyFile(filepath.Join(c.dataDir, "master-key")); err != nil {
 			return err
 		}
@@ -114,6 +121,9 @@ func (m *Main) Run(ctx context.Context) error {
 		var err error
 		if c.mode == "server" {
 			if m.AdminToken, err = serverToken(c.adminTokenFile); err != nil {
+				return err
+			}
+			if m.bootstrapPassword, err = bootstrapPassword(c.bootstrapPasswordFile); err != nil {
 				return err
 			}
 		}
@@ -164,9 +174,29 @@ func (m *Main) Run(ctx context.Context) error {
 	// The manifest must fit in one event on this bus.
 	lim := pkgstore.DefaultLimits().ForPayload(m.nc.MaxPayload())
 	lim.MaxBytes, lim.MaxEntries = c.maxPackage, c.maxPackageEntries
+	passwords, err := secrets.OpenPasswords(ctx, js, masterKey, c.replicas)
+	if err != nil {
+		return err
+	}
+	var projRef *projections.Store // set below; group deletion asks it what a group owns
 	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: lim, Log: m.log,
-		ScanHostKey: remote.ScanHostKey, MaxInstancesPerCluster: c.limits.maxInstances})
+		ScanHostKey: remote.ScanHostKey, MaxInstancesPerCluster: c.limits.maxInstances, Passwords: passwords,
+		OwnedBy: func(ctx context.Context, group string) (string, error) {
+			if projRef == nil {
+				return "", domain.Errorf(domain.Unavailable, "this server has no ClickHouse projections to find what group %s owns", group)
+			}
+			return projRef.OwnedBy(ctx, group)
+		}})
 	m.svc = svc
+	// Users, groups and approvals: followed from the stream; the first
+	// super admin and the default group made once.
+	svc.StartDirectory()
+	bctx, bcancel := context.WithTimeout(ctx, bootstrapTimeout)
+	err = svc.Bootstrap(bctx, c.bootstrapAdmin, m.bootstrapPassword)
+	bcancel()
+	if err != nil {
+		return err
+	}
 	// Decisions are exact only with the reservations of everything
 	// committed before they existed: made once per store, before any
 	// command is accepted (later starts read one mark).
@@ -208,8 +238,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	projRef = proj
 	handler := httpapi.Handler(httpapi.Config{
-		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, MetricsToken: c.metricsToken, Log: m.log, Projections: proj, MaxJSONBody: maxJSONBody,
+		Service: svc, Idempotency: idem, AdminToken: m.AdminToken, AdminUser: c.bootstrapAdmin, MetricsToken: c.metricsToken, Log: m.log, Projections: proj, MaxJSONBody: maxJSONBody,
 		Ready: func(ctx context.Context) error { return m.ready(ctx, store) },
 		Agents: func(ctx context.Context, after string, limit int) ([]agents.Info, string, error) {
 			return agents.List(ctx, m.etcd, after, limit)
@@ -231,8 +262,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Strs("etcd", etcdEndpoints).Str("clickhouse", chAddr).Msg("dmgr serving")
 	if c.mode == "dev" {
 		tokenFile := filepath.Join(c.dataDir, "admin-token")
-		fmt.Fprintf(m.stdout, "dmgr dev is serving %s\n  admin token: %s (send it as Authorization: Bearer <token>)\n  try: curl -H \"Authorization: Bearer $(cat %s)\" %s/api/v1/machines\n",
-			m.URL, tokenFile, tokenFile, m.URL)
+		fmt.Fprintf(m.stdout, "dmgr dev is serving %s\n  admin token: %s (send it as Authorization: Bearer <token>)\n  super admin %s, password in %s (log in with POST /api/v1/login)\n  try: curl -H \"Authorization: Bearer $(cat %s)\" %s/api/v1/machines\n",
+			m.URL, tokenFile, c.bootstrapAdmin, filepath.Join(c.dataDir, "admin-password"), tokenFile, m.URL)
 	}
 	return nil
 }
@@ -408,6 +439,27 @@ func serverToken(file string) (string, error) {
 		return "", fmt.Errorf("admin token in %s is shorter than 16 characters", file)
 	}
 	return t, nil
+}
+
+// bootstrapTimeout bounds the start's wait for the directory of users and
+// the making of the first super admin.
+const bootstrapTimeout = 60 * time.Second
+
+// bootstrapPassword is the first super admin's password for `dmgr
+// server`: DMGR_BOOTSTRAP_ADMIN_PASSWORD, or the file given; "" makes no
+// user (the admin token still acts as the bootstrap super admin).
+func bootstrapPassword(file string) (string, error) {
+	if p := os.Getenv("DMGR_BOOTSTRAP_ADMIN_PASSWORD"); p != "" {
+		return p, nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("bootstrap admin password: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 func serverMasterKey(file string) ([]byte, error) {

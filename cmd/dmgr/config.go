@@ -52,6 +52,10 @@ type config struct {
 	stores storeConfig // etcd and ClickHouse logins (stores.go)
 
 	adminTokenFile string
+	// bootstrapAdmin is the first super admin's name; the admin token
+	// acts as that user.
+	bootstrapAdmin        string
+	bootstrapPasswordFile string
 	masterKeyFile  string
 	replicas       int
 	maxPackage     int64
@@ -131,12 +135,17 @@ func parseConfig(mode string, args []string, stderr io.Writer) (config, error) {
 		fs.StringVar(&c.natsURL, "nats-url", envOr("DMGR_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env DMGR_NATS_URL)")
 		fs.StringVar(&etcd, "etcd-endpoints", envOr("DMGR_ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env DMGR_ETCD_ENDPOINTS)")
 		fs.StringVar(&c.adminTokenFile, "admin-token-file", envOr("DMGR_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token; or set DMGR_ADMIN_TOKEN")
+		fs.StringVar(&c.bootstrapAdmin, "bootstrap-admin", envOr("DMGR_BOOTSTRAP_ADMIN", "admin"), "name of the first super admin, made at first start when its password is given; the admin token acts as this user (env DMGR_BOOTSTRAP_ADMIN)")
+		fs.StringVar(&c.bootstrapPasswordFile, "bootstrap-admin-password-file", envOr("DMGR_BOOTSTRAP_ADMIN_PASSWORD_FILE", ""), "file holding the first super admin's password (used once, at first start); or set DMGR_BOOTSTRAP_ADMIN_PASSWORD")
 		fs.StringVar(&c.masterKeyFile, "master-key-file", envOr("DMGR_MASTER_KEY_FILE", ""), "file holding the base64 AES-256 master key for credentials; or set DMGR_MASTER_KEY")
 		addBusFlags(fs, &c.bus, busauth.Server)
 	}
 	c.stores.register(fs, mode)
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if c.bootstrapAdmin == "" {
+		c.bootstrapAdmin = "admin"
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("dmgr %s: unexpected argument %q", mode, fs.Arg(0))

@@ -333,7 +333,10 @@ func (s *Service) runApproved(ctx context.Context, a *domain.Approval, grant pen
 	if !ok {
 		return Accepted{}, domain.Errorf(domain.Conflict, "approval %s: its requester %s is disabled or deleted; the request cannot run", a.ID, a.Requester)
 	}
-	meta := Meta{Principal: &p, CommitID: "approval/" + a.ID, OperationID: a.OperationID, CorrelationID: a.ID, approval: &grant}
+	// A fresh commit id: exactly once comes from the condition on the
+	// request, and a concurrent approval must not pass as a retry of this
+	// one (the stream would deduplicate it and answer success).
+	meta := Meta{Principal: &p, OperationID: a.OperationID, CorrelationID: a.ID, approval: &grant}
 	acc, err := s.Command(ctx, meta, c)
 	if errors.Is(err, eventstore.ErrConflict) || (domain.ErrorCode(err) == domain.Conflict && s.approvalChanged(ctx, a)) {
 		return Accepted{}, errApprovalChanged
