@@ -8,7 +8,8 @@
 //
 //   - events_gN: the audit trail, one row per event (stream sequence and
 //     index in its commit, commit and event ids, time, type, aggregate,
-//     cluster, machines, operation, step, actor, outcome, payload);
+//     owner group, cluster, machines, operation, step, actor and the id
+//     of the credential they used, outcome, payload);
 //   - clusters_gN, instances_gN, machines_gN, operations_gN, steps_gN,
 //     plans_gN, packages_gN: current state, one row per version of each
 //     thing (a cluster's row holds the cluster without its instances and
@@ -82,6 +83,22 @@
 // window of sequences and reads the recent (or in-range) parts only.
 // WaitFor gives read-your-writes: it waits until the projections have the
 // commit sequence a command answered.
+//
+// # Groups
+//
+// Every cluster, machine, package and operation row, and every event,
+// carries the group that owns it (owner_group): a cluster's, machine's or
+// package's own group (an operation's is the group of what it runs on,
+// so a move takes its rows along), an event its commit's group. What was
+// written before groups existed belongs to the default group, rows and
+// events alike (the column's DEFAULT for parts written before migration
+// 3); events of aggregates that belong to no group (users, claims) have
+// none and are for super admins only. Lists and the audit trail take the
+// caller's groups (nil: all) and filter on them after the deduplicating
+// grouping, as on any other column; OwnedBy says what a group still owns.
+// Aggregates other than clusters, machines and packages are not folded:
+// their events go to the audit trail, and their operations (if a commit
+// names one) to the operations view.
 //
 // # ClickHouse 18.16
 //

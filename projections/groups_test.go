@@ -245,7 +245,9 @@ func TestListsAndAuditKeepTheCallersGroups(t *testing.T) {
 	}{
 		{"g1", []string{"g1"}, func(ev eventstore.Event) bool { return ev.Group == "g1" }},
 		{"g1 and g2", []string{"g1", "g2"}, func(ev eventstore.Event) bool { return ev.Group == "g1" || ev.Group == "g2" }},
-		{"default", []string{"default"}, func(ev eventstore.Event) bool { return ev.Group == "" && stateful(ev.AggregateType) }},
+		{"default", []string{"default"}, func(ev eventstore.Event) bool {
+			return ev.Group == domain.DefaultGroup || ev.Group == "" && stateful(ev.AggregateType)
+		}},
 		{"nobody", []string{}, func(eventstore.Event) bool { return false }},
 		{"everybody", nil, func(eventstore.Event) bool { return true }},
 	} {
