@@ -283,7 +283,7 @@ func randomText(n int) string {
 	return b.String()
 }
 
-func countObjects(t *testing.T, s *stack) int {
+func countObjects(t testing.TB, s *stack) int {
 	t.Helper()
 	os, err := s.js.ObjectStore(t.Context(), pkgstore.Bucket)
 	if err != nil {

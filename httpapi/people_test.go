@@ -441,3 +441,56 @@ func waitOperationEnds(t *testing.T, tm *team, cluster string) {
 	}
 	t.Fatalf("cluster %s still has an active operation", cluster)
 }
+
+// Groups are renamed and deleted by super admins; a group that owns
+// something is not deleted; ids and names are never given twice.
+func TestGroupRenameAndDelete(t *testing.T) {
+	tm := newTeam(t)
+	r := tm.do("PUT", "/api/v1/groups/g1", map[string]string{"name": "team-a"})
+	var g struct {
+		ID, Name string
+		Members  map[string]string
+	}
+	r.json(t, &g)
+	if r.status != http.StatusOK || g.ID != "g1" || g.Name != "team-a" || g.Members["oper"] != "operator" {
+		t.Fatalf("rename: %d %s", r.status, r.body)
+	}
+	if r := tm.do("GET", "/api/v1/groups/team-a", nil, as(tm.tokens["vic"])); r.status != http.StatusOK {
+		t.Fatalf("the group by its new name: %d %s", r.status, r.body)
+	}
+	for _, name := range []string{"g1", "team-a"} {
+		if r := tm.do("POST", "/api/v1/groups", map[string]string{"name": name}); r.status != http.StatusConflict {
+			t.Fatalf("a new group named %s (an id or name in use): %d %s", name, r.status, r.body)
+		}
+	}
+	if r := tm.do("PUT", "/api/v1/groups/g2", map[string]string{"name": "team-a"}); r.status != http.StatusConflict {
+		t.Fatalf("g2 renamed to g1's name: %d %s", r.status, r.body)
+	}
+	if r := tm.do("PUT", "/api/v1/groups/g1", map[string]string{"name": "team-b"}, as(tm.tokens["gadm"])); r.status != http.StatusForbidden {
+		t.Fatalf("a group admin renamed the group: %d %s", r.status, r.body)
+	}
+	if r := tm.do("DELETE", "/api/v1/groups/g2", nil); r.status != http.StatusConflict || !strings.Contains(r.problem(t).Detail, "still owns") {
+		t.Fatalf("delete a group that owns a cluster: %d %s", r.status, r.body)
+	}
+	if r := tm.do("POST", "/api/v1/groups", map[string]string{"name": "g3"}); r.status != http.StatusCreated {
+		t.Fatalf("create g3: %d %s", r.status, r.body)
+	}
+	if r := tm.do("DELETE", "/api/v1/groups/g3", nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete an empty group: %d %s", r.status, r.body)
+	}
+	if r := tm.do("GET", "/api/v1/groups/g3", nil); r.status != http.StatusNotFound {
+		t.Fatalf("a deleted group: %d", r.status)
+	}
+	// Moving a cluster to another group moves who sees it.
+	if r := tm.do("PUT", "/api/v1/clusters/c-g2/group", map[string]string{"group": "g1"}); r.status != http.StatusOK {
+		t.Fatalf("move: %d %s", r.status, r.body)
+	}
+	if r := tm.do("GET", "/api/v1/clusters/c-g2", nil, as(tm.tokens["vic"])); r.status != http.StatusOK {
+		t.Fatalf("a g1 viewer reads the moved cluster: %d %s", r.status, r.body)
+	}
+	for _, bad := range []map[string]string{{"name": "Bad Name"}, {"name": ""}} {
+		if r := tm.do("POST", "/api/v1/groups", bad); r.status != http.StatusBadRequest {
+			t.Fatalf("group %v: %d %s", bad, r.status, r.body)
+		}
+	}
+}

@@ -66,7 +66,16 @@ func newProjectedStack(t *testing.T) *projected {
 	}
 	logs := &syncBuffer{}
 	log := zerolog.New(logs).Level(zerolog.InfoLevel)
-	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: log})
+	passwords, err := secrets.OpenPasswords(ctx, js, bytes.Repeat([]byte{7}, secrets.KeySize), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := service.New(service.Config{Store: store, Vault: vault, Packages: pkgs, PackageLimits: pkgstore.DefaultLimits(), Log: log, Passwords: passwords})
+	svc.StartDirectory()
+	t.Cleanup(svc.Close)
+	if err := svc.Bootstrap(ctx, httpapi.DefaultAdminUser, adminPassword); err != nil {
+		t.Fatal(err)
+	}
 	conn, err := projections.Dial(ch.Addr(), ch.Credentials())
 	if err != nil {
 		t.Fatal(err)

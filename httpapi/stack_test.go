@@ -35,7 +35,7 @@ const adminPassword = "admin-password-0123"
 
 // stack is the API on a real embedded NATS JetStream server.
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	js     jetstream.JetStream
 	store  *eventstore.Store
@@ -58,7 +58,7 @@ func (c *testClock) Add(d time.Duration) { c.off.Add(int64(d)) }
 // syncBuffer is the log buffer the stack tests share with their logger.
 type syncBuffer = testenv.Buffer
 
-func newStack(t *testing.T, lim pkgstore.Limits) *stack {
+func newStack(t testing.TB, lim pkgstore.Limits) *stack {
 	t.Helper()
 	return newStackWith(t, lim, nil)
 }
@@ -68,7 +68,7 @@ var vaultKey = bytes.Repeat([]byte{7}, secrets.KeySize)
 
 // newStackWith is newStack with the service's and the API's configuration
 // edited by edit (nil: none).
-func newStackWith(t *testing.T, lim pkgstore.Limits, edit func(*service.Config, *httpapi.Config)) *stack {
+func newStackWith(t testing.TB, lim pkgstore.Limits, edit func(*service.Config, *httpapi.Config)) *stack {
 	t.Helper()
 	n := testenv.NATS(t)
 	_, js := testenv.JetStream(t, n)
@@ -121,14 +121,14 @@ type response struct {
 	body   []byte
 }
 
-func (r response) json(t *testing.T, v any) {
+func (r response) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)
 	}
 }
 
-func (r response) problem(t *testing.T) httpapi.Problem {
+func (r response) problem(t testing.TB) httpapi.Problem {
 	t.Helper()
 	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Fatalf("content type %q, want application/problem+json (status %d, body %s)", ct, r.status, r.body)

@@ -146,8 +146,11 @@ func TestLargePackageDeploysOnTheFirstAttempt(t *testing.T) {
 	h := func(i int) string { return bed.Hosts[i-1].Addr }
 	fragment := fmt.Sprintf("master_servers:\n  - host: %s\n    name: master4\n    port: 8361\n    peer_port: 8391\n    config:\n      sim-fail-starts: 1\nworker_servers:\n  - host: %s\n    name: worker3\n    port: 8262\n", h(1), h(3))
 	cp.runOperation(t, "POST", "/api/v1/clusters/big/scale-out", map[string]any{"topology": fragment})
-	if again, _ := cacheStats(); again != fetches {
-		t.Errorf("the scale-out read the package again: %d object store reads, %d before", again, fetches)
+	// Each agent reads the package from the object store once, ever: an
+	// agent that took no copy step of the deploy reads it now, the other
+	// serves from its cache.
+	if again, _ := cacheStats(); again > 2 || again < fetches {
+		t.Errorf("the scale-out read the package again: %d object store reads, %d before (want at most one per agent, 2)", again, fetches)
 	}
 	evs := cp.clusterEvents(t, "big")
 	assertFirstAttempt(t, evs)

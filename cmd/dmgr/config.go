@@ -56,11 +56,11 @@ type config struct {
 	// acts as that user.
 	bootstrapAdmin        string
 	bootstrapPasswordFile string
-	masterKeyFile  string
-	replicas       int
-	maxPackage     int64
-	shutdownGrace  time.Duration
-	logLevel       zerolog.Level
+	masterKeyFile         string
+	replicas              int
+	maxPackage            int64
+	shutdownGrace         time.Duration
+	logLevel              zerolog.Level
 
 	// metricsToken, when set, is the bearer token GET /metrics needs
 	// (--metrics-token, DMGR_METRICS_TOKEN or --metrics-token-file).

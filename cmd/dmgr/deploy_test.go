@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,17 +177,31 @@ func (cp *controlPlane) do(t testing.TB, method, path string, body any) (int, []
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequest(method, cp.baseURL()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+cp.token)
+	var payload []byte
 	if rd != nil {
-		req.Header.Set("Content-Type", ct)
+		payload, _ = io.ReadAll(rd)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+	var resp *http.Response
+	for attempt := 1; ; attempt++ {
+		// baseURL is read again on each attempt: in the HA tests a server
+		// may exit (by design, cut off from etcd) between the choice of a
+		// live server and the request, and another one answers.
+		req, err := http.NewRequest(method, cp.baseURL()+path, bytes.NewReader(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+cp.token)
+		if rd != nil {
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, err = http.DefaultClient.Do(req)
+		if err == nil {
+			break
+		}
+		if attempt == 5 || !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)

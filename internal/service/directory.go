@@ -281,33 +281,32 @@ func (d *Directory) User(name string) (domain.User, bool) {
 }
 
 // Users lists up to limit users after name after, by name, and whether
-// more follow.
+// more follow (deleted users are not listed).
 func (d *Directory) Users(after string, limit int) ([]domain.User, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	names := make([]string, 0, len(d.users))
-	for n, u := range d.users {
-		if n > after && u.Exists() && !u.Deleted {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	more := len(names) > limit
-	if more {
-		names = names[:limit]
-	}
-	out := make([]domain.User, len(names))
-	for i, n := range names {
-		out[i] = d.users[n]
-	}
-	return out, more
+	return pageOfMap(d.users, after, limit, func(u domain.User) bool { return u.Exists() && !u.Deleted })
 }
 
-// RolesOf is user's role in each group (shared: do not change it).
-func (d *Directory) RolesOf(user string) map[string]domain.MemberRole {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.roles[user]
+// pageOfMap is up to limit values of m, by key, after key after, that
+// keep accepts, and whether more follow.
+func pageOfMap[V any](m map[string]V, after string, limit int, keep func(V) bool) ([]V, bool) {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if k > after && keep(v) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	more := len(keys) > limit
+	if more {
+		keys = keys[:limit]
+	}
+	out := make([]V, len(keys))
+	for i, k := range keys {
+		out[i] = m[k]
+	}
+	return out, more
 }
 
 // Group resolves a group by id or current name.
@@ -329,22 +328,7 @@ func (d *Directory) Group(ref string) (domain.Group, bool) {
 func (d *Directory) Groups(after string, limit int, keep func(domain.Group) bool) ([]domain.Group, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	ids := make([]string, 0, len(d.groups))
-	for id, g := range d.groups {
-		if id > after && g.Exists() && keep(g) {
-			ids = append(ids, id)
-		}
-	}
-	sort.Strings(ids)
-	more := len(ids) > limit
-	if more {
-		ids = ids[:limit]
-	}
-	out := make([]domain.Group, len(ids))
-	for i, id := range ids {
-		out[i] = d.groups[id]
-	}
-	return out, more
+	return pageOfMap(d.groups, after, limit, func(g domain.Group) bool { return g.Exists() && keep(g) })
 }
 
 // TokenOwner is the user a credential id belongs to, while it is live.
