@@ -46,7 +46,7 @@ func allow(meta Meta, a domain.Access, cluster, host string) error {
 // refusal in the audit trail as commands do.
 func (s *Service) Authorize(ctx context.Context, p domain.Principal, a domain.Access, cluster, host string) error {
 	err := allow(Meta{Principal: &p}, a, cluster, host)
-	s.noteRefusal(ctx, Meta{Principal: &p, CorrelationID: ""}, err)
+	s.noteRefusal(ctx, Meta{Principal: &p}, err)
 	return err
 }
 

@@ -298,12 +298,23 @@ func (s *Service) DecideApproval(ctx context.Context, meta Meta, id, verb, comme
 		grant := pending{aggregateType: domain.AggregateApproval, aggregateID: id, events: evs, expect: snap.expect(), group: a.Group}
 		var acc Accepted
 		if verb != "approve" {
-			acc, err = s.run(ctx, m, func(context.Context) (decision, error) { return decision{pending: grant}, nil })
+			// Decided again on what a concurrent decision wrote, if any.
+			acc, err = s.run(ctx, m, func(ctx context.Context) (decision, error) {
+				now, err := s.approvals.read(ctx, id)
+				if err != nil {
+					return decision{}, err
+				}
+				evs, err := domain.DecideOnApproval(now.ptr(), id, domain.ApprovalDecision{Verb: verb, By: *meta.Principal, Comment: comment, Now: s.now()})
+				return decision{pending: pending{aggregateType: domain.AggregateApproval, aggregateID: id, events: evs, expect: now.expect(), group: a.Group}}, err
+			})
 		} else {
 			acc, err = s.runApproved(ctx, a, grant)
 		}
-		if errors.Is(err, errApprovalChanged) || (domain.ErrorCode(err) == domain.Conflict && attempt < maxApprovalAttempts && verb == "approve") {
+		if attempt < maxApprovalAttempts && (errors.Is(err, errApprovalChanged) || domain.ErrorCode(err) == domain.Conflict) {
 			continue // the request or the cluster changed: read again
+		}
+		if errors.Is(err, errApprovalChanged) {
+			err = domain.Errorf(domain.Conflict, "approval %s changed %d times while it was decided; read it and decide again", id, attempt)
 		}
 		if err != nil {
 			return ApprovalAnswer{}, err
