@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -326,9 +329,9 @@ func (a *api) setPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	p := domain.ApprovalPolicy{Commands: b.Commands, ClusterLabels: b.ClusterLabels}
 	if b.TTL != "" {
-		ttl, err := time.ParseDuration(b.TTL)
+		ttl, err := parseDuration(b.TTL)
 		if err != nil || ttl < time.Second {
-			writeError(w, r, domain.Errorf(domain.Invalid, "ttl %q is not a duration such as \"24h\"", b.TTL))
+			writeError(w, r, domain.Errorf(domain.Invalid, "ttl %q is not a duration such as \"24h\" or \"7d\"", b.TTL))
 			return
 		}
 		p.TTLSeconds = int64(ttl / time.Second)
@@ -396,9 +399,9 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	d, err := time.ParseDuration(b.ExpiresIn)
+	d, err := parseDuration(b.ExpiresIn)
 	if err != nil {
-		writeError(w, r, domain.Errorf(domain.Invalid, "expires_in %q is not a duration such as \"720h\"", b.ExpiresIn))
+		writeError(w, r, domain.Errorf(domain.Invalid, "expires_in %q is not a duration such as \"720h\" or \"30d\"", b.ExpiresIn))
 		return
 	}
 	t, err := a.svc.CreateToken(r.Context(), meta(r), b.Name, d, b.ReadOnly)
@@ -540,4 +543,17 @@ func inGroups(groups []string, group string) bool {
 		}
 	}
 	return false
+}
+
+// parseDuration reads a Go duration ("1h30m"), or a whole number of days
+// ("30d"), which people write for token lifetimes.
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok && days != "" && !strings.ContainsAny(days, "hms.+-") {
+		n, err := strconv.Atoi(days)
+		if err != nil || n > 10000 {
+			return 0, fmt.Errorf("duration %q: days %q is not a number of days", s, days)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
