@@ -13,7 +13,9 @@ func TestAuthorize(t *testing.T) {
 	admin := Principal{User: "gadm", Roles: map[string]MemberRole{"g1": MemberAdmin}, TokenID: "s-3"}
 	super := Principal{User: "root", SuperAdmin: true, TokenID: "admin-token"}
 	readOnly := Principal{User: "oper", Roles: map[string]MemberRole{"g1": MemberOperator}, ReadOnly: true, TokenID: "t-9"}
-	deploy := func(g string) Access { return Access{What: "deploy to group " + g, Group: g, Need: MemberOperator, Write: true} }
+	deploy := func(g string) Access {
+		return Access{What: "deploy to group " + g, Group: g, Need: MemberOperator, Write: true}
+	}
 	read := func(g string) Access { return Access{What: "read cluster c", Group: g, Need: MemberViewer} }
 	members := Access{What: "manage the members of group g1", Group: "g1", Need: MemberAdmin, Write: true}
 	createUser := Access{What: "create user x", SuperOnly: true, Write: true}

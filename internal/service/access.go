@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,70 +10,55 @@ import (
 	"github.com/dmgr/dmgr/eventstore"
 )
 
-// refusedError is a Forbidden answer together with the record of it that
-// the audit trail keeps (AccessRefused).
-type refusedError struct {
-	err *domain.Error
-	ev  domain.AccessRefused
-}
-
-func (r *refusedError) Error() string { return r.err.Error() }
-func (r *refusedError) Unwrap() error { return r.err }
-
-// allow authorizes a for meta's principal. A refusal is a Forbidden error
-// that the command's run records in the audit trail (noteRefusal); dmgr's
-// own identities (no principal) are allowed. cluster and host name what
-// the refusal is about, for the audit trail's filters.
-func allow(meta Meta, a domain.Access, cluster, host string) error {
+// allow authorizes a for meta's principal; dmgr's own identities (no
+// principal) are allowed. A refusal is a Forbidden error that says what is
+// missing, and it is recorded in the audit trail (refuse). cluster and
+// host name what the refusal is about, for the audit trail's filters.
+func (s *Service) allow(ctx context.Context, meta Meta, a domain.Access, cluster, host string) error {
 	if meta.Principal == nil {
 		return nil
 	}
 	err := meta.Principal.Authorize(a)
-	if err == nil {
-		return nil
+	if err != nil {
+		s.refuse(ctx, meta, a, err, cluster, host)
 	}
-	var de *domain.Error
-	if !errors.As(err, &de) {
-		return err
-	}
-	ev := meta.Principal.Refusal(a, err)
-	ev.Cluster, ev.Host = cluster, host
-	return &refusedError{err: de, ev: ev}
+	return err
+}
+
+// superOnly authorizes what only super admins do.
+func (s *Service) superOnly(ctx context.Context, meta Meta, what string) error {
+	return s.allow(ctx, meta, domain.Access{What: what, SuperOnly: true, Write: true}, "", "")
 }
 
 // Authorize checks a for p outside a command (queries), recording a
 // refusal in the audit trail as commands do.
 func (s *Service) Authorize(ctx context.Context, p domain.Principal, a domain.Access, cluster, host string) error {
-	err := allow(Meta{Principal: &p}, a, cluster, host)
-	s.noteRefusal(ctx, Meta{Principal: &p}, err)
-	return err
+	return s.allow(ctx, Meta{Principal: &p}, a, cluster, host)
 }
 
 // refusalTimeout bounds the append of a refusal record: the answer (403)
 // does not wait longer for it.
 const refusalTimeout = 2 * time.Second
 
-// noteRefusal appends the record of a refusal when err is one. The record
+// refuse records that meta's principal was refused a with err. The record
 // is one unconditioned append to the user's access subject
 // (dmgr.ev.access.<user>): it cannot conflict, and a failure to write it
 // is logged, not answered (the 403 stands either way).
-func (s *Service) noteRefusal(ctx context.Context, meta Meta, err error) {
-	var r *refusedError
-	if !errors.As(err, &r) || meta.Principal == nil {
-		return
-	}
+func (s *Service) refuse(ctx context.Context, meta Meta, a domain.Access, err error, cluster, host string) {
+	ev := meta.Principal.Refusal(a, err)
+	ev.Cluster, ev.Host = cluster, host
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refusalTimeout)
 	defer cancel()
 	p := pending{aggregateType: domain.AggregateAccess, aggregateID: meta.Principal.User,
-		events: []domain.Event{r.ev}, expect: eventstore.Expect{Any: true}, group: r.ev.Group}
+		events: []domain.Event{ev}, expect: eventstore.Expect{Any: true}, group: ev.Group}
 	m := meta
 	m.Actor, m.CommitID, m.OperationID = meta.Principal.User, uuid.NewString(), ""
 	c, cerr := s.commitOf(m, p, true)
 	if cerr == nil {
 		_, cerr = s.store.Append(ctx, c, p.expect)
 	}
-	l := s.log.Warn().Str("actor", meta.Principal.User).Str("token", meta.Principal.TokenID).Str("what", r.ev.What).
-		Str("group", r.ev.Group).Str("reason", r.ev.Reason)
+	l := s.log.Warn().Str("actor", meta.Principal.User).Str("token", meta.Principal.TokenID).Str("what", ev.What).
+		Str("group", ev.Group).Str("reason", ev.Reason)
 	if cerr != nil {
 		l = l.AnErr("record_error", cerr)
 	}

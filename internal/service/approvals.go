@@ -86,8 +86,7 @@ func (s *Service) Command(ctx context.Context, meta Meta, c ClusterCommand) (Acc
 		return Accepted{}, err
 	}
 	meta.Group = group
-	if err := allow(meta, domain.Access{What: c.what(group), Group: group, Need: domain.MemberOperator, Write: true}, c.Cluster, ""); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.allow(ctx, meta, domain.Access{What: c.what(group), Group: group, Need: domain.MemberOperator, Write: true}, c.Cluster, ""); err != nil {
 		return Accepted{}, err
 	}
 	if meta.approval == nil && meta.Principal != nil {
@@ -104,8 +103,7 @@ func (s *Service) Plan(ctx context.Context, meta Meta, c ClusterCommand) (any, e
 	if err != nil {
 		return nil, err
 	}
-	if err := allow(meta, domain.Access{What: "plan " + c.what(group), Group: group, Need: domain.MemberOperator}, c.Cluster, ""); err != nil {
-		s.noteRefusal(ctx, s.complete(meta), err)
+	if err := s.allow(ctx, meta, domain.Access{What: "plan " + c.what(group), Group: group, Need: domain.MemberOperator}, c.Cluster, ""); err != nil {
 		return nil, err
 	}
 	return s.plan(ctx, c)
@@ -279,8 +277,7 @@ func (s *Service) DecideApproval(ctx context.Context, meta Meta, id, verb, comme
 		}
 		m := meta
 		m.Group, m.OperationID, m.noOperation = a.Group, "", true
-		if err := allow(m, domain.Access{What: "read approval " + id, Group: a.Group, Need: domain.MemberViewer}, a.Cluster, ""); err != nil {
-			s.noteRefusal(ctx, m, err)
+		if err := s.allow(ctx, m, domain.Access{What: "read approval " + id, Group: a.Group, Need: domain.MemberViewer}, a.Cluster, ""); err != nil {
 			return ApprovalAnswer{}, err
 		}
 		evs, err := domain.DecideOnApproval(a, id, domain.ApprovalDecision{Verb: verb, By: *meta.Principal, Comment: comment, Now: s.now()})
@@ -288,10 +285,8 @@ func (s *Service) DecideApproval(ctx context.Context, meta Meta, id, verb, comme
 			if a.State == domain.ApprovalStatePending && a.StateAt(s.now()) == domain.ApprovalStateExpired {
 				s.recordExpiry(ctx, a, snap.expect())
 			}
-			var de *domain.Error
-			if errors.As(err, &de) && de.Code == domain.Forbidden {
-				err = &refusedError{err: de, ev: meta.Principal.Refusal(domain.Access{What: verb + " approval " + id, Group: a.Group, Need: domain.MemberOperator}, de)}
-				s.noteRefusal(ctx, m, err)
+			if domain.ErrorCode(err) == domain.Forbidden {
+				s.refuse(ctx, m, domain.Access{What: verb + " approval " + id, Group: a.Group, Need: domain.MemberOperator}, err, a.Cluster, "")
 			}
 			return ApprovalAnswer{}, err
 		}
@@ -389,8 +384,7 @@ func (s *Service) Approval(ctx context.Context, meta Meta, id string) (domain.Ap
 	if a == nil {
 		return domain.Approval{}, domain.Errorf(domain.NotFound, "approval %s does not exist", id)
 	}
-	if err := allow(meta, domain.Access{What: "read approval " + id, Group: a.Group, Need: domain.MemberViewer}, a.Cluster, ""); err != nil {
-		s.noteRefusal(ctx, s.complete(meta), err)
+	if err := s.allow(ctx, meta, domain.Access{What: "read approval " + id, Group: a.Group, Need: domain.MemberViewer}, a.Cluster, ""); err != nil {
 		return domain.Approval{}, err
 	}
 	a.State = a.StateAt(s.now())

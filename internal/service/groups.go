@@ -17,8 +17,7 @@ import (
 func (s *Service) CreateGroup(ctx context.Context, meta Meta, name string) (domain.Group, error) {
 	meta = s.complete(meta)
 	meta.Group = name
-	if err := superOnly(meta, "create group "+name); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.superOnly(ctx, meta, "create group "+name); err != nil {
 		return domain.Group{}, err
 	}
 	if err := domain.ValidateGroupName(name); err != nil {
@@ -91,8 +90,7 @@ func (s *Service) onGroup(ctx context.Context, meta Meta, ref string, a domain.A
 	}
 	a.Group, meta.Group = g.ID, g.ID
 	meta.noOperation, meta.OperationID = true, ""
-	if err := allow(meta, a, "", ""); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.allow(ctx, meta, a, "", ""); err != nil {
 		return domain.Group{}, err
 	}
 	acc, err := s.run(ctx, meta, func(ctx context.Context) (decision, error) {
@@ -165,8 +163,7 @@ func (s *Service) DeleteGroup(ctx context.Context, meta Meta, ref string) error 
 	if err != nil {
 		return err
 	}
-	if err := superOnly(Meta{Principal: meta.Principal}, "delete group "+ref); err != nil {
-		s.noteRefusal(ctx, s.complete(meta), err)
+	if err := s.superOnly(ctx, meta, "delete group "+ref); err != nil {
 		return err
 	}
 	owned, err := s.owned(ctx, g.ID)
@@ -215,8 +212,7 @@ func (s *Service) Group(ctx context.Context, meta Meta, ref string) (domain.Grou
 	if err != nil {
 		return domain.Group{}, err
 	}
-	if err := allow(meta, domain.Access{What: "read group " + ref, Group: g.ID, Need: domain.MemberViewer}, "", ""); err != nil {
-		s.noteRefusal(ctx, s.complete(meta), err)
+	if err := s.allow(ctx, meta, domain.Access{What: "read group " + ref, Group: g.ID, Need: domain.MemberViewer}, "", ""); err != nil {
 		return domain.Group{}, err
 	}
 	return g, nil
@@ -232,8 +228,7 @@ func (s *Service) Groups(meta Meta, after string, limit int) ([]domain.Group, bo
 func (s *Service) MoveOwner(ctx context.Context, meta Meta, kind, id, to string) (Accepted, error) {
 	meta = s.complete(meta)
 	meta.noOperation, meta.OperationID = true, ""
-	if err := superOnly(meta, fmt.Sprintf("move %s %s to group %s", kind, id, to)); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.superOnly(ctx, meta, fmt.Sprintf("move %s %s to group %s", kind, id, to)); err != nil {
 		return Accepted{}, err
 	}
 	g, err := s.resolveGroup(to)
@@ -294,8 +289,7 @@ func (s *Service) SetClusterLabels(ctx context.Context, meta Meta, name string, 
 		return Accepted{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", name)
 	}
 	meta.Group = c.state.Group
-	if err := allow(meta, domain.Access{What: "set the labels of cluster " + name, Group: c.state.Group, Need: domain.MemberAdmin, Write: true}, name, ""); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.allow(ctx, meta, domain.Access{What: "set the labels of cluster " + name, Group: c.state.Group, Need: domain.MemberAdmin, Write: true}, name, ""); err != nil {
 		return Accepted{}, err
 	}
 	return s.onCluster(ctx, meta, name, func(c *domain.Cluster) ([]domain.Event, error) {

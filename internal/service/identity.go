@@ -320,16 +320,10 @@ func (l loaded[T]) expect() eventstore.Expect {
 	return eventstore.Expect{LastSeq: l.lastSeq, Version: l.version}
 }
 
-// superOnly authorizes what only super admins do.
-func superOnly(meta Meta, what string) error {
-	return allow(meta, domain.Access{What: what, SuperOnly: true, Write: true}, "", "")
-}
-
 // CreateUser makes a user with a password (super admins only).
 func (s *Service) CreateUser(ctx context.Context, meta Meta, name, pw string, superAdmin bool) (domain.User, error) {
 	meta = s.complete(meta)
-	if err := superOnly(meta, "create user "+name); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.superOnly(ctx, meta, "create user "+name); err != nil {
 		return domain.User{}, err
 	}
 	if err := domain.ValidateUserName(name); err != nil {
@@ -370,8 +364,7 @@ const (
 // ChangeUser disables, enables or deletes a user (super admins only).
 func (s *Service) ChangeUser(ctx context.Context, meta Meta, name string, c UserCommand) (domain.User, error) {
 	meta = s.complete(meta)
-	if err := superOnly(meta, string(c)+" user "+name); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.superOnly(ctx, meta, string(c)+" user "+name); err != nil {
 		return domain.User{}, err
 	}
 	var oldRef string
@@ -409,8 +402,7 @@ func (s *Service) ChangeUser(ctx context.Context, meta Meta, name string, c User
 func (s *Service) ResetPassword(ctx context.Context, meta Meta, name, pw string) error {
 	meta = s.complete(meta)
 	if meta.Principal != nil && meta.Principal.User != name {
-		if err := superOnly(meta, "reset the password of user "+name); err != nil {
-			s.noteRefusal(ctx, meta, err)
+		if err := s.superOnly(ctx, meta, "reset the password of user "+name); err != nil {
 			return err
 		}
 	} else if meta.Principal != nil && meta.Principal.ReadOnly {
@@ -442,8 +434,7 @@ func (s *Service) ResetPassword(ctx context.Context, meta Meta, name, pw string)
 
 // Users lists users for a super admin.
 func (s *Service) Users(ctx context.Context, meta Meta, after string, limit int) ([]domain.User, bool, error) {
-	if err := allow(meta, domain.Access{What: "list users", SuperOnly: true}, "", ""); err != nil {
-		s.noteRefusal(ctx, meta, err)
+	if err := s.allow(ctx, meta, domain.Access{What: "list users", SuperOnly: true}, "", ""); err != nil {
 		return nil, false, err
 	}
 	us, more := s.dir.Users(after, limit)
@@ -453,8 +444,7 @@ func (s *Service) Users(ctx context.Context, meta Meta, after string, limit int)
 // UserOf returns a user for a super admin or the user themself.
 func (s *Service) UserOf(ctx context.Context, meta Meta, name string) (domain.User, error) {
 	if meta.Principal == nil || meta.Principal.User != name {
-		if err := allow(meta, domain.Access{What: "read user " + name, SuperOnly: true}, "", ""); err != nil {
-			s.noteRefusal(ctx, meta, err)
+		if err := s.allow(ctx, meta, domain.Access{What: "read user " + name, SuperOnly: true}, "", ""); err != nil {
 			return domain.User{}, err
 		}
 	}

@@ -514,7 +514,5 @@ func (s *Service) allowInGroup(ctx context.Context, meta Meta, what, cluster, ho
 	if _, ok := s.dir.Group(meta.Group); !ok && meta.Principal.SuperAdmin && meta.Group != domain.DefaultGroup {
 		return domain.Errorf(domain.Invalid, "group %s does not exist: create it with POST /api/v1/groups", meta.Group)
 	}
-	err := allow(meta, domain.Access{What: what, Group: meta.Group, Need: domain.MemberOperator, Write: true}, cluster, host)
-	s.noteRefusal(ctx, meta, err)
-	return err
+	return s.allow(ctx, meta, domain.Access{What: what, Group: meta.Group, Need: domain.MemberOperator, Write: true}, cluster, host)
 }

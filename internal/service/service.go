@@ -229,7 +229,6 @@ func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Co
 	for attempt := 1; ; attempt++ {
 		d, err := decide(ctx)
 		if err != nil {
-			s.noteRefusal(ctx, meta, err)
 			return Accepted{}, deadlineErr(ctx, err)
 		}
 		switch {
