@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dmgr/dmgr/domain"
-	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/password"
 	"github.com/dmgr/dmgr/internal/secrets"
 )
@@ -313,11 +312,6 @@ func (s *Service) onUser(ctx context.Context, meta Meta, name string, decide fun
 		evs, err := decide(u.state)
 		return one(domain.AggregateUser, name, evs, u.expect()), err
 	})
-}
-
-// expect is the append condition of a decision on l.
-func (l loaded[T]) expect() eventstore.Expect {
-	return eventstore.Expect{LastSeq: l.lastSeq, Version: l.version}
 }
 
 // CreateUser makes a user with a password (super admins only).

@@ -60,7 +60,7 @@ func (s *Service) UploadPackage(ctx context.Context, meta Meta, r UploadPackageR
 			return decision{}, err
 		}
 		evs, err := domain.DecideUploadPackage(p.state, cmd)
-		return one(domain.AggregatePackage, id, evs, eventstore.Expect{LastSeq: p.lastSeq, Version: p.version}), err
+		return one(domain.AggregatePackage, id, evs, p.expect()), err
 	})
 	if errors.Is(err, nats.ErrMaxPayload) {
 		// Limits.MaxManifestBytes keeps this from happening unless the

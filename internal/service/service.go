@@ -388,6 +388,11 @@ type loaded[T any] struct {
 	version uint64
 }
 
+// expect is the append condition of a decision on l.
+func (l loaded[T]) expect() eventstore.Expect {
+	return eventstore.Expect{LastSeq: l.lastSeq, Version: l.version}
+}
+
 // loadedOf is what a read of the aggregates' snapshots (aggregates.read)
 // gives, as loaded.
 func loadedOf[T any](s snapshot[T], err error) (loaded[T], error) {

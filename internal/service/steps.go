@@ -71,7 +71,7 @@ func (s *Service) onCluster(ctx context.Context, meta Meta, cluster string, deci
 			return decision{}, domain.Errorf(domain.NotFound, "cluster %s does not exist", cluster)
 		}
 		evs, err := decide(c.state)
-		d := one(domain.AggregateCluster, cluster, evs, eventstore.Expect{LastSeq: c.lastSeq, Version: c.version})
+		d := one(domain.AggregateCluster, cluster, evs, c.expect())
 		d.group = c.state.Group
 		return d, err
 	})
