@@ -251,8 +251,9 @@ type ApprovalAnswer struct {
 	CommitSeq uint64 `json:"commit_seq"`
 }
 
-// maxApprovalAttempts bounds how often an approval decides again when the
-// cluster (not the request) changed meanwhile.
+// maxApprovalAttempts bounds how often a decision on a request reads it
+// again after a conflict (a concurrent decision, or a change of the
+// cluster an approval's command is about).
 const maxApprovalAttempts = 5
 
 // DecideApproval approves, rejects or withdraws request id as meta's
@@ -290,26 +291,18 @@ func (s *Service) DecideApproval(ctx context.Context, meta Meta, id, verb, comme
 			}
 			return ApprovalAnswer{}, err
 		}
-		grant := pending{aggregateType: domain.AggregateApproval, aggregateID: id, events: evs, expect: snap.expect(), group: a.Group}
+		// The decision is appended on the condition that the request did
+		// not change; an approval with the command's commit, in one batch.
+		decided := pending{aggregateType: domain.AggregateApproval, aggregateID: id, events: evs, expect: snap.expect(), group: a.Group}
 		var acc Accepted
-		if verb != "approve" {
-			// Decided again on what a concurrent decision wrote, if any.
-			acc, err = s.run(ctx, m, func(ctx context.Context) (decision, error) {
-				now, err := s.approvals.read(ctx, id)
-				if err != nil {
-					return decision{}, err
-				}
-				evs, err := domain.DecideOnApproval(now.ptr(), id, domain.ApprovalDecision{Verb: verb, By: *meta.Principal, Comment: comment, Now: s.now()})
-				return decision{pending: pending{aggregateType: domain.AggregateApproval, aggregateID: id, events: evs, expect: now.expect(), group: a.Group}}, err
-			})
+		if verb == "approve" {
+			acc, err = s.runApproved(ctx, a, decided)
 		} else {
-			acc, err = s.runApproved(ctx, a, grant)
+			m.approval = &decided
+			acc, err = s.run(ctx, m, func(context.Context) (decision, error) { return decision{}, nil })
 		}
-		if attempt < maxApprovalAttempts && (errors.Is(err, errApprovalChanged) || domain.ErrorCode(err) == domain.Conflict) {
-			continue // the request or the cluster changed: read again
-		}
-		if errors.Is(err, errApprovalChanged) {
-			err = domain.Errorf(domain.Conflict, "approval %s changed %d times while it was decided; read it and decide again", id, attempt)
+		if attempt < maxApprovalAttempts && domain.ErrorCode(err) == domain.Conflict {
+			continue // the request (or the cluster) changed: read it again and decide again
 		}
 		if err != nil {
 			return ApprovalAnswer{}, err
@@ -325,8 +318,6 @@ func (s *Service) DecideApproval(ctx context.Context, meta Meta, id, verb, comme
 		return ApprovalAnswer{Approval: after.state, CommitSeq: acc.CommitSeq}, nil
 	}
 }
-
-var errApprovalChanged = errors.New("approval request changed")
 
 // runApproved runs request a's command as its requester, with grant
 // appended atomically.
@@ -344,20 +335,10 @@ func (s *Service) runApproved(ctx context.Context, a *domain.Approval, grant pen
 	// one (the stream would deduplicate it and answer success).
 	meta := Meta{Principal: &p, OperationID: a.OperationID, CorrelationID: a.ID, approval: &grant}
 	acc, err := s.Command(ctx, meta, c)
-	if errors.Is(err, eventstore.ErrConflict) || (domain.ErrorCode(err) == domain.Conflict && s.approvalChanged(ctx, a)) {
-		return Accepted{}, errApprovalChanged
-	}
 	if err != nil {
 		return Accepted{}, fmt.Errorf("approval %s: %w", a.ID, err)
 	}
 	return acc, nil
-}
-
-// approvalChanged reports whether request a has a commit after the one
-// decided on.
-func (s *Service) approvalChanged(ctx context.Context, a *domain.Approval) bool {
-	now, err := s.approvals.read(ctx, a.ID)
-	return err == nil && now.state.Revision != a.Revision
 }
 
 // recordExpiry appends ApprovalExpired to a request found past its expiry

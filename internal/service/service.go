@@ -233,7 +233,7 @@ func (s *Service) run(ctx context.Context, meta Meta, decide func(ctx context.Co
 		}
 		switch {
 		case len(d.events) == 0 && meta.approval != nil:
-			d = decision{pending: *meta.approval} // the command has nothing to do; its approval is recorded
+			d = decision{pending: *meta.approval} // nothing but the decision on the request to record
 		case len(d.events) == 0:
 			return Accepted{OperationID: meta.OperationID}, nil // nothing to record
 		case meta.approval != nil:
