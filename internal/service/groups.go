@@ -81,8 +81,10 @@ func (s *Service) resolveGroup(ref string) (domain.Group, error) {
 }
 
 // onGroup authorizes a on group ref (whose id it fills in), decides on
-// the group and appends.
-func (s *Service) onGroup(ctx context.Context, meta Meta, ref string, a domain.Access, decide func(*domain.Group, string) (decision, error)) (domain.Group, error) {
+// the group (the group's events, and the reservations taken with them)
+// and appends.
+func (s *Service) onGroup(ctx context.Context, meta Meta, ref string, a domain.Access,
+	decide func(g *domain.Group, id string) ([]domain.Event, []pending, error)) (domain.Group, error) {
 	meta = s.complete(meta)
 	g, err := s.resolveGroup(ref)
 	if err != nil {
@@ -98,12 +100,10 @@ func (s *Service) onGroup(ctx context.Context, meta Meta, ref string, a domain.A
 		if err != nil {
 			return decision{}, err
 		}
-		d, err := decide(l.state, g.ID)
-		if err != nil {
-			return decision{}, err
-		}
-		d.pending = pending{aggregateType: domain.AggregateGroup, aggregateID: g.ID, events: d.events, expect: l.expect()}
-		return d, nil
+		evs, also, err := decide(l.state, g.ID)
+		d := one(domain.AggregateGroup, g.ID, evs, l.expect())
+		d.also = also
+		return d, err
 	})
 	if err != nil {
 		return domain.Group{}, err
@@ -114,16 +114,13 @@ func (s *Service) onGroup(ctx context.Context, meta Meta, ref string, a domain.A
 // RenameGroup renames a group (super admins only).
 func (s *Service) RenameGroup(ctx context.Context, meta Meta, ref, name string) (domain.Group, error) {
 	return s.onGroup(ctx, meta, ref, domain.Access{What: "rename group " + ref, SuperOnly: true, Write: true},
-		func(g *domain.Group, id string) (decision, error) {
+		func(g *domain.Group, id string) ([]domain.Event, []pending, error) {
 			evs, err := domain.DecideRenameGroup(g, ref, name)
 			if err != nil || len(evs) == 0 {
-				return decision{pending: pending{events: evs}}, err
+				return evs, nil, err
 			}
 			claim, err := s.groupClaim(ctx, name, id)
-			if err != nil {
-				return decision{}, err
-			}
-			return decision{pending: pending{events: evs}, also: []pending{claim}}, nil
+			return evs, []pending{claim}, err
 		})
 }
 
@@ -133,27 +130,27 @@ func (s *Service) SetMember(ctx context.Context, meta Meta, ref, user string, ro
 		return domain.Group{}, domain.Errorf(domain.NotFound, "user %s does not exist: a super admin creates users with POST /api/v1/users", user)
 	}
 	return s.onGroup(ctx, meta, ref, domain.Access{What: "manage the members of group " + ref, Need: domain.MemberAdmin, Write: true},
-		func(g *domain.Group, _ string) (decision, error) {
+		func(g *domain.Group, _ string) ([]domain.Event, []pending, error) {
 			evs, err := domain.DecideSetMember(g, ref, user, role)
-			return decision{pending: pending{events: evs}}, err
+			return evs, nil, err
 		})
 }
 
 // RemoveMember takes user out of group ref.
 func (s *Service) RemoveMember(ctx context.Context, meta Meta, ref, user string) (domain.Group, error) {
 	return s.onGroup(ctx, meta, ref, domain.Access{What: "manage the members of group " + ref, Need: domain.MemberAdmin, Write: true},
-		func(g *domain.Group, _ string) (decision, error) {
+		func(g *domain.Group, _ string) ([]domain.Event, []pending, error) {
 			evs, err := domain.DecideRemoveMember(g, ref, user)
-			return decision{pending: pending{events: evs}}, err
+			return evs, nil, err
 		})
 }
 
 // SetApprovalPolicy replaces group ref's approval policy.
 func (s *Service) SetApprovalPolicy(ctx context.Context, meta Meta, ref string, p domain.ApprovalPolicy) (domain.Group, error) {
 	return s.onGroup(ctx, meta, ref, domain.Access{What: "set the approval policy of group " + ref, Need: domain.MemberAdmin, Write: true},
-		func(g *domain.Group, _ string) (decision, error) {
+		func(g *domain.Group, _ string) ([]domain.Event, []pending, error) {
 			evs, err := domain.DecideSetApprovalPolicy(g, ref, p)
-			return decision{pending: pending{events: evs}}, err
+			return evs, nil, err
 		})
 }
 
@@ -171,9 +168,9 @@ func (s *Service) DeleteGroup(ctx context.Context, meta Meta, ref string) error 
 		return err
 	}
 	_, err = s.onGroup(ctx, meta, ref, domain.Access{What: "delete group " + ref, SuperOnly: true, Write: true},
-		func(g *domain.Group, _ string) (decision, error) {
+		func(g *domain.Group, _ string) ([]domain.Event, []pending, error) {
 			evs, err := domain.DecideDeleteGroup(g, ref, owned)
-			return decision{pending: pending{events: evs}}, err
+			return evs, nil, err
 		})
 	return err
 }
