@@ -375,21 +375,13 @@ func (s *Store) machines(ctx context.Context, host *string) ([]domain.Machine, e
 	if host != nil {
 		where, args = "WHERE host = ?", []any{*host}
 	}
-	out := []domain.Machine{}
-	err = s.query(ctx, func(r driver.Rows) error {
-		var h, state string
-		if err := r.Scan(&h, &state); err != nil {
-			return err
-		}
-		var m domain.Machine
-		if err := json.Unmarshal([]byte(state), &m); err != nil {
-			return fmt.Errorf("machine %s: %w", h, err)
-		}
+	all, err := s.machineStates(ctx, nil, "SELECT host, argMax(state, seq) FROM "+table(s.db, tableMachines, gen)+" "+where+" GROUP BY host ORDER BY host", args...)
+	out := all[:0]
+	for _, m := range all {
 		if m.Active() {
-			out = append(out, withGroup(m))
+			out = append(out, m)
 		}
-		return nil
-	}, "SELECT host, argMax(state, seq) FROM "+table(s.db, tableMachines, gen)+" "+where+" GROUP BY host ORDER BY host", args...)
+	}
 	return out, err
 }
 
