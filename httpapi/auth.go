@@ -66,9 +66,7 @@ func authenticate(svc *service.Service, adminToken, adminUser string, now func()
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			got := bearerToken(r)
 			if got == "" {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="dmgr"`)
-				writeProblem(w, r, http.StatusUnauthorized, domain.Unauthorized,
-					"missing bearer token: log in with POST /api/v1/login and send Authorization: Bearer <token> (dev mode writes the admin token to <data-dir>/admin-token)")
+				unauthorized(w, r, false, "missing bearer token: log in with POST /api/v1/login and send Authorization: Bearer <token> (dev mode writes the admin token to <data-dir>/admin-token)")
 				return
 			}
 			var (
@@ -89,8 +87,7 @@ func authenticate(svc *service.Service, adminToken, adminUser string, now func()
 				p, err = svc.Directory().Authenticate(got, now())
 			}
 			if err != nil {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="dmgr", error="invalid_token"`)
-				writeProblem(w, r, http.StatusUnauthorized, domain.Unauthorized, domain.ErrorMessage(err))
+				unauthorized(w, r, true, domain.ErrorMessage(err))
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalCtxKey{}, &p)))
@@ -98,27 +95,30 @@ func authenticate(svc *service.Service, adminToken, adminUser string, now func()
 	}
 }
 
-// tokenAuth admits requests whose bearer token is token; then, when admit
-// is set, passes the request it returns on.
-func tokenAuth(token, missing string, admit func(*http.Request) *http.Request) func(http.Handler) http.Handler {
+// tokenAuth admits requests whose bearer token is token.
+func tokenAuth(token, missing string) func(http.Handler) http.Handler {
 	ok := tokenChecker(token)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got := bearerToken(r)
-			if got == "" {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="dmgr"`)
-				writeProblem(w, r, http.StatusUnauthorized, domain.Unauthorized, missing)
-				return
+			switch got := bearerToken(r); {
+			case got == "":
+				unauthorized(w, r, false, missing)
+			case !ok(got):
+				unauthorized(w, r, true, "invalid bearer token")
+			default:
+				next.ServeHTTP(w, r)
 			}
-			if !ok(got) {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="dmgr", error="invalid_token"`)
-				writeProblem(w, r, http.StatusUnauthorized, domain.Unauthorized, "invalid bearer token")
-				return
-			}
-			if admit != nil {
-				r = admit(r)
-			}
-			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// unauthorized answers 401 with the Bearer challenge (RFC 6750): with
+// error="invalid_token" when a token was sent and refused.
+func unauthorized(w http.ResponseWriter, r *http.Request, invalid bool, detail string) {
+	challenge := `Bearer realm="dmgr"`
+	if invalid {
+		challenge += `, error="invalid_token"`
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	writeProblem(w, r, http.StatusUnauthorized, domain.Unauthorized, detail)
 }

@@ -27,5 +27,5 @@ func metricsAuth(token string) func(http.Handler) http.Handler {
 	if token == "" {
 		return func(next http.Handler) http.Handler { return next }
 	}
-	return tokenAuth(token, "missing bearer token: /metrics needs Authorization: Bearer <metrics token> (the server's --metrics-token)", nil)
+	return tokenAuth(token, "missing bearer token: /metrics needs Authorization: Bearer <metrics token> (the server's --metrics-token)")
 }
