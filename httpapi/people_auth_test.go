@@ -298,3 +298,41 @@ func TestPasswordsAndTokenSecretsNeverLeak(t *testing.T) {
 		t.Fatalf("alice's token events in the audit: %+v", audit.Items)
 	}
 }
+
+// Users, groups and moves are the super admins': a group admin is refused
+// each, with the refusal on record; a user reads and changes only
+// themself.
+func TestOnlySuperAdminsManageUsersGroupsAndOwners(t *testing.T) {
+	tm := newTeam(t)
+	gadm := tm.tokens["gadm"]
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/api/v1/users", nil},
+		{"GET", "/api/v1/users/vic", nil},
+		{"POST", "/api/v1/users/vic/disable", nil},
+		{"POST", "/api/v1/users/vic/enable", nil},
+		{"PUT", "/api/v1/users/vic/password", map[string]string{"password": "taken-over-1"}},
+		{"DELETE", "/api/v1/users/vic", nil},
+		{"DELETE", "/api/v1/groups/g1", nil},
+		{"PUT", "/api/v1/machines/" + groupMachines("g1")[0] + "/group", map[string]string{"group": "g2"}},
+		{"PUT", "/api/v1/packages/dm-v8.1.0-linux-amd64/group", map[string]string{"group": "g1"}},
+	} {
+		before := tm.lastSeq()
+		r := tm.do(c.method, c.path, c.body, as(gadm))
+		if r.status != http.StatusForbidden || !strings.Contains(r.problem(t).Detail, "needs a super admin") {
+			t.Fatalf("%s %s by a group admin: %d %s", c.method, c.path, r.status, r.body)
+		}
+		if after := tm.rawStreamAfter(before); len(after) != 1 || !strings.Contains(after[0], `"type":"AccessRefused"`) {
+			t.Fatalf("%s %s: %d commits after the refusal, want only its record", c.method, c.path, len(after))
+		}
+	}
+	if r := tm.do("GET", "/api/v1/users/gadm", nil, as(gadm)); r.status != http.StatusOK {
+		t.Fatalf("a user reads themself: %d %s", r.status, r.body)
+	}
+	if r := tm.do("PUT", "/api/v1/users/gadm/password", map[string]string{"password": "gadm-password-9"}, as(gadm)); r.status != http.StatusNoContent {
+		t.Fatalf("a user changes their own password: %d %s", r.status, r.body)
+	}
+	tm.login("gadm", "gadm-password-9")
+}

@@ -670,3 +670,38 @@ func TestTheServerTailsTheEventStreamForItsOperationIndex(t *testing.T) {
 	})
 	a.expectViolation("$JS.API.CONSUMER.CREATE.DMGR_EVENTS")
 }
+
+// The users' password hashes are in a bucket of their own that an agent,
+// which may read the machines' credentials, cannot read or write.
+func TestAnAgentCannotReadOrWriteThePasswords(t *testing.T) {
+	b := newBus(t)
+	ctx := testenv.Context(t, time.Minute)
+	pw, err := secrets.OpenPasswords(ctx, b.admin, masterKey, 1)
+	must(t, err)
+	ref, err := pw.Put(ctx, secrets.KindPasswordHash, []byte("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$a2V5"), "user:alice")
+	must(t, err)
+
+	a := b.connect(t, busauth.Agent, "default")
+	a.refused("read the passwords bucket", func(ctx context.Context) error {
+		kv, err := a.js.KeyValue(ctx, secrets.PasswordsBucket)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Get(ctx, ref)
+		return err
+	})
+	a.expectViolation("$JS.API.STREAM.INFO.KV_" + secrets.PasswordsBucket)
+	a.refused("write the passwords bucket", func(ctx context.Context) error {
+		_, err := a.js.Publish(ctx, "$KV."+secrets.PasswordsBucket+".cred-x", []byte("x"))
+		return err
+	})
+	a.expectViolation("$KV." + secrets.PasswordsBucket + ".cred-x")
+
+	s := b.connect(t, busauth.Server, "")
+	spw, err := secrets.OpenPasswords(ctx, s.js, masterKey, 1)
+	must(t, err)
+	if _, got, err := spw.Get(ctx, ref, "user:alice"); err != nil || !bytes.HasPrefix(got, []byte("$argon2id$")) {
+		t.Fatalf("the server reads the hash: %q, %v", got, err)
+	}
+	s.expectNoViolation()
+}
