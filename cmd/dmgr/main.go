@@ -16,6 +16,9 @@ import (
 	"syscall"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/dmgr/dmgr/internal/cli"
 )
 
 const usage = `dmgr manages TiDB DM clusters: deploy, scale, upgrade, patch, start/stop and
@@ -45,12 +48,43 @@ Run "dmgr <command> -h" for the flags of a command.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "dmgr:", err)
-		}
-		os.Exit(2)
+	app := cli.FromOS()
+	os.Exit(app.Execute(ctx, app.NewRoot(serverCommands(ctx, app.Stdout, app.Stderr)...), os.Args[1:]))
+}
+
+// serverCommands are the commands of dmgr's own processes (dev, server,
+// agent, projections, bus, version) as subcommands of the one root: each
+// passes its arguments, flags included, to run, which parses them with the
+// standard flag package as before.
+func serverCommands(ctx context.Context, stdout, stderr io.Writer) []*cobra.Command {
+	short := map[string]string{
+		"dev":         "Run everything in one process: embedded NATS JetStream and etcd, a local ClickHouse, the API, the coordinator and one agent",
+		"server":      "Run the HTTP API and the coordinator against external NATS, etcd and ClickHouse",
+		"agent":       "Run steps from the work queue on machines over SSH",
+		"projections": "Rebuild the ClickHouse projections from the event stream (projections rebuild)",
+		"bus":         "Write the NATS users' seeds and permissions (bus init)",
+		"version":     "Print the version",
 	}
+	var cmds []*cobra.Command
+	for _, name := range []string{"dev", "server", "agent", "projections", "bus", "version"} {
+		cmds = append(cmds, &cobra.Command{
+			Use:                name,
+			Short:              short[name],
+			GroupID:            "server",
+			DisableFlagParsing: true,
+			RunE: func(_ *cobra.Command, args []string) error {
+				err := run(ctx, append([]string{name}, args...), stdout, stderr)
+				if errors.Is(err, flag.ErrHelp) {
+					return &cli.ExitError{Code: 2, Err: err, Silent: true}
+				}
+				if err != nil {
+					return &cli.ExitError{Code: 2, Err: err}
+				}
+				return nil
+			},
+		})
+	}
+	return cmds
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
