@@ -27,6 +27,10 @@ type App struct {
 	// Now is the clock (tests pass their own).
 	Now func() time.Time
 
+	// ctx is Execute's: a question waits for the answer or for it to end
+	// (Ctrl-C).
+	ctx context.Context
+
 	// set by the root command's flags
 	server  string
 	token   string
@@ -100,6 +104,7 @@ func ExitCode(err error) int {
 // line on stderr ("dmgr: <the problem's detail>"); it answers the exit
 // status.
 func (a *App) Execute(ctx context.Context, root *cobra.Command, args []string) int {
+	a.ctx = ctx
 	root.SetArgs(args)
 	root.SetIn(a.Stdin)
 	root.SetOut(a.Stdout)

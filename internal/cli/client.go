@@ -70,7 +70,10 @@ type Request struct {
 	// ContentType).
 	Body        any
 	ContentType string
-	Header      http.Header
+	// ContentLength of a Body that is an io.Reader, when known (a file):
+	// sent as Content-Length instead of a chunked body.
+	ContentLength int64
+	Header        http.Header
 	// Idempotent commands (POST, DELETE that start something) carry an
 	// Idempotency-Key, so a retry after a lost answer is not a second
 	// command.
@@ -157,6 +160,9 @@ func (c *Client) send(ctx context.Context, req Request) (*http.Response, error) 
 	hr, err := http.NewRequestWithContext(ctx, req.Method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", req.Method, req.Path, err)
+	}
+	if req.ContentLength > 0 {
+		hr.ContentLength = req.ContentLength
 	}
 	for k, vs := range req.Header {
 		hr.Header[k] = vs

@@ -1,9 +1,8 @@
 package cli
 
 import (
-	"bufio"
+	"context"
 	"fmt"
-	"io"
 	"strings"
 )
 
@@ -18,9 +17,29 @@ func (a *App) confirm(yes bool, question string) error {
 		return usageError("%s: stdin is not a terminal to ask on; pass --yes to go ahead", strings.TrimSuffix(question, "?"))
 	}
 	fmt.Fprintf(a.Stderr, "%s [y/N]: ", question)
-	line, err := bufio.NewReader(a.Stdin).ReadString('\n')
-	if err != nil && err != io.EOF {
-		return fmt.Errorf("read the answer: %w", err)
+	ctx := a.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := readLine(a.Stdin, 1024)
+		ch <- answer{line, err}
+	}()
+	var line string
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(a.Stderr)
+		return ctx.Err()
+	case ans := <-ch:
+		if ans.err != nil {
+			return fmt.Errorf("read the answer: %w", ans.err)
+		}
+		line = ans.line
 	}
 	switch strings.ToLower(strings.TrimSpace(line)) {
 	case "y", "yes":

@@ -29,13 +29,13 @@ func checkOutput(o string) error {
 
 // print writes v (an API answer: a struct with JSON tags, a map, or a
 // json.RawMessage) as JSON or YAML per --output, or calls table for the
-// table form. JSON and YAML keep the API's field names, so scripts read
-// what the API documents.
+// table form (nil: JSON in every form). JSON and YAML keep the API's
+// field names, so scripts read what the API documents.
 func (a *App) print(v any, table func(w io.Writer) error) error {
-	switch a.output {
-	case OutputJSON:
+	switch {
+	case a.output == OutputJSON || (table == nil && a.output != OutputYAML):
 		return writeJSON(a.Stdout, v)
-	case OutputYAML:
+	case a.output == OutputYAML:
 		return writeYAML(a.Stdout, v)
 	default:
 		return table(a.Stdout)
