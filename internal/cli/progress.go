@@ -192,6 +192,7 @@ func describeOperation(op operationView) string {
 type tracker struct {
 	mu      sync.Mutex
 	attempt int
+	retried int // OperationRetried events seen
 	plan    []PlanStep
 	steps   map[string]Event // step id → its last event
 }
@@ -210,19 +211,24 @@ func (t *tracker) apply(ev Event) {
 	switch {
 	case ev.Type == evOperationRequested && len(t.plan) == 0:
 		t.plan = ev.Plan
-	case ev.Type == evOperationRetried && ev.Attempt > t.attempt:
-		t.attempt = ev.Attempt
+	case ev.Type == evOperationRetried:
+		t.retried++
+		t.attempt = max(t.attempt, ev.Attempt, t.retried+1)
 	case ev.isStepEvent():
 		t.steps[ev.Step] = ev
 	}
 }
 
 // isCurrentEnd: the end event is of the attempt the operation is at
-// (an earlier attempt's failure is history once it was retried).
+// (an earlier attempt's failure is history once it was retried): by the
+// attempt it names, or else by the retries seen before it.
 func (t *tracker) isCurrentEnd(ev Event) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return ev.Attempt == 0 || ev.Attempt >= t.attempt
+	if ev.Attempt > 0 {
+		return ev.Attempt >= t.attempt
+	}
+	return t.retried+1 >= t.attempt
 }
 
 // writeFailures prints each failed step of the attempt with its error
