@@ -32,7 +32,8 @@ const (
 // by the end of the stream is dropped, as the specification says.
 type sseReader struct {
 	br     *bufio.Reader
-	lastID string
+	lastID string // set when a message ends (a blank line), as the spec's "last event ID string"
+	idBuf  string // the id field's value ("last event ID buffer")
 	// Retry is the reconnection delay the stream asked for (retry field),
 	// zero until it asks.
 	Retry time.Duration
@@ -45,11 +46,12 @@ type sseReader struct {
 }
 
 func newSSEReader(r io.Reader, lastID string) *sseReader {
-	return &sseReader{br: bufio.NewReaderSize(r, 32<<10), lastID: lastID}
+	return &sseReader{br: bufio.NewReaderSize(r, 32<<10), lastID: lastID, idBuf: lastID}
 }
 
-// LastID is the last event id the stream set (what Last-Event-ID sends
-// on reconnection).
+// LastID is the event id of the last message the stream ended (what
+// Last-Event-ID sends on reconnection): an id in a message cut off by the
+// end of the stream does not count.
 func (r *sseReader) LastID() string { return r.lastID }
 
 // Next answers the next message; io.EOF when the stream ended (a message
@@ -66,6 +68,7 @@ func (r *sseReader) Next() (sseMessage, error) {
 			return sseMessage{}, err
 		}
 		if len(line) == 0 { // dispatch
+			r.lastID = r.idBuf
 			if !hasData {
 				event = ""
 				continue
@@ -98,7 +101,7 @@ func (r *sseReader) Next() (sseMessage, error) {
 			hasData = true
 		case "id":
 			if bytes.IndexByte(value, 0) < 0 {
-				r.lastID = string(value)
+				r.idBuf = string(value)
 			}
 		case "retry":
 			if isASCIIDigits(value) {

@@ -63,6 +63,8 @@ func TestCLISSEReaderFields(t *testing.T) {
 		{name: "a leading BOM is dropped", stream: "\xef\xbb\xbfdata: x\n\n", want: []sseMessage{{Event: "message", Data: "x"}}},
 		{name: "a message cut off by the end is not dispatched", stream: "data: whole\n\ndata: half\n",
 			want: []sseMessage{{Event: "message", Data: "whole"}}},
+		{name: "the id of a message cut off by the end does not count", stream: "id: 1.0\ndata: a\n\nid: 2.0\ndata: half\n",
+			want: []sseMessage{{ID: "1.0", Event: "message", Data: "a"}}, lastID: "1.0"},
 		{name: "a line cut off by the end is not a line", stream: "data: x\n\ndata: y", want: []sseMessage{{Event: "message", Data: "x"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
