@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
 	"sort"
@@ -127,6 +129,48 @@ func TestCLIProgressOnTerminalAndInPipe(t *testing.T) {
 	sort.Strings(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("plain lines (time, step, what) differ from the operation's step events:\ngot  %d %v\nwant %d %v\n%s", len(got), got, len(want), want, r)
+	}
+
+	// Ctrl-C detaches: exit 130, how to follow again; the operation goes on.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, u.bin, "cluster", "restart", "pipe", "--yes")
+	cmd.Env, cmd.Dir = u.env, u.home
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var printed strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		printed.WriteString(sc.Text() + "\n")
+		if plainStepLine.MatchString(sc.Text()) {
+			break // following: interrupt it
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(&printed, stdout)
+	var exit *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Fatalf("after Ctrl-C: %v, want exit 130\n%s%s", err, printed.String(), stderr.String())
+	}
+	m = operationIDRe.FindStringSubmatch(printed.String())
+	if m == nil || !strings.Contains(stderr.String(), "detached: the operation goes on; re-attach with: dmgr operation watch "+m[1]) {
+		t.Fatalf("after Ctrl-C: %s\n%s", printed.String(), stderr.String())
+	}
+	if op := cp.waitOperation(t, m[1], 2*time.Minute); op.Status != "succeeded" {
+		t.Errorf("the detached restart %s: %s", op.Status, op.Error)
+	}
+	// Re-attached, it ends as it ended: exit 0.
+	if r := u.ok(t, "", "operation", "watch", m[1]); !strings.Contains(r.stdout, "restart of pipe succeeded") {
+		t.Errorf("watch after the end: %s", r)
 	}
 }
 

@@ -16,7 +16,7 @@ func (a *App) NewRoot(extra ...*cobra.Command) *cobra.Command {
 destroy them over SSH, with every change recorded as an event.
 
 The client commands talk to a dmgr server: log in once with
-  dmgr login --server http://dmgr.example:8080 --user alice
+  dmgr login --server http://dmgr.example:7700 --user alice
 and then use the commands named like tiup dm's:
   dmgr cluster deploy prod-a v8.1.0 topology.yaml
   dmgr cluster display prod-a`,

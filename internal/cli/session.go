@@ -55,7 +55,8 @@ terminal without echo, or from stdin when stdin is not a terminal
 (echo "$PW" | dmgr login …). With the session the login gives, dmgr makes an
 API token named "dmgr-cli <hostname>" (valid --token-ttl, 30 days by
 default), ends the session, and keeps the server and the token (never the
-password) in ` + "`$XDG_CONFIG_HOME/dmgr/config.json`" + ` (mode 0600). dmgr logout revokes it.`,
+password) in $XDG_CONFIG_HOME/dmgr/config.json (~/.config/dmgr/config.json),
+mode 0600. dmgr logout revokes the token and forgets it.`,
 		Example: "  dmgr login --server http://dmgr.example:7700 --user alice",
 		Args:    args(0, 0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
