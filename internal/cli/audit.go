@@ -19,7 +19,7 @@ const maxAuditLimit = 1000
 
 // auditFlags are the filters of dmgr audit, as typed.
 type auditFlags struct {
-	cluster, machine, actor, operation string
+	cluster, machine, actor, operation, group string
 	types                              []string
 	since, until                       string
 	limit                              int
@@ -48,6 +48,7 @@ exist, the last line is the command that prints the next page (--cursor).
 {events, next_cursor}; with --all, {events} of every page.`,
 		Example: `  dmgr audit --cluster prod-a --since 24h
   dmgr audit --actor bob --type AccessRefused
+  dmgr audit --group payments --since 7d
   dmgr audit --type StepFailed,OperationFailed --since 2025-05-01T00:00:00Z --until 2025-05-02T00:00:00Z
   dmgr audit --operation 0190f3a2-5b1c-7d4e-8f00-123456789abc --all -o json`,
 		Args: args(0, 0, "[flags]"),
@@ -76,6 +77,7 @@ exist, the last line is the command that prints the next page (--cursor).
 	fl.StringVar(&f.cluster, "cluster", "", "only events of this cluster")
 	fl.StringVar(&f.machine, "machine", "", "only events that concern this host (its own, steps on it, deploys onto it)")
 	fl.StringVar(&f.actor, "actor", "", "only events committed by this user")
+	fl.StringVar(&f.group, "group", "", "only events of what this group owns (within your groups)")
 	fl.StringVar(&f.operation, "operation", "", "only events of this operation (its id)")
 	fl.StringSliceVar(&f.types, "type", nil, "only events of these types (repeat or comma-separate: StepFailed,AccessRefused)")
 	fl.StringVar(&f.since, "since", "", "only events at or after this time: RFC 3339, or a duration back from now (1h, 7d)")
@@ -90,7 +92,7 @@ exist, the last line is the command that prints the next page (--cursor).
 // A bad value is a usage error (exit status 2).
 func (f auditFlags) query(now time.Time) (url.Values, error) {
 	q := url.Values{}
-	for _, p := range [][2]string{{"cluster", f.cluster}, {"machine", f.machine}, {"actor", f.actor}, {"operation", f.operation}, {"cursor", f.cursor}} {
+	for _, p := range [][2]string{{"cluster", f.cluster}, {"machine", f.machine}, {"actor", f.actor}, {"operation", f.operation}, {"group", f.group}, {"cursor", f.cursor}} {
 		if v := strings.TrimSpace(p[1]); v != "" {
 			q.Set(p[0], v)
 		}

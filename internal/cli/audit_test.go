@@ -22,8 +22,8 @@ func TestAuditFlagsBecomeTheAPIQuery(t *testing.T) {
 		want url.Values
 	}{
 		{"nothing", auditFlags{}, url.Values{}},
-		{"filters", auditFlags{cluster: "prod-a", machine: "10.0.0.1", actor: "bob", operation: "0190-op", cursor: "djEuMTIuMA"},
-			url.Values{"cluster": {"prod-a"}, "machine": {"10.0.0.1"}, "actor": {"bob"}, "operation": {"0190-op"}, "cursor": {"djEuMTIuMA"}}},
+		{"filters", auditFlags{cluster: "prod-a", machine: "10.0.0.1", actor: "bob", operation: "0190-op", group: "g1", cursor: "djEuMTIuMA"},
+			url.Values{"cluster": {"prod-a"}, "machine": {"10.0.0.1"}, "actor": {"bob"}, "operation": {"0190-op"}, "group": {"g1"}, "cursor": {"djEuMTIuMA"}}},
 		{"types repeated and comma-separated", auditFlags{types: []string{"StepFailed", " AccessRefused ", ""}},
 			url.Values{"type": {"StepFailed,AccessRefused"}}},
 		{"relative hours", auditFlags{since: "1h"}, url.Values{"since": {"2025-05-10T11:00:00Z"}}},
