@@ -20,11 +20,11 @@ const maxAuditLimit = 1000
 // auditFlags are the filters of dmgr audit, as typed.
 type auditFlags struct {
 	cluster, machine, actor, operation, group string
-	types                              []string
-	since, until                       string
-	limit                              int
-	cursor                             string
-	all                                bool
+	types                                     []string
+	since, until                              string
+	limit                                     int
+	cursor                                    string
+	all                                       bool
 }
 
 // addAuditCommand adds `dmgr audit`: the audit trail, filtered and paged.
