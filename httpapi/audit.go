@@ -14,7 +14,7 @@ import (
 
 // auditParams are the query parameters GET /api/v1/audit takes.
 var auditParams = map[string]bool{"cluster": true, "machine": true, "actor": true, "operation": true, "type": true,
-	"since": true, "until": true, "cursor": true, "limit": true}
+	"group": true, "since": true, "until": true, "cursor": true, "limit": true}
 
 // maxFilterLen bounds a filter value.
 const maxFilterLen = 1024
@@ -27,7 +27,7 @@ func (a *api) audit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	q.Groups = visible(r) // only what the caller's groups own
+	q.Groups = onlyGroup(visible(r), r.URL.Query().Get("group")) // only what the caller's groups own
 	if !a.consistent(w, r) {
 		return
 	}
@@ -59,7 +59,7 @@ func parseAuditQuery(v url.Values) (projections.AuditQuery, error) {
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
 		return projections.AuditQuery{}, domain.Errorf(domain.Invalid,
-			"unknown parameter %s: use cluster, machine, actor, operation, type, since, until, cursor, limit", strings.Join(unknown, ", "))
+			"unknown parameter %s: use cluster, machine, actor, operation, type, group, since, until, cursor, limit", strings.Join(unknown, ", "))
 	}
 	q := projections.AuditQuery{Cluster: v.Get("cluster"), Machine: v.Get("machine"), Actor: v.Get("actor"),
 		Operation: v.Get("operation"), Cursor: v.Get("cursor")}
@@ -83,6 +83,19 @@ func parseAuditQuery(v url.Values) (projections.AuditQuery, error) {
 		q.Limit = n
 	}
 	return q, nil
+}
+
+// onlyGroup narrows the groups a caller may see (nil: all) to group when
+// one is asked for: a group the caller may not see leaves none, so the
+// filter never widens what is visible.
+func onlyGroup(visible []string, group string) []string {
+	if group == "" {
+		return visible
+	}
+	if inGroups(visible, group) {
+		return []string{domain.OwnerGroup(group)}
+	}
+	return []string{}
 }
 
 func parseTime(name, s string) (time.Time, error) {
