@@ -222,10 +222,24 @@ if [ -f $p ]; then kill $(cat $p) 2>/dev/null; for n in $(seq 50); do kill -0 $(
 		t.Errorf("cluster list -o json: %+v %v", list, err)
 	}
 
-	// Destroy.
+	// Destroy, of a cluster now labelled env=prod: the group's policy holds
+	// it for approval, which the command says (exit 0); approved by the
+	// admin, it runs, and dmgr operation watch follows it to its end.
+	if st := cp.api(t, "PUT", "/api/v1/clusters/cli/labels", map[string]any{"labels": map[string]string{"env": "prod"}}, nil); st != 200 {
+		t.Fatalf("label the cluster: %d", st)
+	}
 	r = u.ok(t, "", "cluster", "destroy", "cli", "--yes")
-	if !strings.Contains(r.stdout, "destroy of cli succeeded") {
-		t.Errorf("destroy: %s", r)
+	held := regexp.MustCompile(`destroy of cli waits for approval ([0-9a-f-]{36}): dmgr approval show ([0-9a-f-]{36})`).FindStringSubmatch(r.stdout)
+	if held == nil || held[1] != held[2] {
+		t.Fatalf("destroy of an env=prod cluster: %s", r)
+	}
+	var approved domain.Approval
+	if st := cp.api(t, "POST", "/api/v1/approvals/"+held[1]+"/approve", map[string]any{"comment": "ok"}, &approved); st != 200 || approved.OperationID == "" {
+		t.Fatalf("approve: %d %+v", st, approved)
+	}
+	r = u.ok(t, "", "operation", "watch", approved.OperationID)
+	if !strings.Contains(r.stdout, "destroy of cli succeeded") || !plainStepLine.MatchString(strings.Split(r.stdout, "\n")[0]) {
+		t.Errorf("watch of the approved destroy: %s", r)
 	}
 	if out, err := bed.Exec(t, 1, "ls /srv/cli/deploy /srv/cli/data 2>/dev/null | grep -c dm- || true"); err != nil || strings.TrimSpace(out) != "0" {
 		t.Errorf("host 1 still holds instances after destroy: %q %v", out, err)
