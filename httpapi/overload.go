@@ -88,7 +88,7 @@ func Guard(c GuardConfig) func(http.Handler) http.Handler {
 		c.MaxInFlight = 256
 	}
 	if c.MaxStreams <= 0 {
-		c.MaxStreams = 64
+		c.MaxStreams = 256
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = time.Second
