@@ -16,7 +16,10 @@ import (
 // current; with no such commit it is called at once.
 //
 // An ordered consumer detects gaps and recreates itself from the last
-// sequence it delivered, so no commit is skipped.
+// sequence it delivered, so no commit is skipped. Its consumer is deleted
+// when Follow returns, so a reader that goes away (a client of an event
+// stream) leaves nothing on the server; the inactive threshold only
+// covers a delete that does not get through.
 func (s *Store) Follow(ctx context.Context, filters []string, from uint64, apply func(seq uint64, evs []Event), caughtUp func()) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -29,6 +32,7 @@ func (s *Store) Follow(ctx context.Context, filters []string, from uint64, apply
 	if err != nil {
 		return fmt.Errorf("follow %v from seq %d: %w", filters, from, classify(err))
 	}
+	defer s.deleteOrdered(ctx, cons)
 	info, err := cons.Info(cctx)
 	if err != nil {
 		return fmt.Errorf("follow %v from seq %d: %w", filters, from, classify(err))
@@ -67,4 +71,16 @@ func (s *Store) Follow(ctx context.Context, filters []string, from uint64, apply
 			caughtUp = nil
 		}
 	}
+}
+
+// deleteOrdered deletes the consumer an ordered consumer uses now (it
+// makes a new one after a gap, and deletes the old one itself).
+func (s *Store) deleteOrdered(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = s.stream.DeleteConsumer(dctx, info.Name)
 }

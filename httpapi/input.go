@@ -148,6 +148,8 @@ var routeSpecs = map[string]routeSpec{
 	"GET /api/v1/clusters/{name}":                  {query: []param{{"status", oneOf("status", "live")}}},
 	"GET /api/v1/operations":                       {query: listParams(param{name: "status"}, param{name: "cluster"}, param{name: "kind"})},
 	"GET /api/v1/operations/{id}":                  {},
+	"GET /api/v1/operations/{id}/events":           {query: []param{{name: "last_event_id"}}},
+	"GET /api/v1/clusters/{name}/events":           {query: []param{{name: "last_event_id"}, {name: "since"}}},
 	"GET /api/v1/audit":                            {query: auditQuery()},
 	"GET /api/v1/agents":                           {query: listParams()},
 	"POST /api/v1/machines":                        {body: bodyJSON},

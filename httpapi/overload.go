@@ -46,13 +46,14 @@ type GuardConfig struct {
 const (
 	classPlain  = iota // a deadline, a slot of MaxInFlight, the server's timeouts
 	classUpload        // as plain, with read and write deadlines scaled to MaxUploadBody
-	classStream        // no deadline, no read or write timeout, a slot of MaxStreams
+	classStream        // no deadline, no read or write timeout (the handler sets one per write), a slot of MaxStreams
 	classProbe         // /healthz: no slot, answered even when the server is full
 )
 
-// classOf names the long-lived routes explicitly: the operation's event
-// stream (GET /api/v1/operations/{id}/events) and the package upload
-// (POST /api/v1/packages). Every other request is plain.
+// classOf names the long-lived routes explicitly: the event streams of
+// an operation and of a cluster (GET /api/v1/operations/{id}/events,
+// GET /api/v1/clusters/{name}/events) and the package upload (POST
+// /api/v1/packages). Every other request is plain.
 func classOf(r *http.Request) int {
 	p := r.URL.Path
 	switch {
@@ -60,12 +61,20 @@ func classOf(r *http.Request) int {
 		return classProbe
 	case r.Method == http.MethodPost && p == "/api/v1/packages":
 		return classUpload
-	case r.Method == http.MethodGet && strings.HasPrefix(p, "/api/v1/operations/") && strings.HasSuffix(p, "/events"):
-		if id := strings.TrimSuffix(strings.TrimPrefix(p, "/api/v1/operations/"), "/events"); id != "" && !strings.Contains(id, "/") {
-			return classStream
-		}
+	case r.Method == http.MethodGet && (isEventStream(p, "/api/v1/operations/") || isEventStream(p, "/api/v1/clusters/")):
+		return classStream
 	}
 	return classPlain
+}
+
+// isEventStream reports whether path is prefix + one segment + "/events".
+func isEventStream(path, prefix string) bool {
+	rest, ok := strings.CutPrefix(path, prefix)
+	if !ok {
+		return false
+	}
+	id, ok := strings.CutSuffix(rest, "/events")
+	return ok && id != "" && !strings.Contains(id, "/")
 }
 
 // Guard bounds every request: at most MaxInFlight at once (503 with
@@ -79,7 +88,7 @@ func Guard(c GuardConfig) func(http.Handler) http.Handler {
 		c.MaxInFlight = 256
 	}
 	if c.MaxStreams <= 0 {
-		c.MaxStreams = 64
+		c.MaxStreams = 256
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = time.Second

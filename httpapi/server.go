@@ -60,7 +60,14 @@ type Config struct {
 	// ProjectionWait bounds how long a query waits for the projections
 	// (default 10 s).
 	ProjectionWait time.Duration
-	Log            zerolog.Logger
+	// StreamMaxLife is how long an event stream (server-sent events) lives
+	// at most before the server closes it and the client reconnects with
+	// Last-Event-ID (default DefaultStreamMaxLife); StreamKeepAlive is how
+	// often a quiet one sends a comment (default DefaultStreamKeepAlive).
+	// How many streams run at once is Guard's (GuardConfig.MaxStreams).
+	StreamMaxLife   time.Duration
+	StreamKeepAlive time.Duration
+	Log             zerolog.Logger
 }
 
 type api struct {
@@ -70,6 +77,8 @@ type api struct {
 	agents   func(ctx context.Context, after string, limit int) ([]agents.Info, string, error)
 	proj     *projections.Store
 	projWait time.Duration
+	// Event streams (events.go).
+	streamLife, streamKeepAlive time.Duration
 }
 
 // DefaultAdminUser is the bootstrap super admin's name.
@@ -95,7 +104,14 @@ func Handler(c Config) http.Handler {
 	if c.ProjectionWait <= 0 {
 		c.ProjectionWait = defaultProjectionWait
 	}
-	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: newReadyCache(c.Ready, c.ReadyTTL, c.ReadyTimeout), agents: c.Agents, proj: c.Projections, projWait: c.ProjectionWait}
+	if c.StreamMaxLife <= 0 {
+		c.StreamMaxLife = DefaultStreamMaxLife
+	}
+	if c.StreamKeepAlive <= 0 {
+		c.StreamKeepAlive = DefaultStreamKeepAlive
+	}
+	a := &api{svc: c.Service, maxJSON: c.MaxJSONBody, ready: newReadyCache(c.Ready, c.ReadyTTL, c.ReadyTimeout), agents: c.Agents, proj: c.Projections, projWait: c.ProjectionWait,
+		streamLife: c.StreamMaxLife, streamKeepAlive: c.StreamKeepAlive}
 	q := a.queryHandlers()
 	r := chi.NewRouter()
 	r.Use(requestID, requestLog(c.Log), middleware.Recoverer)
@@ -131,6 +147,10 @@ func Handler(c Config) http.Handler {
 		r.Get("/api/v1/clusters/{name}", a.liveOr(a.readable("cluster", "name", q.getCluster)))
 		r.Get("/api/v1/operations", q.listOperations)
 		r.Get("/api/v1/operations/{id}", a.readable("operation", "id", q.getOperation))
+		// Event streams check the caller as the GETs above do (mayRead),
+		// under a deadline of their own.
+		r.Get("/api/v1/operations/{id}/events", a.operationEvents)
+		r.Get("/api/v1/clusters/{name}/events", a.clusterEvents)
 		r.Get("/api/v1/me", a.me)
 		r.Get("/api/v1/users", a.listUsers)
 		r.Get("/api/v1/users/{name}", a.getUser)

@@ -45,7 +45,7 @@ func addHTTPFlags(fs *flag.FlagSet, c *httpConfig) {
 	fs.DurationVar(&c.requestTimeout, "http-request-timeout", 30*time.Second, "deadline of a request's work (NATS, etcd, ClickHouse); past it the request answers 503 with Retry-After")
 	fs.IntVar(&c.maxHeaderBytes, "http-max-header-bytes", 64<<10, "largest request header block accepted, in bytes")
 	fs.IntVar(&c.maxInFlight, "http-max-concurrent", 256, "requests served at once; one more answers 503 with Retry-After at once")
-	fs.IntVar(&c.maxStreams, "http-max-streams", 64, "operation event streams (server-sent events) served at once, besides --http-max-concurrent")
+	fs.IntVar(&c.maxStreams, "http-max-streams", 256, "event streams (server-sent events of operations and clusters, which the CLI and the console follow) served at once, besides --http-max-concurrent; each holds one JetStream consumer")
 	fs.Int64Var(&c.minUploadRate, "http-min-upload-rate", 1<<20, "slowest package upload accepted, in bytes per second: it sets the upload's read deadline")
 }
 
