@@ -55,6 +55,18 @@ func isTerminal(f any) bool {
 	return ok && term.IsTerminal(int(fd.Fd()))
 }
 
+// drawsBars reports whether progress bars may be drawn on w: a terminal
+// wide enough for them (a terminal that reports no size, as some
+// pseudo-terminals do, gets plain lines).
+func drawsBars(w any) bool {
+	fd, ok := w.(interface{ Fd() uintptr })
+	if !ok || !term.IsTerminal(int(fd.Fd())) {
+		return false
+	}
+	cols, _, err := term.GetSize(int(fd.Fd()))
+	return err == nil && cols >= 60
+}
+
 // ExitError is a failure with the exit status the binary ends with:
 // 1 for a failed request or operation, 2 for bad usage. Its message has
 // been printed already when Silent is set.

@@ -123,12 +123,12 @@ func (a *App) clusterListCommand() *cobra.Command {
 			if status != "" {
 				q.Set("status", status)
 			}
-			items, more, err := listAll[clusterDoc](cmd.Context(), c, "/api/v1/clusters", q, limit)
+			items, raw, more, err := listAll[clusterDoc](cmd.Context(), c, "/api/v1/clusters", q, limit)
 			if err != nil {
 				return err
 			}
 			defer a.sayMore(more, "clusters", limit)
-			return a.print(listPage[clusterDoc]{Items: items}, func(w io.Writer) error {
+			return a.print(rawList(raw), func(w io.Writer) error {
 				t := NewTable("Name", "Version", "Status", "Group", "Instances", "Labels")
 				for _, cl := range items {
 					t.Row(cl.Name, cl.Version, cl.Status, cl.Group, strconv.Itoa(len(cl.Instances)), labelsText(cl.Labels))

@@ -29,11 +29,12 @@ probed by the server now (GET /status and dm-master's members API).
 			}
 			ctx := cmd.Context()
 			var live liveDoc
-			if _, err := c.Do(ctx, Request{Method: http.MethodGet, Path: pathf("/api/v1/clusters/%s", args[0]), Query: map[string][]string{"status": {"live"}}}, &live); err != nil {
+			raw, err := getDoc(ctx, c, Request{Method: http.MethodGet, Path: pathf("/api/v1/clusters/%s", args[0]), Query: map[string][]string{"status": {"live"}}}, &live)
+			if err != nil {
 				return err
 			}
 			if a.output != OutputTable {
-				return a.print(live, nil)
+				return a.print(raw, nil)
 			}
 			cl, err := getCluster(ctx, c, args[0])
 			if err != nil {

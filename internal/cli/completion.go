@@ -49,7 +49,7 @@ func completeFrom[T any](a *App, path string, q url.Values, name func(T) string,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), completionDeadline)
 	defer cancel()
-	items, _, err := listAll[T](ctx, c, path, q, completionLimit)
+	items, _, _, err := listAll[T](ctx, c, path, q, completionLimit)
 	if err != nil {
 		return nil
 	}

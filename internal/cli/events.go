@@ -123,6 +123,9 @@ func (s *eventStream) run(ctx context.Context, handle func(Event) (done bool, er
 		if errors.As(err, &he) {
 			return he.err
 		}
+		if errors.Is(err, errStreamOver) {
+			return err
+		}
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable && ae.Status != http.StatusTooManyRequests && ae.Status < 500 {
 			return err // refused: asking again changes nothing
@@ -160,8 +163,14 @@ type handlerError struct{ err error }
 
 func (e *handlerError) Error() string { return e.err.Error() }
 
-// errEnded: the connection ended before the caller saw what it waits for.
-var errEnded = errors.New("the event stream ended before the operation did")
+var (
+	// errEnded: the connection ended before the caller saw what it waits
+	// for.
+	errEnded = errors.New("the event stream ended before the operation did")
+	// errStreamOver: the server has nothing more to send (204: what the
+	// stream follows had ended before the event it resumes after).
+	errStreamOver = errors.New("the event stream has nothing more to send")
+)
 
 // once makes one connection and reads it until it ends. It answers done
 // when handle said so, the retry delay the stream asked for, whether the
@@ -182,6 +191,9 @@ func (s *eventStream) once(ctx context.Context, handle func(Event) (bool, error)
 		return false, 0, false, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNoContent {
+		return false, 0, false, errStreamOver
+	}
 	body := &idleReader{r: resp.Body, idle: s.idle, cancel: cancel}
 	body.arm()
 	defer body.stop()

@@ -114,10 +114,11 @@ prints its fingerprint, compare it with the machine's
 				return fmt.Errorf("machine add %s: %w", args[0], err)
 			}
 			var m machineDoc
-			if _, err := c.Do(ctx, Request{Method: http.MethodGet, Path: pathf("/api/v1/machines/%s", args[0]), Header: minSeq(acc.CommitSeq)}, &m); err != nil {
+			raw, err := getDoc(ctx, c, Request{Method: http.MethodGet, Path: pathf("/api/v1/machines/%s", args[0]), Header: minSeq(acc.CommitSeq)}, &m)
+			if err != nil {
 				return fmt.Errorf("machine %s was registered, but reading it back failed: %w", args[0], err)
 			}
-			return a.print(m, func(w io.Writer) error {
+			return a.print(raw, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "Registered machine %s (%s, group %s). Pinned host key %s\n  %s\nCompare it with the machine's: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub\n",
 					m.Host, sshTarget(m), firstNonEmpty(m.Group, "default"), m.HostKey.Fingerprint, m.HostKey.Key)
 				return err
@@ -163,12 +164,12 @@ func (a *App) machineListCommand() *cobra.Command {
 			if label != "" {
 				q.Set("label", label)
 			}
-			items, more, err := listAll[machineDoc](cmd.Context(), c, "/api/v1/machines", q, limit)
+			items, raw, more, err := listAll[machineDoc](cmd.Context(), c, "/api/v1/machines", q, limit)
 			if err != nil {
 				return err
 			}
 			defer a.sayMore(more, "machines", limit)
-			return a.print(listPage[machineDoc]{Items: items}, func(w io.Writer) error {
+			return a.print(rawList(raw), func(w io.Writer) error {
 				t := NewTable("Host", "Address", "SSH", "Login", "Labels", "Group", "Host key")
 				for _, m := range items {
 					t.Row(m.Host, firstNonEmpty(m.Address, m.Host), sshTarget(m), m.Credential.Kind, labelsText(m.Labels), m.Group, m.HostKey.Fingerprint)
@@ -194,10 +195,11 @@ func (a *App) machineShowCommand() *cobra.Command {
 				return err
 			}
 			var m machineDoc
-			if _, err := c.Do(cmd.Context(), Request{Method: http.MethodGet, Path: pathf("/api/v1/machines/%s", args[0])}, &m); err != nil {
+			raw, err := getDoc(cmd.Context(), c, Request{Method: http.MethodGet, Path: pathf("/api/v1/machines/%s", args[0])}, &m)
+			if err != nil {
 				return err
 			}
-			return a.print(m, func(w io.Writer) error {
+			return a.print(raw, func(w io.Writer) error {
 				return KeyValues(w,
 					[2]string{"Host", m.Host},
 					[2]string{"Address", firstNonEmpty(m.Address, m.Host)},

@@ -42,12 +42,12 @@ func (a *App) operationListCommand() *cobra.Command {
 					q.Set(k, v)
 				}
 			}
-			items, more, err := listAll[operationView](cmd.Context(), c, "/api/v1/operations", q, limit)
+			items, raw, more, err := listAll[operationView](cmd.Context(), c, "/api/v1/operations", q, limit)
 			if err != nil {
 				return err
 			}
 			defer a.sayMore(more, "operations", limit)
-			return a.print(listPage[operationView]{Items: items}, func(w io.Writer) error {
+			return a.print(rawList(raw), func(w io.Writer) error {
 				t := NewTable("ID", "Kind", "Cluster", "Status", "Attempt", "Actor", "Created")
 				for _, op := range items {
 					t.Row(op.ID, op.Kind, orDash(op.Cluster), op.Status, attemptText(op.Attempt), op.Actor, timeText(op.CreatedAt))
@@ -89,11 +89,11 @@ func (a *App) operationShowCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			op, err := getOperation(cmd.Context(), c, args[0], 0)
+			op, raw, err := getOperationDoc(cmd.Context(), c, args[0], 0)
 			if err != nil {
 				return err
 			}
-			return a.print(op, func(w io.Writer) error { return writeOperation(w, op) })
+			return a.print(raw, func(w io.Writer) error { return writeOperation(w, op) })
 		},
 	}
 }

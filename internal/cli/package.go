@@ -128,12 +128,12 @@ as it arrives and stores nothing of a package it refuses.`,
 			if err != nil {
 				return err
 			}
-			items, more, err := listAll[packageDoc](cmd.Context(), c, "/api/v1/packages", nil, limit)
+			items, raw, more, err := listAll[packageDoc](cmd.Context(), c, "/api/v1/packages", nil, limit)
 			if err != nil {
 				return err
 			}
 			defer a.sayMore(more, "packages", limit)
-			return a.print(listPage[packageDoc]{Items: items}, func(w io.Writer) error {
+			return a.print(rawList(raw), func(w io.Writer) error {
 				t := NewTable("ID", "Name", "Version", "OS/Arch", "Size", "Components", "Group", "SHA256")
 				for _, p := range items {
 					t.Row(p.ID, p.Name, p.Version, osArch(p.OS, p.Arch, "", ""), humanBytes(p.Size), strings.Join(p.Components, ","), p.Group, shortHash(p.SHA256))
@@ -192,11 +192,11 @@ func (a *App) uploadPackage(ctx context.Context, file string, f uploadFlags) (st
 	var body io.Reader = io.TeeReader(fh, sum)
 	var bars *mpb.Progress
 	var bar *mpb.Bar
-	if a.output == OutputTable && isTerminal(a.Stdout) {
+	if a.output == OutputTable && drawsBars(a.Stdout) {
 		bars = mpb.New(mpb.WithOutput(a.Stdout), mpb.WithWidth(40))
 		bar = bars.AddBar(st.Size(),
 			mpb.PrependDecorators(decor.Name("upload "+filepath.Base(file), decor.WCSyncSpaceR)),
-			mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Name("  "), decor.AverageSpeed(decor.SizeB1024(0), "% .1f")))
+			mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Name("  "), decor.Elapsed(decor.ET_STYLE_GO)))
 		pr, err := bar.ProxyReader(body)
 		if err != nil {
 			return "", fmt.Errorf("upload %s: %w", file, err)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -21,8 +22,23 @@ type listPage[T any] struct {
 
 // listAll follows a list's cursor until it has limit items or the list
 // ends; more reports whether the list holds more than limit (one item
-// past the limit is asked for to know it).
-func listAll[T any](ctx context.Context, c *Client, path string, q url.Values, limit int) (items []T, more bool, err error) {
+// past the limit is asked for to know it). It answers each item decoded
+// and as the API sent it (what -o json and -o yaml print).
+func listAll[T any](ctx context.Context, c *Client, path string, q url.Values, limit int) (items []T, raw []json.RawMessage, more bool, err error) {
+	raw, more, err = listRaw(ctx, c, path, q, limit)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	items = make([]T, len(raw))
+	for i, r := range raw {
+		if err := json.Unmarshal(r, &items[i]); err != nil {
+			return nil, nil, false, fmt.Errorf("GET %s: an item is not what this dmgr expects (%w); is the server the same version?", path, err)
+		}
+	}
+	return items, raw, more, nil
+}
+
+func listRaw(ctx context.Context, c *Client, path string, q url.Values, limit int) (items []json.RawMessage, more bool, err error) {
 	if limit < 1 {
 		return nil, false, usageError("--limit %d: want 1 or more", limit)
 	}
@@ -36,7 +52,7 @@ func listAll[T any](ctx context.Context, c *Client, path string, q url.Values, l
 		if cursor != "" {
 			qq.Set("cursor", cursor)
 		}
-		var p listPage[T]
+		var p listPage[json.RawMessage]
 		if _, err := c.Do(ctx, Request{Method: http.MethodGet, Path: path, Query: qq}, &p); err != nil {
 			return nil, false, err
 		}
@@ -49,6 +65,27 @@ func listAll[T any](ctx context.Context, c *Client, path string, q url.Values, l
 		}
 		cursor = p.NextCursor
 	}
+}
+
+// rawList is a list as -o json and -o yaml print it: the items as the
+// API sent them.
+func rawList(raw []json.RawMessage) listPage[json.RawMessage] {
+	if raw == nil {
+		raw = []json.RawMessage{}
+	}
+	return listPage[json.RawMessage]{Items: raw}
+}
+
+// getDoc reads one document: decoded into out, and as the API sent it.
+func getDoc(ctx context.Context, c *Client, req Request, out any) (json.RawMessage, error) {
+	var raw json.RawMessage
+	if _, err := c.Do(ctx, req, &raw); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return nil, fmt.Errorf("%s %s: the answer is not what this dmgr expects (%w); is the server the same version?", req.Method, req.Path, err)
+	}
+	return raw, nil
 }
 
 // addLimitFlag adds --limit to a list command.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -64,12 +65,18 @@ func minSeq(seq uint64) http.Header {
 
 // getOperation reads an operation once the projections hold commit seq.
 func getOperation(ctx context.Context, c *Client, id string, seq uint64) (operationView, error) {
+	op, _, err := getOperationDoc(ctx, c, id, seq)
+	return op, err
+}
+
+// getOperationDoc is getOperation with the document as the API sent it.
+func getOperationDoc(ctx context.Context, c *Client, id string, seq uint64) (operationView, json.RawMessage, error) {
 	var op operationView
-	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: pathf("/api/v1/operations/%s", id), Header: minSeq(seq)}, &op)
+	raw, err := getDoc(ctx, c, Request{Method: http.MethodGet, Path: pathf("/api/v1/operations/%s", id), Header: minSeq(seq)}, &op)
 	if err != nil {
-		return op, fmt.Errorf("operation %s: %w", id, err)
+		return op, nil, fmt.Errorf("operation %s: %w", id, err)
 	}
-	return op, nil
+	return op, raw, nil
 }
 
 // followOptions say how an operation is followed.
@@ -86,7 +93,8 @@ type followOptions struct {
 
 // follow follows operation id until it ends, drawing its progress: bars
 // per host redrawn in place when stdout is a terminal (and the output is
-// a table), one plain line per step event otherwise. It answers nil when
+// a table; a terminal narrower than 60 columns, or of no size, gets plain
+// lines), one plain line per step event otherwise. It answers nil when
 // the operation ends as wanted, an *ExitError 1 with the operation's
 // error when it does not, and an *ExitError 130 when ctx ends first (the
 // operation goes on; the message says how to follow it again).
@@ -106,7 +114,7 @@ func (a *App) follow(ctx context.Context, c *Client, id string, seq uint64, o fo
 		out = a.Stderr // stdout keeps the document
 	}
 	var view progressView
-	if a.output == OutputTable && isTerminal(a.Stdout) {
+	if a.output == OutputTable && drawsBars(a.Stdout) {
 		view = newBarsView(out, op.Steps)
 	} else {
 		view = &plainView{w: out, fromAttempt: o.FromAttempt}
@@ -129,12 +137,23 @@ func (a *App) follow(ctx context.Context, c *Client, id string, seq uint64, o fo
 		}
 		return false, nil
 	})
+	if errors.Is(err, errStreamOver) {
+		// The operation had ended before the last event we got: its end
+		// is in its state.
+		if op, gerr := getOperation(ctx, c, id, 0); gerr == nil && ended(op.Status) {
+			end, err = &Event{Type: map[string]string{statusSucceeded: evOperationSucceeded, statusCancelled: evOperationCancelled}[op.Status],
+				Error: op.Error, Attempt: op.Attempt}, nil
+			if end.Type == "" {
+				end.Type = evOperationFailed
+			}
+		}
+	}
 	view.close(t)
 	if err != nil {
 		return a.detachedOr(ctx, id, err)
 	}
 	if a.output != OutputTable {
-		final, err := getOperation(ctx, c, id, end.Seq)
+		_, final, err := getOperationDoc(ctx, c, id, end.Seq)
 		if err != nil {
 			return err
 		}

@@ -85,10 +85,11 @@ mode 0600. dmgr logout revokes the token and forgets it.`,
 				return err
 			}
 			var me meDoc
-			if _, err := c.Do(cmd.Context(), Request{Method: http.MethodGet, Path: "/api/v1/me"}, &me); err != nil {
+			raw, err := getDoc(cmd.Context(), c, Request{Method: http.MethodGet, Path: "/api/v1/me"}, &me)
+			if err != nil {
 				return err
 			}
-			return a.print(me, func(w io.Writer) error {
+			return a.print(raw, func(w io.Writer) error {
 				kv := [][2]string{{"User", me.User}, {"Server", c.base}}
 				if me.SuperAdmin {
 					kv = append(kv, [2]string{"Super admin", "yes"})
