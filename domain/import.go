@@ -179,6 +179,17 @@ func DecideImportCluster(w *World, c ImportCluster) (ImportDecision, error) {
 	if err := ValidateLabels(c.Labels); err != nil {
 		return ImportDecision{}, err
 	}
+	insts := slices.Clone(topo.Instances)
+	for i := range insts {
+		insts[i].Imported = true
+		if insts[i].Role == RoleGrafana {
+			// tiup-dm gives grafana no data or log directory of its own:
+			// its grafana.ini keeps both inside the deploy directory.
+			insts[i].DataDir = path.Join(insts[i].DeployDir, "data")
+			insts[i].LogDir = path.Join(insts[i].DeployDir, "log")
+		}
+	}
+	topo.Instances = insts
 	machines, err := importMachines(w, c, topo, group)
 	if err != nil {
 		return ImportDecision{}, err
@@ -186,11 +197,6 @@ func DecideImportCluster(w *World, c ImportCluster) (ImportDecision, error) {
 	if err := CheckPlacement(topo.Instances, w.Allocations(c.Name)); err != nil {
 		return ImportDecision{}, err
 	}
-	insts := slices.Clone(topo.Instances)
-	for i := range insts {
-		insts[i].Imported = true
-	}
-	topo.Instances = insts
 	plan, err := ImportPlan(c.Name, c.Version, topo)
 	if err != nil {
 		return ImportDecision{}, err

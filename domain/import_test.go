@@ -596,9 +596,13 @@ func TestImportedGrafanaIsNotChangedInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := stepByID(t, d.Cluster[1].(OperationRequested).Plan, "verify/198.18.0.23:3000").Verify
-	if v.Binary != "/home/tidb/dm/deploy/grafana-3000/bin/bin/grafana-server" || v.Config != "/home/tidb/dm/deploy/grafana-3000/conf/grafana.ini" {
+	gs := stepByID(t, d.Cluster[1].(OperationRequested).Plan, "verify/198.18.0.23:3000")
+	if v := gs.Verify; v.Binary != "/home/tidb/dm/deploy/grafana-3000/bin/bin/grafana-server" || v.Config != "/home/tidb/dm/deploy/grafana-3000/conf/grafana.ini" {
 		t.Errorf("grafana check %+v", v)
+	}
+	// tiup keeps grafana's data and logs in its deploy directory.
+	if !slices.Equal(gs.Dirs, []string{"/home/tidb/dm/deploy/grafana-3000", "/home/tidb/dm/deploy/grafana-3000/data", "/home/tidb/dm/deploy/grafana-3000/log"}) {
+		t.Errorf("grafana dirs %v", gs.Dirs)
 	}
 	cl := EvolveCluster(Cluster{}, d.Cluster[0])
 	cl.Status = ClusterStatusRunning

@@ -79,9 +79,12 @@ type ImportMachine struct {
 	HostKeyFingerprint string `json:"host_key_fingerprint"`
 }
 
-// Deadlines of the checks an import makes on its hosts.
+// Deadlines of the checks an import makes on its hosts, which run side by
+// side: a host's name resolved (resolveTimeout), its host key read
+// (scanTimeout), one login; within the request's deadline (30 s by
+// default) even for a host that does not answer at all.
 const (
-	importLoginTimeout  = 15 * time.Second
+	importLoginTimeout  = 10 * time.Second
 	importProbeParallel = 8
 )
 
@@ -451,6 +454,7 @@ func (s *Service) probeImportHosts(ctx context.Context, p *importPrep) error {
 		}
 	}
 	if p.req.ServiceManager != "" {
+		p.serviceManager = p.req.ServiceManager
 		return nil
 	}
 	// As found: one service manager for every instance.
