@@ -385,4 +385,43 @@ func TestImportTiupCluster(t *testing.T) {
 		t.Errorf("after the withdrawal the vault keeps %d more credentials", n-vault)
 	}
 	cp.nothingRecorded(t, "spare", nil, vault)
+
+	// Held again and approved by another operator: the import runs as its
+	// requester with the key from the vault, which is then deleted (host 3
+	// has its own credential as a machine already).
+	tokens := map[string]string{}
+	for _, u := range []string{"oper1", "oper2"} {
+		if st := cp.api(t, "POST", "/api/v1/users", map[string]any{"name": u, "password": u + "-password-1"}, nil); st != http.StatusCreated {
+			t.Fatalf("create %s: %d", u, st)
+		}
+		if st := cp.api(t, "PUT", "/api/v1/groups/default/members/"+u, map[string]any{"role": "operator"}, nil); st != http.StatusOK {
+			t.Fatalf("member %s: %d", u, st)
+		}
+		st, body := cp.doAs(t, "", "POST", "/api/v1/login", map[string]any{"user": u, "password": u + "-password-1"})
+		var login struct{ Token string }
+		if err := json.Unmarshal(body, &login); st != http.StatusOK || err != nil {
+			t.Fatalf("login %s: %d %s", u, st, body)
+		}
+		tokens[u] = login.Token
+	}
+	held = service.Accepted{}
+	st, body = cp.doAs(t, tokens["oper1"], "POST", "/api/v1/clusters/import", importBody("spare", wrong))
+	if err := json.Unmarshal(body, &held); st != http.StatusAccepted || err != nil || held.ApprovalID == "" {
+		t.Fatalf("second held import: %d %s", st, body)
+	}
+	st, body = cp.doAs(t, tokens["oper2"], "POST", "/api/v1/approvals/"+held.ApprovalID+"/approve", map[string]any{"comment": "ok"})
+	var approved domain.Approval
+	if err := json.Unmarshal(body, &approved); st != http.StatusOK || err != nil || approved.OperationID == "" {
+		t.Fatalf("approve: %d %s", st, body)
+	}
+	if op := cp.waitOperation(t, approved.OperationID, 3*time.Minute); op.Status != domain.OperationStatusSucceeded || op.Kind != domain.OperationImport {
+		t.Fatalf("the approved import: %s %s %s%s", op.Kind, op.Status, op.Error, describeSteps(op))
+	}
+	if n := cp.vaultKeys(t); n != vault {
+		t.Errorf("after the approved import the vault keeps %d more credentials", n-vault)
+	}
+	if s := liveSummary(cp.live(t, "spare")); s["dm-master Up|Leader"] != 1 {
+		t.Errorf("the approved import's cluster: %v", s)
+	}
+	cp.assertKeyNowhere(t, wrong.Key)
 }
