@@ -197,13 +197,20 @@ func (r *run) makeDirs(ctx context.Context) error {
 // removeDirsScript removes each directory of the pairs (DIR, the directory
 // whose marker speaks for it) once more checking, just before, that the
 // marker is root's or the deploy user's and names the cluster and the
-// instance; it reports what it removed and what it left.
+// instance — or, for an instance taken over from tiup-dm (imported=1),
+// that there is still no marker at all; it reports what it removed and
+// what it left.
 const removeDirsScript = `
-cluster=$1 instance=$2 user=$3; shift 3
+cluster=$1 instance=$2 user=$3 imported=$4; shift 4
 while [ $# -ge 2 ]; do
   d=$1 m=$2; shift 2
   case "$d" in /?*/?*) ;; *) echo "left $d: not an absolute path two levels deep"; continue;; esac
   mk=$m/` + domain.MarkerFile + `
+  if [ "$imported" = 1 ] && [ ! -L "$d" ] && [ ! -L "$m" ] && [ ! -e "$mk" ] && [ ! -L "$mk" ]; then
+    rm -rf -- "$d" || exit 1
+    echo "removed $d (taken over from tiup-dm: no marker)"
+    continue
+  fi
   o=$(stat -c %U -- "$mk" 2>/dev/null)
   if [ -L "$d" ] || [ -L "$m" ] || [ -L "$mk" ] || [ ! -f "$mk" ] || { [ "$o" != root ] && [ "$o" != "$user" ]; } ||
     ! grep -qxF -- "cluster=$cluster" "$mk" || ! grep -qxF -- "instance=$instance" "$mk"; then
@@ -251,7 +258,11 @@ func (r *run) removeOwnedDirs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := []string{m.Cluster, s.Instance, s.User}
+	imported := "0"
+	if m.Imported {
+		imported = "1"
+	}
+	args := []string{m.Cluster, s.Instance, s.User, imported}
 	for _, d := range s.Dirs {
 		p, md := probes[d], m.MarkDirFor(d)
 		if p.Kind == domain.DirAbsent {
@@ -265,7 +276,7 @@ func (r *run) removeOwnedDirs(ctx context.Context) error {
 		}
 		args = append(args, d, md)
 	}
-	if len(args) == 3 {
+	if len(args) == 4 {
 		return nil
 	}
 	return r.sh(ctx, "remove directories", remote.RunOptions{Sudo: true}, removeDirsScript, args...)

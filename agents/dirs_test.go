@@ -222,15 +222,15 @@ func TestRemoveDirsScript(t *testing.T) {
 	if err := os.Chown(p("byuser/"+domain.MarkerFile), 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, code := runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "tidb", p("byother"), p("byother"))
+	out, stderr, code := runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "tidb", "0", p("byother"), p("byother"))
 	if _, err := os.Stat(p("byother")); code != 0 || err != nil || !strings.Contains(out, "left "+p("byother")) {
 		t.Errorf("a marker of another user's: exit %d %v, output %q %s", code, err, out, stderr)
 	}
-	out, stderr, code = runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "nobody", p("byuser"), p("byuser"))
+	out, stderr, code = runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "nobody", "0", p("byuser"), p("byuser"))
 	if _, err := os.Stat(p("byuser")); code != 0 || !os.IsNotExist(err) {
 		t.Errorf("a marker of the deploy user's: exit %d %v, output %q %s", code, err, out, stderr)
 	}
-	out, stderr, code = runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "tidb", p("deploy/bin"), p("deploy"), p("data"), p("data"), "/tmp", "/tmp")
+	out, stderr, code = runScript(t, removeDirsScript, "prod-a", "10.0.0.1:8261", "tidb", "0", p("deploy/bin"), p("deploy"), p("data"), p("data"), "/tmp", "/tmp")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -242,5 +242,45 @@ func TestRemoveDirsScript(t *testing.T) {
 	}
 	if _, err := os.Stat("/tmp"); err != nil || !strings.Contains(out, "left /tmp: not an absolute path two levels deep") {
 		t.Errorf("/tmp: %v, output %q", err, out)
+	}
+}
+
+// TestRemoveDirsScriptImported: for an instance taken over from tiup-dm a
+// directory without any marker is removed; one that got a marker since
+// (of anyone), or is a link, is left — and without imported=1 an unmarked
+// directory is left.
+func TestRemoveDirsScriptImported(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	p := func(s string) string { return filepath.Join(root, s) }
+	write(t, p("deploy/bin/dm-master/dm-master"), "x")
+	write(t, p("deploy/scripts/run_dm-master.sh"), "x")
+	write(t, p("data/started-1"), "x")
+	write(t, p("plain/keep"), "x")
+	write(t, p("other/keep"), "x")
+	write(t, p("other/"+domain.MarkerFile), domain.DirMark{Cluster: "prod-b"}.MarkerContent("10.0.0.1:8261"))
+	write(t, p("target/precious"), "x")
+	if err := os.Symlink(p("target"), p("link")); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runScript(t, removeDirsScript, "legacy", "10.0.0.1:8261", "tidb", "1",
+		p("deploy"), p("deploy"), p("data"), p("data"), p("other"), p("other"), p("link"), p("link"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, d := range []string{"deploy", "data"} {
+		if _, err := os.Stat(p(d)); !os.IsNotExist(err) || !strings.Contains(out, "removed "+p(d)+" (taken over from tiup-dm: no marker)") {
+			t.Errorf("%s of the imported instance: %v, output %q", d, err, out)
+		}
+	}
+	if _, err := os.Stat(p("other/keep")); err != nil || !strings.Contains(out, "left "+p("other")) {
+		t.Errorf("a directory of another cluster: %v, output %q", err, out)
+	}
+	if _, err := os.Stat(p("target/precious")); err != nil || !strings.Contains(out, "left "+p("link")) {
+		t.Errorf("a link: %v, output %q", err, out)
+	}
+	out, _, code = runScript(t, removeDirsScript, "legacy", "10.0.0.1:8261", "tidb", "0", p("plain"), p("plain"))
+	if _, err := os.Stat(p("plain/keep")); code != 0 || err != nil || !strings.Contains(out, "left "+p("plain")) {
+		t.Errorf("an unmarked directory of an instance dmgr deployed: exit %d %v, output %q", code, err, out)
 	}
 }

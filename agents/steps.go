@@ -106,6 +106,8 @@ func (r *run) dispatch(ctx context.Context) error {
 		return r.switchFiles(ctx)
 	case domain.StepOffline:
 		return r.offline(ctx)
+	case domain.StepVerifyInstance:
+		return r.verifyInstance(ctx)
 	case domain.StepNoop:
 		return r.sh(ctx, "noop", remote.RunOptions{}, "true")
 	}

@@ -51,10 +51,14 @@ func (c *Cluster) EffectiveServerConfigs() map[string]map[string]any {
 }
 
 // Exists reports whether the name is taken by a cluster that has not been
-// destroyed.
+// destroyed (nor failed to be imported: see import.go).
 func (c *Cluster) Exists() bool {
-	return c != nil && c.Status != "" && c.Status != ClusterStatusDestroyed
+	return c != nil && c.Status != "" && !slices.Contains(GoneClusterStatuses, c.Status)
 }
+
+// GoneClusterStatuses are the statuses of a cluster that no longer
+// exists: its name, ports and directories are free.
+var GoneClusterStatuses = []string{ClusterStatusDestroyed, ClusterStatusImportFailed}
 
 // Operation is one run of a lifecycle command on a cluster: its plan and
 // what the events say about each step.
@@ -206,6 +210,11 @@ func (f *ClusterFold) Apply(e Event) {
 			Group: OwnerGroup(e.Group), Labels: e.Labels, Topology: e.Topology, Global: e.Global, Instances: e.Instances,
 			Operations: c.Operations, Revision: c.Revision}
 		f.ownInstances = false // the event's
+	case ClusterImported:
+		*c = Cluster{Name: e.Name, Version: e.Version, PackageID: e.PackageID, Status: ClusterStatusImporting,
+			Group: OwnerGroup(e.Group), Labels: e.Labels, Topology: e.Topology, Global: e.Global, Instances: e.Instances,
+			Operations: c.Operations, Revision: c.Revision}
+		f.ownInstances = false // the event's
 	case OwnerMoved:
 		c.Group = e.To
 	case ClusterLabelsSet:
@@ -231,7 +240,7 @@ func (f *ClusterFold) Apply(e Event) {
 			*st = StepState{Status: StepStatusSucceeded, Attempt: e.Attempt, Agent: e.Agent, DurationMS: e.DurationMS}
 			if s := o.step(e.Step); s != nil {
 				switch s.Kind {
-				case StepStart:
+				case StepStart, StepVerifyInstance:
 					f.setInstanceStatus(s.Instance, InstanceStatusUp)
 				case StepStop:
 					f.setInstanceStatus(s.Instance, InstanceStatusDown)
@@ -252,7 +261,7 @@ func (f *ClusterFold) Apply(e Event) {
 		f.withOperation(e.ID, func(o *Operation) {
 			o.Status, o.Error = OperationStatusSucceeded, ""
 			switch o.Kind {
-			case OperationDeploy, OperationStart, OperationRestart:
+			case OperationDeploy, OperationStart, OperationRestart, OperationImport:
 				c.Status = ClusterStatusRunning
 			case OperationStop:
 				if !slices.ContainsFunc(c.Instances, func(in Instance) bool { return in.Status != InstanceStatusDown }) {
@@ -270,6 +279,7 @@ func (f *ClusterFold) Apply(e Event) {
 			if o.Kind == OperationDeploy {
 				c.Status = ClusterStatusDeployFailed
 			}
+			importFailed(c, o)
 		})
 	case ClusterReloadRequested:
 		c.ServerConfigs = e.ServerConfigs
@@ -283,6 +293,7 @@ func (f *ClusterFold) Apply(e Event) {
 			if o.Kind == OperationDeploy {
 				c.Status = ClusterStatusDeployCancelled
 			}
+			importFailed(c, o)
 		})
 	case ClusterLeaderElected:
 		c.LeaderToken = e.Token

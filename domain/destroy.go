@@ -97,7 +97,8 @@ func removeStep(c *Cluster, in Instance, dirs []string, after string, svc *Servi
 }
 
 // removalMark is the mark of an instance's directories as its deploy (or
-// scale-out) wrote it.
+// scale-out) wrote it, or, for an instance taken over from tiup-dm, the
+// mark that says it has none.
 func removalMark(c *Cluster, in Instance) *DirMark {
-	return &DirMark{Cluster: c.Name, Dirs: topDirs(in.Dirs())}
+	return &DirMark{Cluster: c.Name, Dirs: topDirs(in.Dirs()), Imported: in.Imported}
 }

@@ -15,6 +15,7 @@ const (
 	Forbidden    = "forbidden"    // the credential may not do this
 	TooLarge     = "too_large"    // the request body is over the configured limit
 	Unavailable  = "unavailable"  // a dependency is down; retry later
+	Unreachable  = "unreachable"  // a host the command must reach does not answer
 	Internal     = "internal"     // a bug or an unexpected failure
 )
 

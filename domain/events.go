@@ -41,6 +41,7 @@ const (
 	TypeClusterScaleInRequested  = "ClusterScaleInRequested"
 	TypeClusterReloadRequested   = "ClusterReloadRequested"
 	TypeClusterDestroyRequested  = "ClusterDestroyRequested"
+	TypeClusterImported          = "ClusterImported"
 )
 
 func (MachineRegistered) EventType() string        { return TypeMachineRegistered }
@@ -61,6 +62,7 @@ func (ClusterScaleOutRequested) EventType() string { return TypeClusterScaleOutR
 func (ClusterScaleInRequested) EventType() string  { return TypeClusterScaleInRequested }
 func (ClusterReloadRequested) EventType() string   { return TypeClusterReloadRequested }
 func (ClusterDestroyRequested) EventType() string  { return TypeClusterDestroyRequested }
+func (ClusterImported) EventType() string          { return TypeClusterImported }
 
 // decoders decode schema 1 of every event type into its value type, so
 // that Evolve switches on value types only.
@@ -83,6 +85,7 @@ var decoders = map[string]eventDecoder{
 	TypeClusterScaleInRequested:  decoderOf[ClusterScaleInRequested](),
 	TypeClusterReloadRequested:   decoderOf[ClusterReloadRequested](),
 	TypeClusterDestroyRequested:  decoderOf[ClusterDestroyRequested](),
+	TypeClusterImported:          decoderOf[ClusterImported](),
 	TypeInstancesPlaced:          decoderOf[InstancesPlaced](),
 	TypePlacementsReleased:       decoderOf[PlacementsReleased](),
 	TypeClaimTaken:               decoderOf[ClaimTaken](),

@@ -90,6 +90,7 @@ func TestDecodeEventTypeNames(t *testing.T) {
 		{ClusterScaleInRequested{}, "ClusterScaleInRequested"},
 		{ClusterReloadRequested{}, "ClusterReloadRequested"},
 		{ClusterDestroyRequested{}, "ClusterDestroyRequested"},
+		{ClusterImported{}, "ClusterImported"},
 		{InstancesPlaced{}, "InstancesPlaced"},
 		{PlacementsReleased{}, "PlacementsReleased"},
 		{ClaimTaken{}, "ClaimTaken"},

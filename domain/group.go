@@ -49,7 +49,7 @@ type ApprovalPolicy struct {
 
 // Commands a policy may name: the cluster commands of the API.
 var ApprovableCommands = []string{"deploy", "scale-out", "scale-in", "upgrade", "patch", "rollback",
-	"start", "stop", "restart", "reload", "destroy"}
+	"start", "stop", "restart", "reload", "destroy", "import"}
 
 // DefaultApprovalTTL is how long a request waits by default.
 const DefaultApprovalTTL = 24 * time.Hour

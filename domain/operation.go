@@ -229,6 +229,9 @@ func DecideRetryOperation(c *Cluster, r RetryOperation) ([]Event, error) {
 	if op.Status != OperationStatusFailed && op.Status != OperationStatusCancelled {
 		return nil, Errorf(Conflict, "operation %s is %s: only a failed or cancelled operation can be retried", r.ID, op.Status)
 	}
+	if err := checkRetryImport(c, op); err != nil {
+		return nil, err
+	}
 	if err := CheckIdle(c); err != nil {
 		return nil, err
 	}

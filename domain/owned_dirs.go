@@ -27,6 +27,10 @@ type DirMark struct {
 	// Dirs are the directories that carry the marker, or will: each
 	// instance directory that is not inside another one of the instance.
 	Dirs []string `json:"dirs"`
+	// Imported: the instance was taken over from tiup-dm (import.go), so
+	// its directories never got dmgr's marker; a removal takes a directory
+	// that carries no marker at all as the instance's.
+	Imported bool `json:"imported,omitempty"`
 }
 
 // Marker is a marker file as a host holds it.
@@ -121,7 +125,8 @@ func (m DirMark) DeployProblem(p DirProbe, user string) string {
 // for p (MarkDirFor; p itself, usually). Only a directory that is still
 // there, no symbolic link, resolves to a path that may be an instance
 // directory and carries the marker of this cluster and instance is
-// removed.
+// removed — or, for an instance taken over from tiup-dm (m.Imported),
+// carries no marker at all.
 func (m DirMark) RemovalProblem(p, mark DirProbe, instance, user string) string {
 	switch p.Kind {
 	case DirAbsent:
@@ -147,6 +152,8 @@ func (m DirMark) RemovalProblem(p, mark DirProbe, instance, user string) string 
 		return untrusted
 	case untrusted != "":
 		return where + ": " + untrusted
+	case mk == nil && mark.Marker == nil && m.Imported:
+		return "" // an imported instance's directory: tiup wrote no marker, dmgr writes none
 	case mk == nil || mk.Cluster == "":
 		return where + " carries no marker of dmgr's: dmgr did not create it"
 	case mk.Cluster != m.Cluster:

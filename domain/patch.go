@@ -2,7 +2,6 @@ package domain
 
 import (
 	"cmp"
-	"path"
 )
 
 // PatchCluster replaces the binary of some instances by the one of an
@@ -73,8 +72,11 @@ func DecidePatchCluster(c *Cluster, packages map[string]*Package, cmd PatchClust
 	order := rollOrder(insts, cmd.Leader)
 	files := map[string]rollFiles{}
 	for _, in := range order {
+		if err := refuseImportedGrafana(in, "patch"); err != nil {
+			return nil, err
+		}
 		cf := componentFiles[in.Role][0] // the component's binary comes first
-		dst := path.Join(in.DeployDir, cf.dst)
+		dst := in.componentPath(cf.dst)
 		cs, err := packageCopy(p, cf.src, dst+"."+p.Version, g.User, in)
 		if err != nil {
 			return nil, err

@@ -29,23 +29,23 @@ func (pl *planner) renderFiles(in Instance) ([]FileSpec, error) {
 			return nil, errRender(in, "server config", err)
 		}
 		addFile(conf("dm-master.toml"), toml, 0o644)
-		args = []string{"bin/dm-master", "--config=" + conf("dm-master.toml")}
+		args = []string{in.componentRel("bin/dm-master"), "--config=" + conf("dm-master.toml")}
 	case RoleWorker:
 		toml, err := pl.workerTOML(in)
 		if err != nil {
 			return nil, errRender(in, "server config", err)
 		}
 		addFile(conf("dm-worker.toml"), toml, 0o644)
-		args = []string{"bin/dm-worker", "--config=" + conf("dm-worker.toml")}
+		args = []string{in.componentRel("bin/dm-worker"), "--config=" + conf("dm-worker.toml")}
 	case RolePrometheus:
 		addFile(conf("prometheus.yml"), pl.prometheusYAML(), 0o644)
-		args = []string{"bin/prometheus", "--config.file=" + conf("prometheus.yml"),
+		args = []string{in.componentRel("bin/prometheus"), "--config.file=" + conf("prometheus.yml"),
 			"--web.listen-address=" + hostPort("0.0.0.0", in.Port),
 			"--web.external-url=http://" + hostPort(in.Host, in.Port) + "/",
 			"--storage.tsdb.path=" + in.DataDir, "--storage.tsdb.retention=30d",
 			"--log.level=info"}
 	case RoleAlertmanager:
-		args = []string{"bin/alertmanager", "--config.file=" + conf("alertmanager.yml"),
+		args = []string{in.componentRel("bin/alertmanager"), "--config.file=" + conf("alertmanager.yml"),
 			"--storage.path=" + in.DataDir, "--data.retention=120h", "--log.level=info",
 			"--web.listen-address=" + hostPort("0.0.0.0", in.Port),
 			"--web.external-url=http://" + hostPort(in.Host, in.Port) + "/",
@@ -59,7 +59,9 @@ func (pl *planner) renderFiles(in Instance) ([]FileSpec, error) {
 		addFile(conf("grafana.ini"), pl.grafanaINI(in), 0o644)
 		addFile(path.Join(in.DeployDir, "provisioning", "datasources", "datasource.yml"), pl.grafanaDatasource(), 0o644)
 		addFile(path.Join(in.DeployDir, "provisioning", "dashboards", "dashboard.yml"), pl.grafanaDashboards(in), 0o644)
-		args = []string{"bin/grafana-server", "--homepath=" + in.DeployDir, "--config=" + conf("grafana.ini")}
+		// tiup-dm unpacks grafana's tree into bin/ of the deploy directory.
+		home := path.Dir(path.Dir(in.componentPath("bin/grafana-server")))
+		args = []string{in.componentRel("bin/grafana-server"), "--homepath=" + home, "--config=" + conf("grafana.ini")}
 	}
 	addFile(runScript(in), pl.runScriptText(in, args), 0o755)
 	if s := pl.service(in); s.UnitFile != "" {

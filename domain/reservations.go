@@ -139,12 +139,14 @@ func Placements(cluster, operation string, instances []Instance) map[string]Inst
 	return out
 }
 
-// PlacedInstances are the instances a deploy's or scale-out's cluster
-// events place (nil for other events).
+// PlacedInstances are the instances a deploy's, import's or scale-out's
+// cluster events place (nil for other events).
 func PlacedInstances(evs []Event) []Instance {
 	for _, e := range evs {
 		switch e := e.(type) {
 		case ClusterDeployRequested:
+			return e.Instances
+		case ClusterImported:
 			return e.Instances
 		case ClusterScaleOutRequested:
 			return e.Instances

@@ -23,20 +23,21 @@ const (
 // needs except the machine's credentials, which the agent reads from the
 // vault by reference when it runs the step.
 type Step struct {
-	ID       string        `json:"id"`   // unique within the operation, e.g. "start/10.0.0.1:8261"
-	Kind     string        `json:"kind"` // Step* constant
-	Host     string        `json:"host"` // machine the step runs on
-	Instance string        `json:"instance,omitempty"`
-	Role     Role          `json:"role,omitempty"`
-	Needs    []string      `json:"needs,omitempty"` // ids of steps that must succeed first
-	User     string        `json:"user,omitempty"`  // the deploy user
-	Dirs     []string      `json:"dirs,omitempty"`
-	Ports    []PortCheck   `json:"ports,omitempty"`
-	Files    []FileSpec    `json:"files,omitempty"`  // rendered files
-	Copies   []CopySpec    `json:"copies,omitempty"` // files from the package
-	Service  *ServiceSpec  `json:"service,omitempty"`
-	Check    *ClusterCheck `json:"check,omitempty"`
-	Switches []SwitchSpec  `json:"switches,omitempty"` // StepSwitchFiles
+	ID       string          `json:"id"`   // unique within the operation, e.g. "start/10.0.0.1:8261"
+	Kind     string          `json:"kind"` // Step* constant
+	Host     string          `json:"host"` // machine the step runs on
+	Instance string          `json:"instance,omitempty"`
+	Role     Role            `json:"role,omitempty"`
+	Needs    []string        `json:"needs,omitempty"` // ids of steps that must succeed first
+	User     string          `json:"user,omitempty"`  // the deploy user
+	Dirs     []string        `json:"dirs,omitempty"`
+	Ports    []PortCheck     `json:"ports,omitempty"`
+	Files    []FileSpec      `json:"files,omitempty"`  // rendered files
+	Copies   []CopySpec      `json:"copies,omitempty"` // files from the package
+	Service  *ServiceSpec    `json:"service,omitempty"`
+	Check    *ClusterCheck   `json:"check,omitempty"`
+	Switches []SwitchSpec    `json:"switches,omitempty"` // StepSwitchFiles
+	Verify   *InstanceVerify `json:"verify,omitempty"`   // StepVerifyInstance
 	// Mark: the ownership markers of the instance directories that the
 	// step checks (check_host), creates (make_dirs) or removes
 	// (remove_dirs, force_remove).

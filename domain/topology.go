@@ -77,6 +77,10 @@ type Instance struct {
 	OS        string         `json:"os,omitempty"`     // the instance's `os`, default global.os
 	Line      int            `json:"line"`             // line of the instance in the topology text
 	Status    string         `json:"status,omitempty"` // Instance* status in a cluster's state; empty in a parsed topology
+	// Imported: the instance was taken over from tiup-dm (import.go). It
+	// keeps tiup's layout (its binary in bin/<component>/<component>) and
+	// its directories carry no marker of dmgr's.
+	Imported bool `json:"imported,omitempty"`
 }
 
 // Ports returns the ports the instance listens on: Port, and PeerPort when

@@ -2,7 +2,6 @@ package domain
 
 import (
 	"cmp"
-	"path"
 	"slices"
 )
 
@@ -96,9 +95,12 @@ func DecideUpgradeCluster(c *Cluster, packages map[string]*Package, cmd UpgradeC
 		if err != nil {
 			return nil, err
 		}
+		if err := refuseImportedGrafana(in, "upgrade"); err != nil {
+			return nil, err
+		}
 		var f rollFiles
 		for _, cf := range componentFiles[in.Role] {
-			dst := path.Join(in.DeployDir, cf.dst)
+			dst := in.componentPath(cf.dst)
 			cs, err := packageCopy(p, cf.src, dst+"."+cmd.Version, g.User, in)
 			if err != nil {
 				return nil, err
@@ -169,7 +171,7 @@ func DecideRollbackOperation(c *Cluster, cmd RollbackOperation) ([]Event, error)
 	for _, in := range touched {
 		var f rollFiles
 		for _, cf := range componentFiles[in.Role] {
-			dst := path.Join(in.DeployDir, cf.dst)
+			dst := in.componentPath(cf.dst)
 			f.swap = append(f.swap, SwitchSpec{From: dst + "." + op.FromVersion, To: dst, Owner: c.Global.User, UnpackInto: unpackInto(in)})
 		}
 		files[in.ID] = f

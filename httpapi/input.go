@@ -156,6 +156,7 @@ var routeSpecs = map[string]routeSpec{
 	"DELETE /api/v1/machines/{host}":               {},
 	"POST /api/v1/packages":                        {body: bodyGzip, query: []param{{name: "name"}, {name: "version"}, {name: "filename"}, {name: "arch"}, {name: "group"}}},
 	"POST /api/v1/clusters":                        {body: bodyJSON, query: []param{dryRunParam}},
+	"POST /api/v1/clusters/import":                 {body: bodyJSON, query: []param{dryRunParam}},
 	"POST /api/v1/clusters/{name}/start":           {body: bodyJSON, query: []param{dryRunParam}},
 	"POST /api/v1/clusters/{name}/stop":            {body: bodyJSON, query: []param{dryRunParam}},
 	"POST /api/v1/clusters/{name}/restart":         {body: bodyJSON, query: []param{dryRunParam}},

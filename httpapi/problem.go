@@ -21,6 +21,7 @@ var statusOf = map[string]int{
 	domain.Forbidden:    http.StatusForbidden,
 	domain.TooLarge:     http.StatusRequestEntityTooLarge,
 	domain.Unavailable:  http.StatusServiceUnavailable,
+	domain.Unreachable:  http.StatusBadGateway,
 	domain.Internal:     http.StatusInternalServerError,
 }
 

@@ -173,6 +173,7 @@ func Handler(c Config) http.Handler {
 			r.Delete("/api/v1/machines/{host}", a.removeMachine)
 			r.Post("/api/v1/packages", a.uploadPackage)
 			r.Post("/api/v1/clusters", a.deployCluster)
+			r.Post("/api/v1/clusters/import", a.importCluster)
 			r.Post("/api/v1/clusters/{name}/start", a.controlCluster(domain.OperationStart))
 			r.Post("/api/v1/clusters/{name}/stop", a.controlCluster(domain.OperationStop))
 			r.Post("/api/v1/clusters/{name}/restart", a.controlCluster(domain.OperationRestart))

@@ -92,7 +92,7 @@ func (s *Store) OwnedBy(ctx context.Context, group string) (string, error) {
 		what, table, key, having string
 		args                     []any
 	}{
-		{"cluster", tableClusters, "name", "argMax(status, seq) NOT IN ('', ?)", []any{domain.ClusterStatusDestroyed}},
+		{"cluster", tableClusters, "name", "argMax(status, seq) NOT IN ('', ?, ?)", []any{domain.ClusterStatusDestroyed, domain.ClusterStatusImportFailed}},
 		{"machine", tableMachines, "host", "argMax(status, seq) = ?", []any{domain.MachineStatusRegistered}},
 		{"package", tablePackages, "id", "1", nil},
 	} {

@@ -227,7 +227,7 @@ func (s *Store) ListClusters(ctx context.Context, q ListQuery) (Page[domain.Clus
 		return Page[domain.Cluster]{}, err
 	}
 	n := q.PageLimit()
-	having, args := "st != '' AND st != ?", []any{q.After, domain.ClusterStatusDestroyed}
+	having, args := "st != '' AND st != ? AND st != ?", []any{q.After, domain.ClusterStatusDestroyed, domain.ClusterStatusImportFailed}
 	if q.Status != "" {
 		having += " AND st = ?"
 		args = append(args, q.Status)

@@ -338,8 +338,8 @@ func (s *Store) Instances(ctx context.Context, cluster, host string) ([]ClusterI
 		return nil
 	}, "SELECT cluster, id, argMax(idx, seq) AS i, argMax(spec, seq), argMax(deleted, seq) AS d, argMax(host, seq) AS h FROM "+
 		table(s.db, tableInstances, gen)+" GROUP BY cluster, id HAVING d = 0 AND (? = '' OR cluster = ?) AND (? = '' OR h = ?) "+
-		"AND cluster IN (SELECT name FROM "+table(s.db, tableClusters, gen)+" GROUP BY name HAVING argMax(status, seq) NOT IN ('', ?)) "+
-		"ORDER BY cluster, i", cluster, cluster, host, host, domain.ClusterStatusDestroyed)
+		"AND cluster IN (SELECT name FROM "+table(s.db, tableClusters, gen)+" GROUP BY name HAVING argMax(status, seq) NOT IN ('', ?, ?)) "+
+		"ORDER BY cluster, i", cluster, cluster, host, host, domain.ClusterStatusDestroyed, domain.ClusterStatusImportFailed)
 	return out, err
 }
 

@@ -310,7 +310,7 @@ func dialSSH(ctx context.Context, t Target, pin ssh.PublicKey, timeout time.Dura
 	addr := t.addr()
 	nc, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, unreachableError{fmt.Errorf("connect: %w", err)}
 	}
 	// The handshake reads and writes nc: a deadline and ctx bound it.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
@@ -329,14 +329,14 @@ func dialSSH(ctx context.Context, t Target, pin ssh.PublicKey, timeout time.Dura
 			return nil, &HostKeyMismatchError{Host: addr, Pinned: ssh.FingerprintSHA256(pin),
 				PinnedType: pin.Type(), ServerTypes: algo.RequestedAlgorithms}
 		case ctx.Err() != nil:
-			return nil, fmt.Errorf("ssh handshake: %w", ctx.Err())
+			return nil, unreachableError{fmt.Errorf("ssh handshake: %w", ctx.Err())}
 		case err != nil && isAuthError(err):
-			return nil, fmt.Errorf("authentication failed; check the machine's credential for user %s: %w", t.User, err)
+			return nil, fmt.Errorf("authentication failed; check the machine's credential for user %s: %w", t.User, loginRefusedError{err})
 		case err != nil:
-			return nil, fmt.Errorf("ssh handshake: %w", err)
+			return nil, unreachableError{fmt.Errorf("ssh handshake: %w", err)}
 		default:
 			sc.Close()
-			return nil, fmt.Errorf("ssh handshake: %w", ctx.Err())
+			return nil, unreachableError{fmt.Errorf("ssh handshake: %w", ctx.Err())}
 		}
 	}
 	nc.SetDeadline(time.Time{})

@@ -26,6 +26,7 @@ type ClusterCommand struct {
 	Upgrade   *UpgradeClusterRequest `json:"upgrade,omitempty"`
 	Patch     *PatchClusterRequest   `json:"patch,omitempty"`
 	Reload    *ReloadRequest         `json:"reload,omitempty"`
+	Import    *ImportClusterRequest  `json:"import,omitempty"`
 	Operation string                 `json:"operation,omitempty"` // rollback, cancel, retry
 }
 
@@ -53,6 +54,16 @@ func (s *Service) target(ctx context.Context, c ClusterCommand) (group string, l
 		}
 		return group, c.Deploy.Labels, nil
 	}
+	if c.Kind == "import" {
+		if c.Import == nil {
+			return "", nil, domain.Errorf(domain.Invalid, "import: no request")
+		}
+		group := domain.OwnerGroup(c.Import.Group)
+		if _, ok := s.dir.Group(group); !ok && group != domain.DefaultGroup {
+			return "", nil, domain.Errorf(domain.Invalid, "group %s does not exist: a super admin creates it with POST /api/v1/groups", group)
+		}
+		return group, c.Import.Labels, nil
+	}
 	if err := domain.ValidateClusterName(c.Cluster); err != nil {
 		return "", nil, err
 	}
@@ -69,8 +80,8 @@ func (s *Service) target(ctx context.Context, c ClusterCommand) (group string, l
 // what is how a message names the command ("deploy to group g1",
 // "destroy cluster c1").
 func (c ClusterCommand) what(group string) string {
-	if c.Kind == "deploy" {
-		return "deploy to group " + group
+	if c.Kind == "deploy" || c.Kind == "import" {
+		return c.Kind + " to group " + group
 	}
 	return c.Kind + " cluster " + c.Cluster
 }
@@ -114,6 +125,8 @@ func (s *Service) execute(ctx context.Context, meta Meta, c ClusterCommand) (Acc
 	switch c.Kind {
 	case "deploy":
 		return s.DeployCluster(ctx, meta, *c.Deploy)
+	case "import":
+		return s.ImportCluster(ctx, meta, *c.Import)
 	case "scale-out":
 		return s.ScaleOut(ctx, meta, c.Cluster, c.Topology)
 	case "scale-in":
@@ -161,6 +174,8 @@ func (s *Service) plan(ctx context.Context, c ClusterCommand) (any, error) {
 	switch c.Kind {
 	case "deploy":
 		return s.PlanDeployCluster(ctx, *c.Deploy)
+	case "import":
+		return s.PlanImportCluster(ctx, *c.Import)
 	case "scale-out":
 		return steps(s.PlanScaleOut(ctx, c.Cluster, c.Topology))
 	case "scale-in":
@@ -205,6 +220,14 @@ func (s *Service) requestApproval(ctx context.Context, meta Meta, c ClusterComma
 	if err != nil {
 		return Accepted{}, err // the command would be refused: say so now, not at approval
 	}
+	if c.Kind == "import" {
+		// The request's events keep the key's vault id, never the key.
+		imp := *c.Import
+		if err := s.holdImportKey(ctx, &imp); err != nil {
+			return Accepted{}, err
+		}
+		c.Import = &imp
+	}
 	planJSON, err := json.Marshal(plan)
 	if err != nil {
 		return Accepted{}, fmt.Errorf("approval plan: %w", err)
@@ -221,8 +244,11 @@ func (s *Service) requestApproval(ctx context.Context, meta Meta, c ClusterComma
 	ev := domain.ApprovalRequested{ID: id, Group: g.ID, Cluster: c.Cluster, Command: c.Kind, Params: params, Plan: planJSON,
 		Requester: meta.Actor, RequesterToken: meta.actorToken(), RequestedAt: now, ExpiresAt: now.Add(g.Policy.TTL()),
 		OperationID: meta.OperationID}
-	if c.Kind == "deploy" {
+	switch c.Kind {
+	case "deploy":
 		ev.Cluster = c.Deploy.Name
+	case "import":
+		ev.Cluster = c.Import.Name
 	}
 	m := meta
 	m.noOperation, m.OperationID = true, ""
@@ -235,6 +261,9 @@ func (s *Service) requestApproval(ctx context.Context, meta Meta, c ClusterComma
 		return one(domain.AggregateApproval, id, evs, a.expect()), err
 	})
 	if err != nil {
+		if c.Import != nil && c.Import.HeldKey != "" {
+			s.deleteCredential(ctx, c.Import.HeldKey, "delete the key of an import whose approval request was not recorded")
+		}
 		return Accepted{}, err
 	}
 	if err := s.dir.WaitFor(ctx, acc.CommitSeq); err != nil {
@@ -306,6 +335,9 @@ func (s *Service) DecideApproval(ctx context.Context, meta Meta, id, verb, comme
 		}
 		if err != nil {
 			return ApprovalAnswer{}, err
+		}
+		if verb != "approve" {
+			s.dropHeldKey(ctx, a, verb)
 		}
 		if err := s.dir.WaitFor(ctx, acc.CommitSeq); err != nil {
 			return ApprovalAnswer{}, err
@@ -384,4 +416,19 @@ func (s *Service) Approvals(meta Meta, state, group, after string, limit int) ([
 		list[i].State = list[i].StateAt(now)
 	}
 	return list, more
+}
+
+// dropHeldKey deletes the key an import kept in the vault while it waited
+// for approval, once the request was rejected or withdrawn. (An expired
+// request keeps it until an operator deletes it; its id is in the
+// request's params.)
+func (s *Service) dropHeldKey(ctx context.Context, a *domain.Approval, verb string) {
+	if a.Command != "import" {
+		return
+	}
+	var c ClusterCommand
+	if err := json.Unmarshal(a.Params, &c); err != nil || c.Import == nil || c.Import.HeldKey == "" {
+		return
+	}
+	s.deleteCredential(ctx, c.Import.HeldKey, "delete the key of an import whose approval request was decided: "+verb)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
+	"github.com/dmgr/dmgr/agents/remote"
 	"github.com/dmgr/dmgr/domain"
 	"github.com/dmgr/dmgr/eventstore"
 	"github.com/dmgr/dmgr/internal/pkgstore"
@@ -37,6 +38,8 @@ type Service struct {
 	log          zerolog.Logger
 
 	scanHostKey func(ctx context.Context, host string, port int) (string, error)
+	// login runs one read-only command on a host an import checks.
+	login func(ctx context.Context, t remote.Target, cmd string, o remote.RunOptions, dialTimeout time.Duration) (remote.Result, error)
 	// inventory admits registrations and removals of machines, a few at a
 	// time (MaxConcurrentRegistrations).
 	inventory chan struct{}
@@ -67,6 +70,10 @@ type Config struct {
 	// ScanHostKey reads a machine's SSH host key for pinning when a
 	// registration does not give one (remote.ScanHostKey).
 	ScanHostKey func(ctx context.Context, host string, port int) (string, error)
+	// Login runs one command on a host over a connection of its own, for
+	// the checks an import makes before it records anything (default
+	// remote.Login).
+	Login func(ctx context.Context, t remote.Target, cmd string, o remote.RunOptions, dialTimeout time.Duration) (remote.Result, error)
 	// MaxConcurrentRegistrations is how many machine registrations and
 	// removals may append at once (default DefaultMaxConcurrentRegistrations);
 	// more wait their turn, so that a bulk of them (an inventory import)
@@ -103,6 +110,9 @@ func New(c Config) *Service {
 	if c.MaxConcurrentRegistrations <= 0 {
 		c.MaxConcurrentRegistrations = DefaultMaxConcurrentRegistrations
 	}
+	if c.Login == nil {
+		c.Login = remote.Login
+	}
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = DefaultSessionTTL
 	}
@@ -110,7 +120,7 @@ func New(c Config) *Service {
 		c.MaxConcurrentHashes = max(runtime.NumCPU(), 2)
 	}
 	return &Service{store: c.Store, ops: c.Store.NewOperationIndex(domain.AggregateCluster), vault: c.Vault, packages: c.Packages, limits: c.PackageLimits, now: c.Now, log: c.Log,
-		maxInstances: c.MaxInstancesPerCluster, scanHostKey: c.ScanHostKey, inventory: make(chan struct{}, c.MaxConcurrentRegistrations),
+		maxInstances: c.MaxInstancesPerCluster, scanHostKey: c.ScanHostKey, login: c.Login, inventory: make(chan struct{}, c.MaxConcurrentRegistrations),
 		clusters:   newAggregates(c.Store, domain.AggregateCluster, cachedClusters, foldClusterEvents),
 		machines:   newAggregates(c.Store, domain.AggregateMachine, cachedMachines, evolveAll(domain.EvolveMachine)),
 		packageAgg: newAggregates(c.Store, domain.AggregatePackage, cachedPackages, evolveAll(domain.EvolvePackage)),
