@@ -108,6 +108,15 @@ func TestCLIEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(body, &tokens); st2 != 200 || err != nil || len(tokens.Items) != 1 || tokens.Items[0].ID != cfg.TokenID {
 		t.Errorf("alice's live credentials after login: %d %s; want only the API token", st2, body)
 	}
+	// Logging in again replaces the token and revokes the one replaced.
+	u.ok(t, "alice-password-1\n", "login", "--server", server, "--user", "alice")
+	if st, _ := cp.doAs(t, cfg.Token, "GET", "/api/v1/me", nil); st != 401 {
+		t.Errorf("the replaced token after a new login: %d, want 401", st)
+	}
+	stored, _ = os.ReadFile(config)
+	if err := json.Unmarshal(stored, &cfg); err != nil {
+		t.Fatal(err)
+	}
 
 	// Machines: by key (root, a sudo user) and by password on stdin. Each
 	// prints the fingerprint of the host key it pinned, the host's own.

@@ -55,7 +55,7 @@ terminal without echo, or from stdin when stdin is not a terminal
 (echo "$PW" | dmgr login …). With the session the login gives, dmgr makes an
 API token named "dmgr-cli <hostname>" (valid --token-ttl, 30 days by
 default), ends the session, and keeps the server and the token (never the
-password) in $XDG_CONFIG_HOME/dmgr/config.json (~/.config/dmgr/config.json),
+password; the token of a previous login is revoked) in $XDG_CONFIG_HOME/dmgr/config.json (~/.config/dmgr/config.json),
 mode 0600. dmgr logout revokes the token and forgets it.`,
 		Example: "  dmgr login --server http://dmgr.example:7700 --user alice",
 		Args:    args(0, 0, ""),
@@ -159,8 +159,20 @@ func (a *App) login(ctx context.Context, user, ttl string, readOnly bool) error 
 	if _, err := sc.Do(ctx, Request{Method: http.MethodPost, Path: "/api/v1/tokens", Body: body}, &tok); err != nil {
 		return fmt.Errorf("login to %s: make the API token: %w", server, err)
 	}
+	old, _ := a.loadConfig()
 	if err := a.saveConfig(Config{Server: server, User: user, Token: tok.Token, TokenID: tok.ID, ExpiresAt: tok.ExpiresAt}); err != nil {
 		return err
+	}
+	if old.Token != "" && old.TokenID != "" && old.TokenID != tok.ID {
+		// The token this login replaces would live on unused: revoke it
+		// with itself (best effort: it may have expired or been revoked).
+		oc := newClient(old.Server, old.Token, a.timeout)
+		if _, err := oc.Do(ctx, Request{Method: http.MethodDelete, Path: pathf("/api/v1/tokens/%s", old.TokenID)}, nil); err != nil {
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
+				fmt.Fprintf(a.Stderr, "dmgr: warning: the token of the previous login (%s at %s) could not be revoked: %v\n", old.TokenID, old.Server, err)
+			}
+		}
 	}
 	if a.output != OutputTable {
 		return a.print(map[string]any{"server": server, "user": user, "token_id": tok.ID, "expires_at": tok.ExpiresAt, "config": a.configPath()}, nil)
