@@ -238,7 +238,9 @@ func (a *App) clusterDestroyCommand() *cobra.Command {
 		Short: "Stop every instance and remove its files (data kept with --retain-data)",
 		Long: `Stop every instance (monitoring first, masters last) and remove its deploy,
 log and data directories and its service; the machines are free afterwards.
-Only directories that carry this cluster's .dmgr-owned marker are removed.
+Only directories dmgr owns are removed: those that carry this cluster's
+.dmgr-owned marker (and, of an imported cluster, its instances' directories
+that carry no marker at all); anything else is left and named.
 --retain-data keeps the data directories. --force forgets a cluster whose
 hosts are gone: each host is tried once, and the cluster is destroyed
 whatever they answer.`,

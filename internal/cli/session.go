@@ -54,9 +54,10 @@ func (a *App) addSessionCommands(root *cobra.Command) {
 terminal without echo, or from stdin when stdin is not a terminal
 (echo "$PW" | dmgr login …). With the session the login gives, dmgr makes an
 API token named "dmgr-cli <hostname>" (valid --token-ttl, 30 days by
-default), ends the session, and keeps the server and the token (never the
-password; the token of a previous login is revoked) in $XDG_CONFIG_HOME/dmgr/config.json (~/.config/dmgr/config.json),
-mode 0600. dmgr logout revokes the token and forgets it.`,
+default) and ends the session. It keeps the server and the token, never the
+password, in $XDG_CONFIG_HOME/dmgr/config.json (~/.config/dmgr/config.json),
+mode 0600; the token of a previous login is revoked. dmgr logout revokes the
+token and forgets it.`,
 		Example: "  dmgr login --server http://dmgr.example:7700 --user alice",
 		Args:    args(0, 0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
