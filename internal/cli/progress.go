@@ -103,8 +103,18 @@ func (a *App) follow(ctx context.Context, c *Client, id string, seq uint64, o fo
 		o.Want = statusSucceeded
 	}
 	op, err := getOperation(ctx, c, id, seq)
-	if err != nil {
+	var ae *APIError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
 		return a.detachedOr(ctx, id, err)
+	case errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable && ae.Status < 500:
+		return err // not there, or not ours to read: the stream would say the same
+	default:
+		// The plan could not be read (the queries are behind): follow the
+		// stream alone, whose OperationRequested has the plan.
+		fmt.Fprintf(a.Stderr, "dmgr: warning: operation %s: %v; following its events without it\n", id, err)
+		op = operationView{ID: id}
 	}
 	if o.What == "" {
 		o.What = describeOperation(op)
@@ -114,7 +124,7 @@ func (a *App) follow(ctx context.Context, c *Client, id string, seq uint64, o fo
 		out = a.Stderr // stdout keeps the document
 	}
 	var view progressView
-	if a.output == OutputTable && drawsBars(a.Stdout) {
+	if a.output == OutputTable && len(op.Steps) > 0 && drawsBars(a.Stdout) {
 		view = newBarsView(out, op.Steps)
 	} else {
 		view = &plainView{w: out, fromAttempt: o.FromAttempt}
@@ -150,6 +160,9 @@ func (a *App) follow(ctx context.Context, c *Client, id string, seq uint64, o fo
 	}
 	view.close(t)
 	if err != nil {
+		if ctx.Err() == nil {
+			err = fmt.Errorf("following operation %s: %w (the operation goes on; re-attach with: dmgr operation watch %s)", id, err, id)
+		}
 		return a.detachedOr(ctx, id, err)
 	}
 	if a.output != OutputTable {
@@ -200,6 +213,9 @@ func endStatus(ev Event) string {
 }
 
 func describeOperation(op operationView) string {
+	if op.Kind == "" {
+		return "operation " + op.ID
+	}
 	if op.Cluster != "" {
 		return op.Kind + " of " + op.Cluster
 	}

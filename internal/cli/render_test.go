@@ -262,3 +262,36 @@ func TestCLITailLines(t *testing.T) {
 		t.Fatal("blank output has a tail")
 	}
 }
+
+// A failed operation ends with each failed step of its last attempt: its
+// error and the tail of its output; the plain view leaves out the step
+// events of earlier attempts when asked to.
+func TestCLIFailureReportAndAttempts(t *testing.T) {
+	tr := newTracker(operationView{Attempt: 2})
+	var b strings.Builder
+	v := &plainView{w: &b, fromAttempt: 2}
+	for _, ev := range []Event{
+		{Seq: 1, Type: evStepFailed, Step: "start/h1:8262", Host: "h1", Attempt: 1, Error: "old failure"},
+		{Seq: 2, Type: evOperationRetried, Attempt: 2},
+		{Seq: 3, Type: evStepStarted, Step: "start/h1:8262", Host: "h1", Attempt: 2},
+		{Seq: 4, Type: evStepFailed, Step: "start/h1:8262", Host: "h1", Attempt: 2, ExitCode: 3, Error: "not healthy after 2s",
+			Stderr: strings.Repeat("noise\n", 40) + "panic: port 8262 in use\n"},
+	} {
+		tr.apply(ev)
+		v.event(ev, tr)
+	}
+	if lines := strings.Count(b.String(), "\n"); lines != 2 || strings.Contains(b.String(), "old failure") {
+		t.Errorf("plain view from attempt 2:\n%s", b.String())
+	}
+	var f strings.Builder
+	tr.writeFailures(&f)
+	out := f.String()
+	for _, want := range []string{"Error: step start/h1:8262 on h1 failed (exit 3): not healthy after 2s", "  stderr (last lines):\n", "    panic: port 8262 in use\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("failure report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "noise") != 19 || strings.Contains(out, "old failure") || strings.Contains(out, "stdout") {
+		t.Errorf("failure report:\n%s", out)
+	}
+}
