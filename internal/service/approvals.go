@@ -314,6 +314,7 @@ func (s *Service) DecideApproval(ctx context.Context, meta Meta, id, verb, comme
 		if err != nil {
 			if a.State == domain.ApprovalStatePending && a.StateAt(s.now()) == domain.ApprovalStateExpired {
 				s.recordExpiry(ctx, a, snap.expect())
+				s.dropHeldKey(ctx, a, "expired") // expiry is final: the held key can go
 			}
 			if domain.ErrorCode(err) == domain.Forbidden {
 				s.refuse(ctx, m, domain.Access{What: verb + " approval " + id, Group: a.Group, Need: domain.MemberOperator}, err, a.Cluster, "")
@@ -419,9 +420,9 @@ func (s *Service) Approvals(meta Meta, state, group, after string, limit int) ([
 }
 
 // dropHeldKey deletes the key an import kept in the vault while it waited
-// for approval, once the request was rejected or withdrawn. (An expired
-// request keeps it until an operator deletes it; its id is in the
-// request's params.)
+// for approval, once the request was rejected, withdrawn, or found expired
+// when someone acted on it. (An expired request nobody acts on keeps it;
+// acting on it — any approve, reject or withdraw — deletes it.)
 func (s *Service) dropHeldKey(ctx context.Context, a *domain.Approval, verb string) {
 	if a.Command != "import" {
 		return
