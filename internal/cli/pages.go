@@ -28,10 +28,12 @@ type pageFlags struct {
 	limit  int
 	cursor string
 	all    bool
+	flags  *pflag.FlagSet // where add put them: an explicit --limit 0 is refused
 }
 
 // add adds --limit, --cursor and --all; noun names the items ("clusters").
 func (p *pageFlags) add(fl *pflag.FlagSet, noun string) {
+	p.flags = fl
 	fl.IntVar(&p.limit, "limit", 0, fmt.Sprintf("%s per page, 1 to %d (default 100)", noun, maxPage))
 	fl.StringVar(&p.cursor, "cursor", "", "continue after the page that printed this cursor")
 	fl.BoolVar(&p.all, "all", false, "follow every page, not only the first")
@@ -43,7 +45,7 @@ func (p pageFlags) query(q url.Values) (url.Values, error) {
 	if q == nil {
 		q = url.Values{}
 	}
-	if p.limit != 0 {
+	if p.limit != 0 || (p.flags != nil && p.flags.Changed("limit")) {
 		if p.limit < 1 || p.limit > maxPage {
 			return nil, usageError("--limit %d: use a number from 1 to %d", p.limit, maxPage)
 		}
