@@ -151,9 +151,18 @@ func TestCLIEndToEnd(t *testing.T) {
 			t.Errorf("upload %s: %s", v, r)
 		}
 	}
+	// A list prints one page and the command of the next one; --all every page.
 	r = u.ok(t, "", "package", "list", "--limit", "1")
-	if rows := tableRows(r.stdout, "ID "); len(rows) != 1 || rows[0][0] != "dm-v8.1.0-linux-amd64" || !strings.Contains(r.stderr, "more packages exist") {
-		t.Errorf("package list --limit 1: %s", r)
+	next := regexp.MustCompile(`(?m)^More: dmgr package list --limit 1 --cursor (\S+) \(or --all for every page\)$`).FindStringSubmatch(r.stdout)
+	if rows := tableRows(r.stdout, "ID "); len(rows) != 1 || rows[0][0] != "dm-v8.1.0-linux-amd64" || next == nil {
+		t.Fatalf("package list --limit 1: %s", r)
+	}
+	r = u.ok(t, "", "package", "list", "--limit", "1", "--cursor", next[1])
+	if rows := tableRows(r.stdout, "ID "); len(rows) != 1 || rows[0][0] != "dm-v8.1.1-linux-amd64" || strings.Contains(r.stdout, "More:") {
+		t.Errorf("package list --cursor %s: %s", next[1], r)
+	}
+	if rows := tableRows(u.ok(t, "", "package", "list", "--limit", "1", "--all").stdout, "ID "); len(rows) != 2 {
+		t.Errorf("package list --limit 1 --all: %d rows, want 2", len(rows))
 	}
 	u.fails(t, 2, "", []string{"package", "upload", u.writeFile(t, "dm-latest.tar.gz", "x")}, "has no version")
 

@@ -182,7 +182,7 @@ func tableRows(out, header string) [][]string {
 		}
 		var rows [][]string
 		for _, r := range lines[i+2:] {
-			if strings.TrimSpace(r) == "" || strings.HasPrefix(r, "Total nodes") || strings.HasPrefix(r, "Plan:") {
+			if strings.TrimSpace(r) == "" || strings.HasPrefix(r, "Total nodes") || strings.HasPrefix(r, "Plan:") || strings.HasPrefix(r, "More: ") {
 				break
 			}
 			rows = append(rows, strings.Fields(r))

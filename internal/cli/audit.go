@@ -11,20 +11,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
-
-// maxAuditLimit is the largest page GET /api/v1/audit serves.
-const maxAuditLimit = 1000
 
 // auditFlags are the filters of dmgr audit, as typed.
 type auditFlags struct {
 	cluster, machine, actor, operation, group string
 	types                                     []string
 	since, until                              string
-	limit                                     int
-	cursor                                    string
-	all                                       bool
+	pageFlags
 }
 
 // addAuditCommand adds `dmgr audit`: the audit trail, filtered and paged.
@@ -42,10 +36,7 @@ Filters combine with AND. --since and --until take an RFC 3339 time
 inclusive, --until exclusive. You see only the events of your groups (super
 admins see every event).
 
-One page is printed (--limit events, 100 by default, at most 1000); when more
-exist, the last line is the command that prints the next page (--cursor).
---all follows every page. With -o json or -o yaml the answer is the API's
-{events, next_cursor}; with --all, {events} of every page.`,
+` + pagingHelp("events", "events"),
 		Example: `  dmgr audit --cluster prod-a --since 24h
   dmgr audit --actor bob --type AccessRefused
   dmgr audit --group payments --since 7d
@@ -57,20 +48,7 @@ exist, the last line is the command that prints the next page (--cursor).
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			raw, events, next, err := a.admList(cmd, c, "/api/v1/audit", q, f.all, "events")
-			if err != nil {
-				return err
-			}
-			return a.print(raw, func(w io.Writer) error {
-				if err := writeAuditTable(w, events); err != nil {
-					return err
-				}
-				return admNextHint(w, cmd, next)
-			})
+			return a.printPages(cmd, "/api/v1/audit", "events", q, f.all, writeAuditTable)
 		},
 	}
 	fl := cmd.Flags()
@@ -82,21 +60,14 @@ exist, the last line is the command that prints the next page (--cursor).
 	fl.StringSliceVar(&f.types, "type", nil, "only events of these types (repeat or comma-separate: StepFailed,AccessRefused)")
 	fl.StringVar(&f.since, "since", "", "only events at or after this time: RFC 3339, or a duration back from now (1h, 7d)")
 	fl.StringVar(&f.until, "until", "", "only events before this time: RFC 3339, or a duration back from now (1h, 7d)")
-	fl.IntVar(&f.limit, "limit", 0, "events per page, 1 to 1000 (default 100)")
-	fl.StringVar(&f.cursor, "cursor", "", "continue after the page that printed this cursor")
-	fl.BoolVar(&f.all, "all", false, "follow every page, not only the first")
+	f.pageFlags.add(fl, "events")
 	root.AddCommand(cmd)
 }
 
 // query is the API's query for the flags; now resolves relative times.
 // A bad value is a usage error (exit status 2).
 func (f auditFlags) query(now time.Time) (url.Values, error) {
-	q := url.Values{}
-	for _, p := range [][2]string{{"cluster", f.cluster}, {"machine", f.machine}, {"actor", f.actor}, {"operation", f.operation}, {"group", f.group}, {"cursor", f.cursor}} {
-		if v := strings.TrimSpace(p[1]); v != "" {
-			q.Set(p[0], v)
-		}
-	}
+	q := queryOf("cluster", f.cluster, "machine", f.machine, "actor", f.actor, "operation", f.operation, "group", f.group)
 	var types []string
 	for _, t := range f.types {
 		if t = strings.TrimSpace(t); t != "" {
@@ -123,13 +94,7 @@ func (f auditFlags) query(now time.Time) (url.Values, error) {
 	if !until.IsZero() {
 		q.Set("until", until.UTC().Format(time.RFC3339Nano))
 	}
-	if f.limit != 0 {
-		if f.limit < 1 || f.limit > maxAuditLimit {
-			return nil, usageError("--limit %d: use a number from 1 to %d", f.limit, maxAuditLimit)
-		}
-		q.Set("limit", strconv.Itoa(f.limit))
-	}
-	return q, nil
+	return f.pageFlags.query(q)
 }
 
 // auditWhen reads a point in time: RFC 3339 (2025-05-01T10:00:00Z), a date
@@ -204,7 +169,7 @@ func writeAuditTable(w io.Writer, events []json.RawMessage) error {
 		if where == "" && e.AggType != "" && e.AggType != "cluster" && e.AggType != "machine" && e.AggType != "access" {
 			where = e.AggType + " " + e.AggID
 		}
-		t.Row(admTime(e.Time), admDash(e.Actor), admDash(e.Group), e.Type, admDash(where), admDash(e.OperationID), auditDetail(e))
+		t.Row(admTime(e.Time), orDash(e.Actor), orDash(e.Group), e.Type, orDash(where), orDash(e.OperationID), auditDetail(e))
 	}
 	return t.Write(w)
 }
@@ -272,118 +237,10 @@ func admShorten(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-func admDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 // admTime prints a time of the API in UTC, to the second; "-" for none.
 func admTime(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
-}
-
-// admList gets one page of a list route (or, with all, every page) and
-// answers what to print for -o json|yaml (the API's answer as is, or, for
-// every page, {key: [all items]}), the items and the next page's cursor.
-func (a *App) admList(cmd *cobra.Command, c *Client, path string, q url.Values, all bool, key string) (json.RawMessage, []json.RawMessage, string, error) {
-	var items []json.RawMessage
-	seen := map[string]bool{}
-	for {
-		var raw json.RawMessage
-		if _, err := c.Do(cmd.Context(), Request{Method: "GET", Path: path, Query: q}, &raw); err != nil {
-			return nil, nil, "", err
-		}
-		var page map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &page); err != nil {
-			return nil, nil, "", fmt.Errorf("GET %s: the answer is not what this dmgr expects (%w); is the server the same version?", path, err)
-		}
-		var got []json.RawMessage
-		if err := json.Unmarshal(page[key], &got); err != nil || page[key] == nil {
-			return nil, nil, "", fmt.Errorf("GET %s: the answer has no %s list; is the server the same version?", path, key)
-		}
-		var next string
-		if n, ok := page["next_cursor"]; ok {
-			if err := json.Unmarshal(n, &next); err != nil {
-				return nil, nil, "", fmt.Errorf("GET %s: next_cursor is not a string: %w", path, err)
-			}
-		}
-		if !all {
-			return raw, got, next, nil
-		}
-		items = append(items, got...)
-		if next == "" {
-			break
-		}
-		if seen[next] {
-			return nil, nil, "", fmt.Errorf("GET %s: the server answered cursor %s twice; stopping", path, next)
-		}
-		seen[next] = true
-		q = admCloneValues(q)
-		q.Set("cursor", next)
-	}
-	if items == nil {
-		items = []json.RawMessage{}
-	}
-	raw, err := json.Marshal(map[string]any{key: items})
-	if err != nil {
-		return nil, nil, "", err
-	}
-	return raw, items, "", nil
-}
-
-func admCloneValues(v url.Values) url.Values {
-	c := url.Values{}
-	for k, vs := range v {
-		c[k] = append([]string(nil), vs...)
-	}
-	return c
-}
-
-// admNextHint prints, when next is set, the command line that prints
-// the next page: this command with the flags given (never --server or
-// --token, which are not its own) and --cursor next.
-func admNextHint(w io.Writer, cmd *cobra.Command, next string) error {
-	if next == "" {
-		return nil
-	}
-	_, err := fmt.Fprintf(w, "More: %s (or --all for every page)\n", admNextCommand(cmd, next))
-	return err
-}
-
-// admNextCommand is the command line of cmd's next page.
-func admNextCommand(cmd *cobra.Command, next string) string {
-	parts := []string{cmd.CommandPath()}
-	for _, a := range cmd.Flags().Args() {
-		parts = append(parts, admShellQuote(a))
-	}
-	cmd.LocalNonPersistentFlags().VisitAll(func(f *pflag.Flag) {
-		if !f.Changed || f.Name == "cursor" || f.Name == "all" {
-			return
-		}
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			for _, v := range sv.GetSlice() {
-				parts = append(parts, "--"+f.Name, admShellQuote(v))
-			}
-			return
-		}
-		if f.Value.Type() == "bool" {
-			parts = append(parts, "--"+f.Name+"="+f.Value.String())
-			return
-		}
-		parts = append(parts, "--"+f.Name, admShellQuote(f.Value.String()))
-	})
-	return strings.Join(append(parts, "--cursor", admShellQuote(next)), " ")
-}
-
-// admShellQuote quotes s for a POSIX shell when it needs it.
-func admShellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,:/=@+") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

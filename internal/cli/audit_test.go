@@ -22,7 +22,7 @@ func TestAuditFlagsBecomeTheAPIQuery(t *testing.T) {
 		want url.Values
 	}{
 		{"nothing", auditFlags{}, url.Values{}},
-		{"filters", auditFlags{cluster: "prod-a", machine: "10.0.0.1", actor: "bob", operation: "0190-op", group: "g1", cursor: "djEuMTIuMA"},
+		{"filters", auditFlags{cluster: "prod-a", machine: "10.0.0.1", actor: "bob", operation: "0190-op", group: "g1", pageFlags: pageFlags{cursor: "djEuMTIuMA"}},
 			url.Values{"cluster": {"prod-a"}, "machine": {"10.0.0.1"}, "actor": {"bob"}, "operation": {"0190-op"}, "group": {"g1"}, "cursor": {"djEuMTIuMA"}}},
 		{"types repeated and comma-separated", auditFlags{types: []string{"StepFailed", " AccessRefused ", ""}},
 			url.Values{"type": {"StepFailed,AccessRefused"}}},
@@ -32,7 +32,7 @@ func TestAuditFlagsBecomeTheAPIQuery(t *testing.T) {
 		{"RFC 3339 with an offset is sent in UTC", auditFlags{since: "2025-05-01T10:00:00+02:00", until: "2025-05-02T00:00:00.5Z"},
 			url.Values{"since": {"2025-05-01T08:00:00Z"}, "until": {"2025-05-02T00:00:00.5Z"}}},
 		{"a date is its midnight UTC", auditFlags{since: "2025-05-01"}, url.Values{"since": {"2025-05-01T00:00:00Z"}}},
-		{"limit", auditFlags{limit: 1000}, url.Values{"limit": {"1000"}}},
+		{"limit", auditFlags{pageFlags: pageFlags{limit: 1000}}, url.Values{"limit": {"1000"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -60,8 +60,8 @@ func TestAuditBadFlagsAreUsageErrors(t *testing.T) {
 		{auditFlags{since: "2025-13-01"}, `--since "2025-13-01"`},
 		{auditFlags{since: "1h", until: "2h"}, "--until (2025-05-10T10:00:00Z) must be after --since (2025-05-10T11:00:00Z)"},
 		{auditFlags{since: "2025-05-01T00:00:00Z", until: "2025-05-01T00:00:00Z"}, "must be after"},
-		{auditFlags{limit: 1001}, "--limit 1001: use a number from 1 to 1000"},
-		{auditFlags{limit: -3}, "--limit -3"},
+		{auditFlags{pageFlags: pageFlags{limit: 1001}}, "--limit 1001: use a number from 1 to 1000"},
+		{auditFlags{pageFlags: pageFlags{limit: -3}}, "--limit -3"},
 	}
 	for _, c := range cases {
 		_, err := c.f.query(auditNow)

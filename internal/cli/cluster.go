@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -106,41 +105,17 @@ group's approval policy holds waits for an approval and the command exits 0.`,
 }
 
 func (a *App) clusterListCommand() *cobra.Command {
-	var (
-		limit  int
-		status string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the clusters you may see",
-		Args:  args(0, 0, ""),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			q := url.Values{}
-			if status != "" {
-				q.Set("status", status)
-			}
-			items, raw, more, err := listAll[clusterDoc](cmd.Context(), c, "/api/v1/clusters", q, limit)
-			if err != nil {
-				return err
-			}
-			defer a.sayMore(more, "clusters", limit)
-			return a.print(rawList(raw), func(w io.Writer) error {
-				t := NewTable("Name", "Version", "Status", "Group", "Instances", "Labels")
-				for _, cl := range items {
-					t.Row(cl.Name, cl.Version, cl.Status, cl.Group, strconv.Itoa(len(cl.Instances)), labelsText(cl.Labels))
-				}
-				return t.Write(w)
-			})
-		},
-	}
-	addLimitFlag(cmd, &limit)
+	var status string
+	cmd := a.listCommand(listSpec{path: "/api/v1/clusters", noun: "clusters", short: "List the clusters you may see, by name",
+		example: "  dmgr cluster list --status running\n  dmgr cluster list --all -o json"},
+		func() (url.Values, error) { return queryOf("status", status), nil }, writeClusters)
 	cmd.Flags().StringVar(&status, "status", "", "only clusters in this status (running, deploying, …)")
 	return cmd
 }
+
+var writeClusters = itemsTable([]string{"Name", "Version", "Status", "Group", "Instances", "Labels"}, func(cl clusterDoc) []string {
+	return []string{cl.Name, cl.Version, cl.Status, cl.Group, strconv.Itoa(len(cl.Instances)), labelsText(cl.Labels)}
+})
 
 func labelsText(l map[string]string) string {
 	var parts []string

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 // must never hang on a tab.
 const completionDeadline = 2 * time.Second
 
-// completionLimit bounds what a completion lists.
+// completionLimit bounds what a completion lists: one page of the list.
 const completionLimit = 200
 
 func (a *App) addCompletionCommand(root *cobra.Command) {
@@ -49,7 +50,13 @@ func completeFrom[T any](a *App, path string, q url.Values, name func(T) string,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), completionDeadline)
 	defer cancel()
-	items, _, _, err := listAll[T](ctx, c, path, q, completionLimit)
+	q = cloneValues(q)
+	q.Set("limit", strconv.Itoa(completionLimit))
+	_, raw, _, err := fetchPages(ctx, c, path, "items", q, false)
+	if err != nil {
+		return nil
+	}
+	items, err := decodeItems[T](raw)
 	if err != nil {
 		return nil
 	}

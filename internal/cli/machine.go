@@ -147,41 +147,17 @@ func sshTarget(m machineDoc) string {
 }
 
 func (a *App) machineListCommand() *cobra.Command {
-	var (
-		limit int
-		label string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the machines you may see",
-		Args:  args(0, 0, ""),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			q := url.Values{}
-			if label != "" {
-				q.Set("label", label)
-			}
-			items, raw, more, err := listAll[machineDoc](cmd.Context(), c, "/api/v1/machines", q, limit)
-			if err != nil {
-				return err
-			}
-			defer a.sayMore(more, "machines", limit)
-			return a.print(rawList(raw), func(w io.Writer) error {
-				t := NewTable("Host", "Address", "SSH", "Login", "Labels", "Group", "Host key")
-				for _, m := range items {
-					t.Row(m.Host, firstNonEmpty(m.Address, m.Host), sshTarget(m), m.Credential.Kind, labelsText(m.Labels), m.Group, m.HostKey.Fingerprint)
-				}
-				return t.Write(w)
-			})
-		},
-	}
-	addLimitFlag(cmd, &limit)
+	var label string
+	cmd := a.listCommand(listSpec{path: "/api/v1/machines", noun: "machines", short: "List the machines you may see, by host",
+		example: "  dmgr machine list --label zone=z1\n  dmgr machine list --all -o json"},
+		func() (url.Values, error) { return queryOf("label", label), nil }, writeMachines)
 	cmd.Flags().StringVar(&label, "label", "", "only machines with this label (zone=z1)")
 	return cmd
 }
+
+var writeMachines = itemsTable([]string{"Host", "Address", "SSH", "Login", "Labels", "Group", "Host key"}, func(m machineDoc) []string {
+	return []string{m.Host, firstNonEmpty(m.Address, m.Host), sshTarget(m), m.Credential.Kind, labelsText(m.Labels), m.Group, m.HostKey.Fingerprint}
+})
 
 func (a *App) machineShowCommand() *cobra.Command {
 	return &cobra.Command{
@@ -190,12 +166,8 @@ func (a *App) machineShowCommand() *cobra.Command {
 		Args:              args(1, 1, "HOST"),
 		ValidArgsFunction: a.completeHosts,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			var m machineDoc
-			raw, err := getDoc(cmd.Context(), c, Request{Method: http.MethodGet, Path: pathf("/api/v1/machines/%s", args[0])}, &m)
+			raw, err := a.read(cmd.Context(), Request{Method: http.MethodGet, Path: pathf("/api/v1/machines/%s", args[0])}, &m)
 			if err != nil {
 				return err
 			}

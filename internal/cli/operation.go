@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,46 +25,20 @@ func (a *App) addOperationCommands(root *cobra.Command) {
 }
 
 func (a *App) operationListCommand() *cobra.Command {
-	var (
-		limit                 int
-		cluster, status, kind string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List operations, newest first",
-		Args:  args(0, 0, ""),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			q := url.Values{}
-			for k, v := range map[string]string{"cluster": cluster, "status": status, "kind": kind} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
-			items, raw, more, err := listAll[operationView](cmd.Context(), c, "/api/v1/operations", q, limit)
-			if err != nil {
-				return err
-			}
-			defer a.sayMore(more, "operations", limit)
-			return a.print(rawList(raw), func(w io.Writer) error {
-				t := NewTable("ID", "Kind", "Cluster", "Status", "Attempt", "Actor", "Created")
-				for _, op := range items {
-					t.Row(op.ID, op.Kind, orDash(op.Cluster), op.Status, attemptText(op.Attempt), op.Actor, timeText(op.CreatedAt))
-				}
-				return t.Write(w)
-			})
-		},
-	}
-	addLimitFlag(cmd, &limit)
+	var cluster, status, kind string
+	cmd := a.listCommand(listSpec{path: "/api/v1/operations", noun: "operations", short: "List operations, newest first",
+		example: "  dmgr operation list --cluster prod-a --status failed\n  dmgr operation list --cluster prod-a --limit 1 -o json"},
+		func() (url.Values, error) { return queryOf("cluster", cluster, "status", status, "kind", kind), nil }, writeOperations)
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only operations of this cluster")
 	cmd.Flags().StringVar(&status, "status", "", "only operations in this status (running, succeeded, failed, cancelled)")
 	cmd.Flags().StringVar(&kind, "kind", "", "only operations of this kind (deploy, scale-out, upgrade, …)")
 	_ = cmd.RegisterFlagCompletionFunc("cluster", a.completeClusters)
 	return cmd
 }
+
+var writeOperations = itemsTable([]string{"ID", "Kind", "Cluster", "Status", "Attempt", "Actor", "Created"}, func(op operationView) []string {
+	return []string{op.ID, op.Kind, orDash(op.Cluster), op.Status, attemptText(op.Attempt), op.Actor, timeText(op.CreatedAt)}
+})
 
 func attemptText(n int) string {
 	if n == 0 {
@@ -85,17 +61,23 @@ func (a *App) operationShowCommand() *cobra.Command {
 		Args:              args(1, 1, "ID"),
 		ValidArgsFunction: a.completeOperations,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			op, raw, err := getOperationDoc(cmd.Context(), c, args[0], 0)
+			op, raw, err := a.readOperation(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return a.print(raw, func(w io.Writer) error { return writeOperation(w, op) })
 		},
 	}
+}
+
+// readOperation reads an operation with the command's login: decoded,
+// and as the API sent it.
+func (a *App) readOperation(ctx context.Context, id string) (operationView, json.RawMessage, error) {
+	c, err := a.client()
+	if err != nil {
+		return operationView{}, nil, err
+	}
+	return getOperationDoc(ctx, c, id, 0)
 }
 
 func writeOperation(w io.Writer, op operationView) error {
@@ -153,11 +135,7 @@ again, asks, and follows the new attempt.`,
 		Args:              args(1, 1, "ID"),
 		ValidArgsFunction: a.completeOperations,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			op, err := getOperation(cmd.Context(), c, args[0], 0)
+			op, _, err := a.readOperation(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -191,11 +169,7 @@ dmgr operation retry resumes a cancelled operation.`,
 		Args:              args(1, 1, "ID"),
 		ValidArgsFunction: a.completeOperations,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			op, err := getOperation(cmd.Context(), c, args[0], 0)
+			op, _, err := a.readOperation(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -118,34 +118,15 @@ as it arrives and stores nothing of a package it refuses.`,
 		},
 	}
 	addUploadFlags(upload, &up)
-	var limit int
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the uploaded packages",
-		Args:  args(0, 0, ""),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			items, raw, more, err := listAll[packageDoc](cmd.Context(), c, "/api/v1/packages", nil, limit)
-			if err != nil {
-				return err
-			}
-			defer a.sayMore(more, "packages", limit)
-			return a.print(rawList(raw), func(w io.Writer) error {
-				t := NewTable("ID", "Name", "Version", "OS/Arch", "Size", "Components", "Group", "SHA256")
-				for _, p := range items {
-					t.Row(p.ID, p.Name, p.Version, osArch(p.OS, p.Arch, "", ""), humanBytes(p.Size), strings.Join(p.Components, ","), p.Group, shortHash(p.SHA256))
-				}
-				return t.Write(w)
-			})
-		},
-	}
-	addLimitFlag(list, &limit)
+	list := a.listCommand(listSpec{path: "/api/v1/packages", noun: "packages", short: "List the uploaded packages you may see, by id",
+		example: "  dmgr package list\n  dmgr package list --all -o json"}, nil, writePackages)
 	cmd.AddCommand(upload, list)
 	root.AddCommand(cmd)
 }
+
+var writePackages = itemsTable([]string{"ID", "Name", "Version", "OS/Arch", "Size", "Components", "Group", "SHA256"}, func(p packageDoc) []string {
+	return []string{p.ID, p.Name, p.Version, osArch(p.OS, p.Arch, "", ""), humanBytes(p.Size), strings.Join(p.Components, ","), p.Group, shortHash(p.SHA256)}
+})
 
 // uploadPackage streams file to the server and answers the package's id.
 func (a *App) uploadPackage(ctx context.Context, file string, f uploadFlags) (string, error) {

@@ -9,13 +9,11 @@ import (
 	"io"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 )
@@ -74,7 +72,9 @@ type admGroup struct {
 	Policy  admPolicy         `json:"approval_policy"`
 }
 
-type admToken struct {
+// tokenDoc is an API token or session as the API answers it: the answer
+// of a login or of POST /api/v1/tokens holds its secret, a list never.
+type tokenDoc struct {
 	ID        string    `json:"id"`
 	User      string    `json:"user"`
 	Name      string    `json:"name"`
@@ -102,28 +102,6 @@ type admApproval struct {
 	DecidedAt   time.Time       `json:"decided_at"`
 }
 
-// admDecode decodes one API answer (or list item).
-func admDecode[T any](raw json.RawMessage) (T, error) {
-	var v T
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return v, fmt.Errorf("the answer is not what this dmgr expects (%w); is the server the same version?", err)
-	}
-	return v, nil
-}
-
-// admDecodeAll decodes the items of a list.
-func admDecodeAll[T any](items []json.RawMessage) ([]T, error) {
-	out := make([]T, 0, len(items))
-	for _, raw := range items {
-		v, err := admDecode[T](raw)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
 // admDo sends one request with the command's login and decodes the answer
 // into out (a *json.RawMessage keeps it as is).
 func (a *App) admDo(cmd *cobra.Command, req Request, out any) error {
@@ -133,59 +111,6 @@ func (a *App) admDo(cmd *cobra.Command, req Request, out any) error {
 	}
 	_, err = c.Do(cmd.Context(), req, out)
 	return err
-}
-
-// admPageFlags are the paging flags of a list.
-type admPageFlags struct {
-	limit  int
-	cursor string
-	all    bool
-}
-
-func (p *admPageFlags) add(fl *pflag.FlagSet) {
-	fl.IntVar(&p.limit, "limit", 0, "items per page, 1 to 1000 (default 100)")
-	fl.StringVar(&p.cursor, "cursor", "", "continue after the page that printed this cursor")
-	fl.BoolVar(&p.all, "all", false, "follow every page, not only the first")
-}
-
-// query adds the paging parameters to q.
-func (p admPageFlags) query(q url.Values) (url.Values, error) {
-	if q == nil {
-		q = url.Values{}
-	}
-	if p.limit != 0 {
-		if p.limit < 1 || p.limit > 1000 {
-			return nil, usageError("--limit %d: use a number from 1 to 1000", p.limit)
-		}
-		q.Set("limit", strconv.Itoa(p.limit))
-	}
-	if p.cursor != "" {
-		q.Set("cursor", p.cursor)
-	}
-	return q, nil
-}
-
-// admPrintList prints a list route's page (or every page): -o json|yaml
-// the API's answer, else table of the items and the next page's command.
-func (a *App) admPrintList(cmd *cobra.Command, path string, q url.Values, p admPageFlags, table func(io.Writer, []json.RawMessage) error) error {
-	q, err := p.query(q)
-	if err != nil {
-		return err
-	}
-	c, err := a.client()
-	if err != nil {
-		return err
-	}
-	raw, items, next, err := a.admList(cmd, c, path, q, p.all, "items")
-	if err != nil {
-		return err
-	}
-	return a.print(raw, func(w io.Writer) error {
-		if err := table(w, items); err != nil {
-			return err
-		}
-		return admNextHint(w, cmd, next)
-	})
 }
 
 // admParentRun runs a command that only groups others: alone it prints
@@ -300,17 +225,8 @@ a super admin, who may do everything in every group.`,
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from the first line of stdin")
 	create.Flags().BoolVar(&super, "super-admin", false, "make the user a super admin")
 
-	var pages admPageFlags
-	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List users, by name (super admins)",
-		Example: "  dmgr user list\n  dmgr user list --all -o json",
-		Args:    args(0, 0, "[flags]"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.admPrintList(cmd, "/api/v1/users", nil, pages, admWriteUsers)
-		},
-	}
-	pages.add(list.Flags())
+	list := a.listCommand(listSpec{path: "/api/v1/users", noun: "users", short: "List users, by name (super admins)",
+		example: "  dmgr user list\n  dmgr user list --all -o json"}, nil, admWriteUsers)
 
 	show := &cobra.Command{
 		Use:     "show NAME",
@@ -397,7 +313,7 @@ stdin. The user's sessions end (API tokens keep working).`,
 }
 
 func admWriteUser(w io.Writer, raw json.RawMessage, heading string) error {
-	u, err := admDecode[admUser](raw)
+	u, err := decodeDoc[admUser](raw)
 	if err != nil {
 		return err
 	}
@@ -410,17 +326,9 @@ func admWriteUser(w io.Writer, raw json.RawMessage, heading string) error {
 		[2]string{"Disabled", admYesNo(u.Disabled)}, [2]string{"Created", admTime(u.CreatedAt)})
 }
 
-func admWriteUsers(w io.Writer, items []json.RawMessage) error {
-	us, err := admDecodeAll[admUser](items)
-	if err != nil {
-		return err
-	}
-	t := NewTable("Name", "Super admin", "Disabled", "Created")
-	for _, u := range us {
-		t.Row(u.Name, admYesNo(u.SuperAdmin), admYesNo(u.Disabled), admTime(u.CreatedAt))
-	}
-	return t.Write(w)
-}
+var admWriteUsers = itemsTable([]string{"Name", "Super admin", "Disabled", "Created"}, func(u admUser) []string {
+	return []string{u.Name, admYesNo(u.SuperAdmin), admYesNo(u.Disabled), admTime(u.CreatedAt)}
+})
 
 // ---- dmgr group ----
 
@@ -455,17 +363,8 @@ clusters labelled env=prod wait for approval, for up to 24h.`,
 			return a.print(raw, func(w io.Writer) error { return admWriteGroup(w, raw, "Created group") })
 		},
 	}
-	var pages admPageFlags
-	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List the groups you are a member of (every group for super admins)",
-		Example: "  dmgr group list",
-		Args:    args(0, 0, "[flags]"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.admPrintList(cmd, "/api/v1/groups", nil, pages, admWriteGroups)
-		},
-	}
-	pages.add(list.Flags())
+	list := a.listCommand(listSpec{path: "/api/v1/groups", noun: "groups", short: "List the groups you are a member of (every group for super admins)",
+		long: "List the groups you are a member of (every group for super admins), by id.", example: "  dmgr group list"}, nil, admWriteGroups)
 	show := &cobra.Command{
 		Use:     "show GROUP",
 		Short:   "Show a group: its members and approval policy (its members and super admins)",
@@ -687,7 +586,7 @@ func (a *App) admPrintPolicy(groupRaw json.RawMessage) error {
 	}
 	raw := g["approval_policy"]
 	return a.print(raw, func(w io.Writer) error {
-		p, err := admDecode[admPolicy](raw)
+		p, err := decodeDoc[admPolicy](raw)
 		if err != nil {
 			return err
 		}
@@ -695,26 +594,12 @@ func (a *App) admPrintPolicy(groupRaw json.RawMessage) error {
 		if cmds == "" {
 			cmds = "none: approvals are off"
 		}
-		labels := admLabels(p.ClusterLabels)
+		labels := labelsText(p.ClusterLabels)
 		if labels == "" {
 			labels = "any: every cluster of the group"
 		}
 		return KeyValues(w, [2]string{"Commands held", cmds}, [2]string{"Cluster labels", labels}, [2]string{"Requests expire after", p.TTL})
 	})
-}
-
-// admLabels prints labels as k=v,k=v, by key.
-func admLabels(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	return strings.Join(parts, ",")
 }
 
 // admPolicyText is a policy in one line.
@@ -723,14 +608,14 @@ func admPolicyText(p admPolicy) string {
 		return "off"
 	}
 	where := "every cluster"
-	if l := admLabels(p.ClusterLabels); l != "" {
+	if l := labelsText(p.ClusterLabels); l != "" {
 		where = l
 	}
 	return fmt.Sprintf("%s on %s, %s", strings.Join(p.Commands, ","), where, p.TTL)
 }
 
 func admWriteGroup(w io.Writer, raw json.RawMessage, heading string) error {
-	g, err := admDecode[admGroup](raw)
+	g, err := decodeDoc[admGroup](raw)
 	if err != nil {
 		return err
 	}
@@ -750,36 +635,19 @@ func admWriteGroup(w io.Writer, raw json.RawMessage, heading string) error {
 		return err
 	}
 	t := NewTable("User", "Role")
-	for _, u := range admSortedKeys(g.Members) {
+	for _, u := range sortedKeys(g.Members) {
 		t.Row(u, g.Members[u])
 	}
 	return t.Write(w)
 }
 
-func admWriteGroups(w io.Writer, items []json.RawMessage) error {
-	gs, err := admDecodeAll[admGroup](items)
-	if err != nil {
-		return err
+var admWriteGroups = itemsTable([]string{"ID", "Name", "Members", "Approval policy"}, func(g admGroup) []string {
+	var ms []string
+	for _, u := range sortedKeys(g.Members) {
+		ms = append(ms, u+":"+g.Members[u])
 	}
-	t := NewTable("ID", "Name", "Members", "Approval policy")
-	for _, g := range gs {
-		var ms []string
-		for _, u := range admSortedKeys(g.Members) {
-			ms = append(ms, u+":"+g.Members[u])
-		}
-		t.Row(g.ID, g.Name, admDash(admShorten(strings.Join(ms, ","), 60)), admPolicyText(g.Policy))
-	}
-	return t.Write(w)
-}
-
-func admSortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+	return []string{g.ID, g.Name, orDash(admShorten(strings.Join(ms, ","), 60)), admPolicyText(g.Policy)}
+})
 
 // ---- dmgr token ----
 
@@ -819,7 +687,7 @@ show it again. Use it with --token or DMGR_TOKEN.`,
 				return err
 			}
 			if err := a.print(raw, func(w io.Writer) error {
-				t, err := admDecode[admToken](raw)
+				t, err := decodeDoc[tokenDoc](raw)
 				if err != nil {
 					return err
 				}
@@ -835,30 +703,17 @@ show it again. Use it with --token or DMGR_TOKEN.`,
 	create.Flags().StringVar(&expiresIn, "expires-in", "30d", "lifetime: a duration such as 720h, or days such as 30d (at most 366d)")
 	create.Flags().BoolVar(&readOnly, "read-only", false, "the token only reads")
 
-	var (
-		pages admPageFlags
-		kind  string
-	)
-	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List your live sessions and API tokens (never their secrets)",
-		Example: "  dmgr token list\n  dmgr token list --kind api",
-		Args:    args(0, 0, "[flags]"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{}
-			switch kind {
-			case "":
-			case "api", "session":
-				q.Set("kind", kind)
-			default:
-				return usageError("--kind %q: use api or session", kind)
+	var kind string
+	list := a.listCommand(listSpec{path: "/api/v1/tokens", noun: "tokens", short: "List your live sessions and API tokens (never their secrets)",
+		example: "  dmgr token list\n  dmgr token list --kind api"},
+		func() (url.Values, error) {
+			if kind != "" && kind != "api" && kind != "session" {
+				return nil, usageError("--kind %q: use api or session", kind)
 			}
-			return a.admPrintList(cmd, "/api/v1/tokens", q, pages, admWriteTokens)
-		},
-	}
+			return queryOf("kind", kind), nil
+		}, admWriteTokens)
 	list.Flags().StringVar(&kind, "kind", "", "only api tokens or only sessions (api, session)")
 	_ = list.RegisterFlagCompletionFunc("kind", cobra.FixedCompletions([]string{"api", "session"}, cobra.ShellCompDirectiveNoFileComp))
-	pages.add(list.Flags())
 
 	var yes bool
 	revoke := &cobra.Command{
@@ -888,17 +743,9 @@ confirmation unless --yes.`,
 	return token
 }
 
-func admWriteTokens(w io.Writer, items []json.RawMessage) error {
-	ts, err := admDecodeAll[admToken](items)
-	if err != nil {
-		return err
-	}
-	t := NewTable("ID", "Name", "Kind", "Read only", "Created", "Expires")
-	for _, k := range ts {
-		t.Row(k.ID, k.Name, k.Kind, admYesNo(k.ReadOnly), admTime(k.CreatedAt), admTime(k.ExpiresAt))
-	}
-	return t.Write(w)
-}
+var admWriteTokens = itemsTable([]string{"ID", "Name", "Kind", "Read only", "Created", "Expires"}, func(k tokenDoc) []string {
+	return []string{k.ID, k.Name, k.Kind, admYesNo(k.ReadOnly), admTime(k.CreatedAt), admTime(k.ExpiresAt)}
+})
 
 // ---- dmgr approval ----
 
@@ -916,35 +763,21 @@ it. The requester may withdraw it. A request expires after the policy's ttl.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: admParentRun,
 	}
-	var (
-		pages        admPageFlags
-		state, group string
-	)
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the approval requests of your groups (every group for super admins)",
-		Long: `List approval requests, by id. --state pending is an approver's inbox.
+	var state, group string
+	list := a.listCommand(listSpec{path: "/api/v1/approvals", noun: "requests",
+		short: "List the approval requests of your groups (every group for super admins)",
+		long: `List approval requests, by id. --state pending is an approver's inbox.
 A pending request past its expiry shows as expired.`,
-		Example: "  dmgr approval list --state pending\n  dmgr approval list --group payments -o json",
-		Args:    args(0, 0, "[flags]"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{}
-			if state != "" {
-				if !slices.Contains(admApprovalStates, state) {
-					return usageError("--state %q: use %s", state, strings.Join(admApprovalStates, ", "))
-				}
-				q.Set("state", state)
+		example: "  dmgr approval list --state pending\n  dmgr approval list --group payments -o json"},
+		func() (url.Values, error) {
+			if state != "" && !slices.Contains(admApprovalStates, state) {
+				return nil, usageError("--state %q: use %s", state, strings.Join(admApprovalStates, ", "))
 			}
-			if group != "" {
-				q.Set("group", group)
-			}
-			return a.admPrintList(cmd, "/api/v1/approvals", q, pages, admWriteApprovals)
-		},
-	}
+			return queryOf("state", state, "group", group), nil
+		}, admWriteApprovals)
 	list.Flags().StringVar(&state, "state", "", "only requests in this state: pending, approved, rejected, expired, withdrawn")
 	list.Flags().StringVar(&group, "group", "", "only requests of this group (its id)")
 	_ = list.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(admApprovalStates, cobra.ShellCompDirectiveNoFileComp))
-	pages.add(list.Flags())
 
 	show := &cobra.Command{
 		Use:     "show ID",
@@ -989,7 +822,7 @@ func (a *App) admDecideCommand(verb, short, long string) *cobra.Command {
 				return err
 			}
 			return a.print(raw, func(w io.Writer) error {
-				ap, err := admDecode[admApproval](raw)
+				ap, err := decodeDoc[admApproval](raw)
 				if err != nil {
 					return err
 				}
@@ -1030,7 +863,7 @@ func admCommandText(ap admApproval) string {
 }
 
 func admWriteApprovals(w io.Writer, items []json.RawMessage) error {
-	as, err := admDecodeAll[admApproval](items)
+	as, err := decodeItems[admApproval](items)
 	if err != nil {
 		return err
 	}
@@ -1044,7 +877,7 @@ func admWriteApprovals(w io.Writer, items []json.RawMessage) error {
 		if ap.State != "pending" && ap.State != "expired" {
 			expires = "-"
 		}
-		t.Row(ap.ID, ap.Group, admDash(ap.Cluster), ap.Command, ap.Requester, ap.State, admTime(ap.RequestedAt), expires, admDash(ap.DecidedBy))
+		t.Row(ap.ID, ap.Group, orDash(ap.Cluster), ap.Command, ap.Requester, ap.State, admTime(ap.RequestedAt), expires, orDash(ap.DecidedBy))
 	}
 	return t.Write(w)
 }
@@ -1052,11 +885,11 @@ func admWriteApprovals(w io.Writer, items []json.RawMessage) error {
 // admWriteApproval prints one request: its heading, its command's
 // parameters as YAML, and its plan's steps.
 func admWriteApproval(w io.Writer, raw json.RawMessage) error {
-	ap, err := admDecode[admApproval](raw)
+	ap, err := decodeDoc[admApproval](raw)
 	if err != nil {
 		return err
 	}
-	kv := [][2]string{{"ID", ap.ID}, {"State", ap.State}, {"Group", ap.Group}, {"Cluster", admDash(ap.Cluster)}, {"Command", ap.Command},
+	kv := [][2]string{{"ID", ap.ID}, {"State", ap.State}, {"Group", ap.Group}, {"Cluster", orDash(ap.Cluster)}, {"Command", ap.Command},
 		{"Requested", admTime(ap.RequestedAt) + " by " + ap.Requester}}
 	switch ap.State {
 	case "pending", "expired":
@@ -1127,7 +960,7 @@ func admWritePlan(w io.Writer, raw json.RawMessage) error {
 	}
 	t := NewTable("Step", "Kind", "Host", "Instance", "Needs")
 	for _, s := range p.Steps {
-		t.Row(s.ID, s.Kind, admDash(s.Host), admDash(s.Instance), admDash(strings.Join(s.Needs, ",")))
+		t.Row(s.ID, s.Kind, orDash(s.Host), orDash(s.Instance), orDash(strings.Join(s.Needs, ",")))
 	}
 	var b strings.Builder
 	if err := t.Write(&b); err != nil {

@@ -13,14 +13,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// tokenAnswer is POST /api/v1/tokens's answer (and a login's).
-type tokenAnswer struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name,omitempty"`
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 type meDoc struct {
 	User       string `json:"user"`
 	SuperAdmin bool   `json:"super_admin"`
@@ -29,16 +21,9 @@ type meDoc struct {
 		Name  string `json:"name"`
 		Role  string `json:"role"`
 	} `json:"groups"`
-	Token *struct {
-		ID        string    `json:"id"`
-		Name      string    `json:"name"`
-		Kind      string    `json:"kind"`
-		ReadOnly  bool      `json:"read_only"`
-		CreatedAt time.Time `json:"created_at"`
-		ExpiresAt time.Time `json:"expires_at"`
-	} `json:"token,omitempty"`
-	TokenID  string `json:"token_id"`
-	ReadOnly bool   `json:"read_only"`
+	Token    *tokenDoc `json:"token,omitempty"`
+	TokenID  string    `json:"token_id"`
+	ReadOnly bool      `json:"read_only"`
 }
 
 func (a *App) addSessionCommands(root *cobra.Command) {
@@ -137,11 +122,11 @@ func (a *App) login(ctx context.Context, user, ttl string, readOnly bool) error 
 		return err
 	}
 	anon := newClient(server, "", a.timeout)
-	var session tokenAnswer
+	var session tokenDoc
 	if _, err := anon.Do(ctx, Request{Method: http.MethodPost, Path: "/api/v1/login", Body: map[string]string{"user": user, "password": password}}, &session); err != nil {
 		return fmt.Errorf("login to %s as %s: %w", server, user, err)
 	}
-	sc := newClient(server, session.Token, a.timeout)
+	sc := newClient(server, session.Secret, a.timeout)
 	defer func() {
 		// The session was only the way to the API token: end it, whatever
 		// happened (with a deadline of its own, even after Ctrl-C).
@@ -152,7 +137,7 @@ func (a *App) login(ctx context.Context, user, ttl string, readOnly bool) error 
 		}
 	}()
 	host, _ := os.Hostname()
-	var tok tokenAnswer
+	var tok tokenDoc
 	body := map[string]any{"name": strings.TrimSpace("dmgr-cli " + host), "expires_in": ttl}
 	if readOnly {
 		body["read_only"] = true
@@ -161,7 +146,7 @@ func (a *App) login(ctx context.Context, user, ttl string, readOnly bool) error 
 		return fmt.Errorf("login to %s: make the API token: %w", server, err)
 	}
 	old, _ := a.loadConfig()
-	if err := a.saveConfig(Config{Server: server, User: user, Token: tok.Token, TokenID: tok.ID, ExpiresAt: tok.ExpiresAt}); err != nil {
+	if err := a.saveConfig(Config{Server: server, User: user, Token: tok.Secret, TokenID: tok.ID, ExpiresAt: tok.ExpiresAt}); err != nil {
 		return err
 	}
 	if old.Token != "" && old.TokenID != "" && old.TokenID != tok.ID {
