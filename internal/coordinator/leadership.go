@@ -6,7 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
+	"maps"
 	"sync"
 	"time"
 
@@ -46,8 +46,8 @@ type elections struct {
 
 	mu        sync.Mutex
 	live      map[string]bool
-	clusters  map[string]*campaign // tracked (active) clusters; nil value: not campaigning
-	ending    []chan struct{}      // campaigns stopped while the session lasts, until they are done
+	clusters  map[string]*campaign     // tracked (active) clusters; nil value: not campaigning
+	ending    map[string]chan struct{} // per cluster, the last campaign stopped while the session lasts, until it is done
 	sess      *leadership.Session
 	sessCtx   context.Context // ends when the session does, or when the coordinator stops leading
 	sessionUp bool
@@ -63,7 +63,7 @@ type campaign struct {
 func newElections(cli *clientv3.Client, id string, ttl, rpc, giveUp time.Duration, log zerolog.Logger,
 	lead func(ctx context.Context, cluster string, term *leadership.Term), kick func(string)) *elections {
 	return &elections{cli: cli, id: id, ttl: ttl, rpc: rpc, giveUp: giveUp, log: log, lead: lead, kick: kick,
-		live: map[string]bool{}, clusters: map[string]*campaign{}}
+		live: map[string]bool{}, clusters: map[string]*campaign{}, ending: map[string]chan struct{}{}}
 }
 
 // trackLocked makes a cluster one this coordinator may lead; a cluster
@@ -81,25 +81,29 @@ func (ld *elections) trackLocked(cluster string) {
 // it): its leader saw it idle and deleted its active key.
 func (ld *elections) untrackLocked(cluster string) {
 	if c := ld.clusters[cluster]; c != nil {
-		ld.endLocked(c)
+		ld.endLocked(cluster, c)
 	}
 	delete(ld.clusters, cluster)
 }
 
-// endLocked stops a campaign (it resigns when it leads) and remembers it
-// until it is done, so that the end of the session waits for it; those
-// done already are forgotten.
-func (ld *elections) endLocked(c *campaign) {
+// endLocked stops a cluster's campaign (it resigns when it leads) and
+// remembers it until it is done: the cluster's next campaign begins only
+// then, and the end of the session waits for it. Those done already are
+// forgotten.
+func (ld *elections) endLocked(cluster string, c *campaign) {
 	c.cancel()
-	ld.ending = slices.DeleteFunc(ld.ending, func(done chan struct{}) bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	})
-	ld.ending = append(ld.ending, c.done)
+	maps.DeleteFunc(ld.ending, func(_ string, done chan struct{}) bool { return isDone(done) })
+	// A campaign ends only after the one it followed: c.done stands for both.
+	ld.ending[cluster] = c.done
+}
+
+func isDone(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // tracked lists the clusters this coordinator tracks now.
@@ -148,38 +152,81 @@ func (ld *elections) rebalanceLocked(only string) {
 		case want && c == nil:
 			ld.clusters[cluster] = ld.campaignLocked(cluster)
 		case !want && c != nil:
-			ld.endLocked(c)
+			ld.endLocked(cluster, c)
 			ld.clusters[cluster] = nil
 		}
 	}
 }
 
-// campaignLocked starts campaigning for a cluster under the session.
+// campaignLocked starts campaigning for a cluster under the session, once
+// the cluster's previous campaign, if one is ending, is done: its driver
+// has stopped and its term resigned, so that one coordinator never drives
+// a cluster twice at once. While the campaign lasts (the cluster is
+// tracked and this coordinator preferred for it), a term that ends (its
+// key deleted) or a campaign that fails is followed by another: a cluster
+// with pending work is never left without a candidate here.
 func (ld *elections) campaignLocked(cluster string) *campaign {
 	ctx, cancel := context.WithCancel(ld.sessCtx)
 	c := &campaign{cancel: cancel, done: make(chan struct{})}
+	prev := ld.ending[cluster]
+	delete(ld.ending, cluster)
 	sess := ld.sess
+	log := ld.log.With().Str("cluster", cluster).Logger()
 	go func() {
 		defer close(c.done)
-		term, err := sess.Campaign(ctx, leadership.ClusterElection(cluster), ld.id)
-		if err != nil {
-			if ctx.Err() == nil {
-				ld.log.Warn().Err(err).Str("cluster", cluster).Msg("campaign")
-			}
-			return
+		if prev != nil {
+			<-prev // bounded: its context has ended, its resignation takes at most two seconds
 		}
-		defer func() {
-			// Resign, so that the next candidate need not wait for the
-			// lease (a key gone with its lease is left alone).
-			if err := term.Resign(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				ld.log.Debug().Err(err).Str("cluster", cluster).Msg("resign")
+		// n counts the campaigns that failed and the terms lost early in
+		// a row: the pause before the next campaign grows with it.
+		for n := 0; ctx.Err() == nil; {
+			term, err := sess.Campaign(ctx, leadership.ClusterElection(cluster), ld.id)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				n++
+				wait := backoff(n, campaignRetryMin, max(campaignRetryMin, ld.ttl))
+				log.Warn().Err(err).Dur("retry_in", wait).Msg("campaign")
+				sleep(ctx, wait)
+				continue
 			}
-		}()
-		ld.log.Info().Str("cluster", cluster).Int64("token", term.Token).Msg("leading cluster")
-		ld.lead(term.Context(), cluster, term)
-		ld.log.Info().Str("cluster", cluster).Int64("token", term.Token).Msg("no longer leading cluster")
+			began := time.Now()
+			ld.leadTerm(ctx, log, cluster, term)
+			if ctx.Err() != nil {
+				return
+			}
+			// The term ended while the cluster is still active and this
+			// coordinator preferred for it (its key was deleted): campaign
+			// again.
+			if time.Since(began) >= ld.ttl {
+				n = 0
+			}
+			n++
+			wait := backoff(n, campaignRetryMin, max(campaignRetryMin, ld.ttl))
+			log.Warn().Err(context.Cause(term.Context())).Int64("token", term.Token).Dur("retry_in", wait).
+				Msg("leadership lost while the cluster is active; campaigning again")
+			sleep(ctx, wait)
+		}
 	}()
 	return c
+}
+
+// campaignRetryMin is the first pause before a campaign is tried again.
+const campaignRetryMin = 100 * time.Millisecond
+
+// leadTerm leads a cluster for one term and resigns it.
+func (ld *elections) leadTerm(ctx context.Context, log zerolog.Logger, cluster string, term *leadership.Term) {
+	defer func() {
+		// Resign, so that the next candidate need not wait for the lease
+		// (a key gone with its lease, or deleted, is left alone).
+		if err := term.Resign(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			log.Debug().Err(err).Msg("resign")
+		}
+	}()
+	log.Info().Int64("token", term.Token).Msg("leading cluster")
+	ld.lead(term.Context(), cluster, term)
+	log.Info().Int64("token", term.Token).Msg("no longer leading cluster")
 }
 
 // Run keeps a session and the campaigns until ctx ends. When the session
@@ -280,8 +327,10 @@ func (ld *elections) session(ctx context.Context) (up bool, err error) {
 			waits = append(waits, c.done)
 		}
 	}
-	waits = append(waits, ld.ending...)
-	ld.ending = nil
+	for _, done := range ld.ending {
+		waits = append(waits, done)
+	}
+	clear(ld.ending)
 	// The next session reads the active clusters again.
 	clear(ld.clusters)
 	clear(ld.live)

@@ -32,6 +32,10 @@ type Session struct {
 
 	mu     sync.Mutex
 	lastOK time.Time
+
+	rpc  time.Duration // bound of a request that is not a wait by design
+	emu  sync.Mutex
+	held map[string]chan struct{} // election → closed once this session's campaign or term of it is over
 }
 
 // NewSession grants a lease of ttl (whole seconds, at least 1) and keeps
@@ -51,7 +55,8 @@ func NewSession(ctx context.Context, cli *clientv3.Client, ttl, rpc time.Duratio
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	s := &Session{cli: cli, sess: sess, ctx: sctx, cancel: cancel, done: make(chan struct{}),
-		window: time.Duration(ttlSec)*time.Second - time.Duration(ttlSec)*time.Second/3, lastOK: granted}
+		window: time.Duration(ttlSec)*time.Second - time.Duration(ttlSec)*time.Second/3, lastOK: granted,
+		rpc: rpc, held: map[string]chan struct{}{}}
 	keep, err := cli.KeepAlive(sctx, grant.ID)
 	if err != nil {
 		cancel(err)
@@ -149,11 +154,19 @@ type Term struct {
 // term. It returns an error when ctx or the session ends first, or when
 // the session is not known to be alive as the campaign is won (the term
 // is resigned then).
+//
+// Every term has a key of its own, created for it, so that its token is
+// above every earlier term's and no earlier term's resignation can
+// delete it. A session's key of an election is election/<lease>, the
+// same for all its campaigns of that election: so a session holds one
+// campaign or term of an election at a time (a campaign waits until the
+// session's previous one has ended), and a campaign deletes the key the
+// previous term left behind (ended, not yet or never resigned) before it
+// creates its own.
 func (s *Session) Campaign(ctx context.Context, election, value string) (*Term, error) {
 	cctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(s.ctx, func() { cancel(s.Err()) })
-	el := concurrency.NewElection(s.sess, election)
-	if err := el.Campaign(cctx, value); err != nil {
+	fail := func(err error) (*Term, error) {
 		stop()
 		cause := context.Cause(cctx)
 		cancel(nil)
@@ -162,13 +175,72 @@ func (s *Session) Campaign(ctx context.Context, election, value string) (*Term, 
 		}
 		return nil, fmt.Errorf("campaign for %s: %w", election, err)
 	}
+	release, err := s.hold(cctx, election)
+	if err != nil {
+		return fail(err)
+	}
+	el := concurrency.NewElection(s.sess, election)
+	if err := s.clearKey(cctx, election); err != nil {
+		release()
+		return fail(err)
+	}
+	if err := el.Campaign(cctx, value); err != nil {
+		release()
+		return fail(err)
+	}
+	// The next campaign of this election may begin once this term ends.
+	context.AfterFunc(cctx, release)
 	t := &Term{Token: el.Rev(), Key: el.Key(), s: s, el: el, ctx: cctx, cancel: cancel, stop: stop}
 	// Never act on a campaign that returned without a live lease.
 	if !s.Valid() || cctx.Err() != nil {
 		t.Resign(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("campaign for %s: won without a live lease: %w", election, ErrNotLeading)
 	}
+	go t.watchKey()
 	return t, nil
+}
+
+// hold waits until this session has no campaign or term of election, and
+// makes the caller's the one; release ends it (more calls do nothing).
+func (s *Session) hold(ctx context.Context, election string) (release func(), err error) {
+	for {
+		s.emu.Lock()
+		prev, busy := s.held[election]
+		if !busy {
+			mine := make(chan struct{})
+			s.held[election] = mine
+			s.emu.Unlock()
+			var once sync.Once
+			return func() {
+				once.Do(func() {
+					s.emu.Lock()
+					delete(s.held, election)
+					s.emu.Unlock()
+					close(mine)
+				})
+			}, nil
+		}
+		s.emu.Unlock()
+		select {
+		case <-prev:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// clearKey deletes this session's key of election, left by a term that
+// has ended (its holder resigns late, or never), so that the campaign
+// creates a key of its own: one created anew has a revision above every
+// earlier term's token, and the late resignation (a delete on the
+// condition of the old key's create revision) leaves it alone.
+func (s *Session) clearKey(ctx context.Context, election string) error {
+	rctx, cancel := context.WithTimeout(ctx, s.rpc)
+	defer cancel()
+	if _, err := s.cli.Delete(rctx, fmt.Sprintf("%s/%x", election, s.sess.Lease())); err != nil {
+		return fmt.Errorf("delete the key of the session's previous term: %w", err)
+	}
+	return nil
 }
 
 // Context ends when the term does.
@@ -209,4 +281,68 @@ func (t *Term) Resign(ctx context.Context) error {
 		return fmt.Errorf("resign %s: %w", t.Key, err)
 	}
 	return nil
+}
+
+// watchKey ends the term as soon as its key is deleted or replaced, by
+// whomever: a term whose key is not in etcd leads nothing (agents refuse
+// its steps, and another candidate may be elected), so its holder must
+// stop, and may campaign again.
+func (t *Term) watchKey() {
+	from := t.Token + 1
+	for t.ctx.Err() == nil {
+		var gone bool
+		from, gone = t.followKey(from)
+		if !gone && t.ctx.Err() == nil {
+			// The watch ended without a word on the key (history
+			// compacted, etcd without a leader): read it.
+			gctx, cancel := context.WithTimeout(t.ctx, t.s.rpc)
+			resp, err := t.s.cli.Get(gctx, t.Key)
+			cancel()
+			switch {
+			case t.ctx.Err() != nil:
+				return
+			case err != nil:
+				// The session's window ends the term if etcd stays away.
+				pause(t.ctx, t.s.window/8)
+				continue
+			case len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != t.Token:
+				gone = true
+			default:
+				from = resp.Header.Revision + 1
+			}
+		}
+		if gone {
+			t.cancel(fmt.Errorf("election key %s deleted: %w", t.Key, ErrNotLeading))
+			return
+		}
+	}
+}
+
+// followKey watches the term's key from revision from until it is gone
+// (deleted, or created anew by another) or the watch ends; next is the
+// revision to go on from.
+func (t *Term) followKey(from int64) (next int64, gone bool) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(t.ctx))
+	defer cancel()
+	for wr := range t.s.cli.Watch(wctx, t.Key, clientv3.WithRev(from)) {
+		if wr.Err() != nil {
+			return from, false
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete || ev.Kv.CreateRevision != t.Token {
+				return from, true
+			}
+			from = max(from, ev.Kv.ModRevision+1)
+		}
+	}
+	return from, false
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+	case <-tm.C:
+	}
 }

@@ -132,3 +132,100 @@ func TestLostLeaseEndsEveryTerm(t *testing.T) {
 		t.Fatal("campaign under a lost session won")
 	}
 }
+
+// firstKey is the leader key of an election as the agents read it: the
+// first created under its prefix.
+func firstKey(t *testing.T, ctx context.Context, cli *clientv3.Client, cluster string) (key string, token int64) {
+	t.Helper()
+	resp, err := cli.Get(ctx, leadership.ClusterLeaderKeys(cluster), clientv3.WithFirstCreate()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0
+	}
+	return string(resp.Kvs[0].Key), resp.Kvs[0].CreateRevision
+}
+
+// A session's terms of one election follow each other, each under a key
+// of its own: a campaign made while the previous term has ended but not
+// yet resigned (a cluster released and given a new command at once) wins
+// with a token above the previous one, and the late resignation of the
+// previous term leaves the new term's key alone. Before, both terms
+// shared the key election/<lease>: the new term led with the old token,
+// and the old term's resignation deleted the key under it, so agents
+// refused its steps ("no leader in etcd") and nothing ended the term.
+func TestATermNeverReusesTheKeyOfAnEarlierTermOfItsSession(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	ctx := testenv.Context(t, time.Minute)
+	s := session(t, ctx, cli)
+	el := leadership.ClusterElection("live")
+
+	cctx, cancel := context.WithCancel(ctx)
+	first, err := s.Campaign(cctx, el, "server-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the cluster is released: the term ends; its holder resigns a moment later
+	<-first.Context().Done()
+	second, err := s.Campaign(ctx, el, "server-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Token <= first.Token {
+		t.Fatalf("the second term's token is %d after the first's %d; want it higher (a fresh key)", second.Token, first.Token)
+	}
+	if err := first.Resign(ctx); err != nil { // the first term's late resignation
+		t.Fatal(err)
+	}
+	if key, token := firstKey(t, ctx, cli, "live"); key != second.Key || token != second.Token || !second.Valid() {
+		t.Fatalf("after the first term resigned, etcd's leader key is %q (%d) and the second term valid=%v; want %q (%d), valid",
+			key, token, second.Valid(), second.Key, second.Token)
+	}
+
+	// A campaign of the same session while its term lasts waits for the
+	// term to end: one process never holds two terms of one election.
+	won := make(chan *leadership.Term, 1)
+	go func() {
+		term, err := s.Campaign(ctx, el, "server-1")
+		if err != nil {
+			t.Error(err)
+		}
+		won <- term
+	}()
+	select {
+	case term := <-won:
+		t.Fatalf("a second term (token %d) of the same session began while the term of token %d lasts", term.Token, second.Token)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if !second.Valid() {
+		t.Fatal("a waiting campaign of the same session ended the term")
+	}
+	if err := second.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	third := <-won
+	if third == nil || third.Token <= second.Token {
+		t.Fatalf("third term %v after the second's token %d", third, second.Token)
+	}
+	if key, token := firstKey(t, ctx, cli, "live"); key != third.Key || token != third.Token {
+		t.Fatalf("etcd's leader key is %q (%d); want the third term's %q (%d)", key, token, third.Key, third.Token)
+	}
+
+	// A term whose key is gone (deleted by hand, or by anything else) ends
+	// at once, saying so: its holder must not go on believing it leads.
+	if _, err := cli.Delete(ctx, third.Key); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-third.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the term lasts although its key is gone")
+	}
+	if cause := context.Cause(third.Context()); !errors.Is(cause, leadership.ErrNotLeading) {
+		t.Fatalf("the term ended with %v, want ErrNotLeading", cause)
+	}
+	if third.Valid() {
+		t.Fatal("a term whose key is gone is valid")
+	}
+}

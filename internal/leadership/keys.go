@@ -33,7 +33,11 @@
 // answer is recent enough that etcd cannot have expired it (the safety
 // window, two thirds of the TTL), and a term whose fencing token is the
 // create revision of its election key, the first created under the
-// election's prefix.
+// election's prefix. The key is created anew for every term, never
+// carried over from an earlier term of the same session (whose key has
+// the same name, <election>/<lease>), so that tokens only grow and a late
+// resignation never deletes a later term's key; and a term ends as soon
+// as its key is gone, whoever deleted it.
 package leadership
 
 import (
