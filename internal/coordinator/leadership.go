@@ -302,7 +302,7 @@ func (ld *elections) session(ctx context.Context) (up bool, err error) {
 	}
 	ld.rebalanceLocked("")
 	ld.mu.Unlock()
-	ld.log.Info().Str("coordinator", ld.id).Int64("lease", int64(sess.Lease())).Dur("ttl", ld.ttl).
+	ld.log.Info().Int64("lease", int64(sess.Lease())).Dur("ttl", ld.ttl).
 		Int("active_clusters", len(active)).Msg("coordinator session started")
 
 	watchErr := make(chan error, 2)
