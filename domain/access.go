@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"slices"
 )
 
 // Access: who may do what. A principal is a user as one credential
@@ -20,18 +21,11 @@ const (
 	MemberAdmin    MemberRole = "admin"    // also manages the group's members and policies
 )
 
-// rank orders roles; 0 is no role.
-func (r MemberRole) rank() int {
-	switch r {
-	case MemberViewer:
-		return 1
-	case MemberOperator:
-		return 2
-	case MemberAdmin:
-		return 3
-	}
-	return 0
-}
+// MemberRoles are the roles, from least to most.
+var MemberRoles = []MemberRole{MemberViewer, MemberOperator, MemberAdmin}
+
+// rank orders roles by their place in MemberRoles; 0 is no role.
+func (r MemberRole) rank() int { return slices.Index(MemberRoles, r) + 1 }
 
 // Valid reports whether r is one of the three roles.
 func (r MemberRole) Valid() bool { return r.rank() > 0 }

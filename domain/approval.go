@@ -30,6 +30,9 @@ const (
 	ApprovalStateWithdrawn = "withdrawn"
 )
 
+// ApprovalStates are the states a request can be in.
+var ApprovalStates = []string{ApprovalStatePending, ApprovalStateApproved, ApprovalStateRejected, ApprovalStateExpired, ApprovalStateWithdrawn}
+
 // Event types of approvals.
 const (
 	TypeApprovalRequested = "ApprovalRequested"

@@ -194,7 +194,7 @@ var routeSpecs = map[string]routeSpec{
 	"GET /api/v1/tokens":                           {query: listParams(param{name: "kind", check: oneOf("kind", domain.TokenAPI, domain.TokenSession)})},
 	"POST /api/v1/tokens":                          {body: bodyJSON},
 	"DELETE /api/v1/tokens/{token}":                {},
-	"GET /api/v1/approvals":                        {query: listParams(param{name: "state", check: oneOf("state", domain.ApprovalStatePending, domain.ApprovalStateApproved, domain.ApprovalStateRejected, domain.ApprovalStateExpired, domain.ApprovalStateWithdrawn)}, param{name: "group"})},
+	"GET /api/v1/approvals":                        {query: listParams(param{name: "state", check: oneOf("state", domain.ApprovalStates...)}, param{name: "group"})},
 	"GET /api/v1/approvals/{id}":                   {},
 	"POST /api/v1/approvals/{id}/approve":          {body: bodyJSON},
 	"POST /api/v1/approvals/{id}/reject":           {body: bodyJSON},

@@ -16,6 +16,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dmgr/dmgr/domain"
 )
 
 // People: users, groups with their members and approval policy, API
@@ -27,20 +29,19 @@ func (a *App) addPeopleCommands(root *cobra.Command) {
 	root.AddCommand(a.admUserCommand(), a.admGroupCommand(), a.admTokenCommand(), a.admApprovalCommand())
 }
 
-// Member roles, from least to most.
-var admRoles = []string{"viewer", "operator", "admin"}
+// roleNames are the member roles, from least to most (the domain's).
+func roleNames() []string {
+	names := make([]string, len(domain.MemberRoles))
+	for i, r := range domain.MemberRoles {
+		names[i] = string(r)
+	}
+	return names
+}
 
-// admApprovalStates are the states GET /api/v1/approvals filters on.
-var admApprovalStates = []string{"pending", "approved", "rejected", "expired", "withdrawn"}
-
-// admPolicyCommands are the cluster commands an approval policy may hold
-// (offered as completions; the server checks them).
-var admPolicyCommands = []string{"deploy", "scale-out", "scale-in", "upgrade", "patch", "rollback", "start", "stop", "restart", "reload", "destroy"}
-
-// admCheckRole refuses a role that is not viewer, operator or admin
-// (usage error, exit status 2).
-func admCheckRole(role string) error {
-	if !slices.Contains(admRoles, role) {
+// checkRole refuses a role that is not one of the domain's (usage error,
+// exit status 2).
+func checkRole(role string) error {
+	if !domain.MemberRole(role).Valid() {
 		return usageError("role %q: use viewer, operator or admin", role)
 	}
 	return nil
@@ -75,31 +76,8 @@ type admGroup struct {
 // tokenDoc is an API token or session as the API answers it: the answer
 // of a login or of POST /api/v1/tokens holds its secret, a list never.
 type tokenDoc struct {
-	ID        string    `json:"id"`
-	User      string    `json:"user"`
-	Name      string    `json:"name"`
-	Kind      string    `json:"kind"`
-	ReadOnly  bool      `json:"read_only"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Secret    string    `json:"token"`
-}
-
-type admApproval struct {
-	ID          string          `json:"id"`
-	Group       string          `json:"group"`
-	Cluster     string          `json:"cluster"`
-	Command     string          `json:"command"`
-	Params      json.RawMessage `json:"params"`
-	Plan        json.RawMessage `json:"plan"`
-	Requester   string          `json:"requester"`
-	RequestedAt time.Time       `json:"requested_at"`
-	ExpiresAt   time.Time       `json:"expires_at"`
-	OperationID string          `json:"operation_id"`
-	State       string          `json:"state"`
-	DecidedBy   string          `json:"decided_by"`
-	Comment     string          `json:"comment"`
-	DecidedAt   time.Time       `json:"decided_at"`
+	domain.Token
+	Secret string `json:"token"`
 }
 
 // admDo sends one request with the command's login and decodes the answer
@@ -435,12 +413,12 @@ func (a *App) admMemberCommand() *cobra.Command {
 		Args:    args(3, 3, "GROUP USER viewer|operator|admin"),
 		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 			if len(args) == 2 {
-				return admRoles, cobra.ShellCompDirectiveNoFileComp
+				return roleNames(), cobra.ShellCompDirectiveNoFileComp
 			}
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := admCheckRole(args[2]); err != nil {
+			if err := checkRole(args[2]); err != nil {
 				return err
 			}
 			var raw json.RawMessage
@@ -532,7 +510,7 @@ The whole policy is replaced: give every command and label it should keep.`,
 	fl.StringArrayVar(&labels, "label", nil, "KEY=VALUE: hold only on clusters with this label (repeat for several; all must match)")
 	fl.StringVar(&ttl, "ttl", "", "how long a request waits before it expires (8h, 7d; default 24h)")
 	fl.BoolVar(&off, "off", false, "hold no command: approvals are off for the group")
-	_ = set.RegisterFlagCompletionFunc("command", cobra.FixedCompletions(admPolicyCommands, cobra.ShellCompDirectiveNoFileComp))
+	_ = set.RegisterFlagCompletionFunc("command", cobra.FixedCompletions(domain.ApprovableCommands, cobra.ShellCompDirectiveNoFileComp))
 	policy.AddCommand(show, set)
 	return policy
 }
@@ -770,14 +748,14 @@ it. The requester may withdraw it. A request expires after the policy's ttl.`,
 A pending request past its expiry shows as expired.`,
 		example: "  dmgr approval list --state pending\n  dmgr approval list --group payments -o json"},
 		func() (url.Values, error) {
-			if state != "" && !slices.Contains(admApprovalStates, state) {
-				return nil, usageError("--state %q: use %s", state, strings.Join(admApprovalStates, ", "))
+			if state != "" && !slices.Contains(domain.ApprovalStates, state) {
+				return nil, usageError("--state %q: use %s", state, strings.Join(domain.ApprovalStates, ", "))
 			}
 			return queryOf("state", state, "group", group), nil
 		}, admWriteApprovals)
 	list.Flags().StringVar(&state, "state", "", "only requests in this state: pending, approved, rejected, expired, withdrawn")
 	list.Flags().StringVar(&group, "group", "", "only requests of this group (its id)")
-	_ = list.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(admApprovalStates, cobra.ShellCompDirectiveNoFileComp))
+	_ = list.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(domain.ApprovalStates, cobra.ShellCompDirectiveNoFileComp))
 
 	show := &cobra.Command{
 		Use:     "show ID",
@@ -822,7 +800,7 @@ func (a *App) admDecideCommand(verb, short, long string) *cobra.Command {
 				return err
 			}
 			return a.print(raw, func(w io.Writer) error {
-				ap, err := decodeDoc[admApproval](raw)
+				ap, err := decodeDoc[domain.Approval](raw)
 				if err != nil {
 					return err
 				}
@@ -836,7 +814,7 @@ func (a *App) admDecideCommand(verb, short, long string) *cobra.Command {
 
 // admWriteDecision says what a decision did; an approval names the operation
 // it started and how to follow it.
-func admWriteDecision(w io.Writer, verb string, ap admApproval) error {
+func admWriteDecision(w io.Writer, verb string, ap domain.Approval) error {
 	what := admCommandText(ap)
 	var err error
 	switch verb {
@@ -855,7 +833,7 @@ func admWriteDecision(w io.Writer, verb string, ap admApproval) error {
 }
 
 // admCommandText names a request's command: "destroy of cluster c1".
-func admCommandText(ap admApproval) string {
+func admCommandText(ap domain.Approval) string {
 	if ap.Cluster == "" {
 		return ap.Command
 	}
@@ -863,7 +841,7 @@ func admCommandText(ap admApproval) string {
 }
 
 func admWriteApprovals(w io.Writer, items []json.RawMessage) error {
-	as, err := decodeItems[admApproval](items)
+	as, err := decodeItems[domain.Approval](items)
 	if err != nil {
 		return err
 	}
@@ -885,7 +863,7 @@ func admWriteApprovals(w io.Writer, items []json.RawMessage) error {
 // admWriteApproval prints one request: its heading, its command's
 // parameters as YAML, and its plan's steps.
 func admWriteApproval(w io.Writer, raw json.RawMessage) error {
-	ap, err := decodeDoc[admApproval](raw)
+	ap, err := decodeDoc[domain.Approval](raw)
 	if err != nil {
 		return err
 	}

@@ -15,16 +15,18 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dmgr/dmgr/domain"
 )
 
 func TestRoles(t *testing.T) {
 	for _, r := range []string{"viewer", "operator", "admin"} {
-		if err := admCheckRole(r); err != nil {
+		if err := checkRole(r); err != nil {
 			t.Errorf("%s: %v", r, err)
 		}
 	}
 	for _, r := range []string{"", "Admin", "owner", "viewer ", "super-admin", "operator,admin"} {
-		err := admCheckRole(r)
+		err := checkRole(r)
 		if err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "use viewer, operator or admin") {
 			t.Errorf("%q: %v (exit %d), want a usage error", r, err, ExitCode(err))
 		}
@@ -210,7 +212,7 @@ func TestApprovalShowIsReadable(t *testing.T) {
 }
 
 func TestDecisionTells(t *testing.T) {
-	ap := admApproval{ID: "0190a", Command: "destroy", Cluster: "c1", Requester: "bob", OperationID: "0190-op"}
+	ap := domain.Approval{ID: "0190a", Command: "destroy", Cluster: "c1", Requester: "bob", OperationID: "0190-op"}
 	var b strings.Builder
 	if err := admWriteDecision(&b, "approve", ap); err != nil {
 		t.Fatal(err)
@@ -395,9 +397,9 @@ func TestCompletions(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"__complete", "group", "member", "set", "g1", "bob", ""}, admRoles},
-		{[]string{"__complete", "group", "policy", "set", "g1", "--command", ""}, admPolicyCommands},
-		{[]string{"__complete", "approval", "list", "--state", ""}, admApprovalStates},
+		{[]string{"__complete", "group", "member", "set", "g1", "bob", ""}, roleNames()},
+		{[]string{"__complete", "group", "policy", "set", "g1", "--command", ""}, domain.ApprovableCommands},
+		{[]string{"__complete", "approval", "list", "--state", ""}, domain.ApprovalStates},
 	} {
 		var out, errb bytes.Buffer
 		a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }, ConfigDir: t.TempDir(), Now: time.Now}
