@@ -91,21 +91,6 @@ func (a *App) admDo(cmd *cobra.Command, req Request, out any) error {
 	return err
 }
 
-// admParentRun runs a command that only groups others: alone it prints
-// its help; with an argument that names none of them it is bad usage.
-func admParentRun(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		var names []string
-		for _, c := range cmd.Commands() {
-			if c.IsAvailableCommand() {
-				names = append(names, c.Name())
-			}
-		}
-		return usageError("%s has no command %q: use %s (see %s --help)", cmd.CommandPath(), args[0], strings.Join(names, ", "), cmd.CommandPath())
-	}
-	return cmd.Help()
-}
-
 // admSay prints a line for the table output; -o json|yaml print only
 // the API's answers, so a script reads one document.
 func (a *App) admSay(format string, args ...any) {
@@ -173,7 +158,6 @@ deleting users is for super admins; a user may set their own password.`,
 		Example: `  dmgr user create bob
   dmgr user list`,
 		Args: cobra.ArbitraryArgs,
-		RunE: admParentRun,
 	}
 	var pwStdin, super bool
 	create := &cobra.Command{
@@ -323,7 +307,6 @@ delete groups.`,
   dmgr group member set payments bob operator
   dmgr group policy set payments --command destroy --command upgrade --label env=prod --ttl 24h`,
 		Args: cobra.ArbitraryArgs,
-		RunE: admParentRun,
 	}
 	create := &cobra.Command{
 		Use:   "create NAME",
@@ -399,7 +382,6 @@ func (a *App) admMemberCommand() *cobra.Command {
 		Short:   "Set or remove a group's members (the group's admins and super admins)",
 		Example: "  dmgr group member set payments bob operator\n  dmgr group member rm payments bob",
 		Args:    cobra.ArbitraryArgs,
-		RunE:    admParentRun,
 	}
 	set := &cobra.Command{
 		Use:   "set GROUP USER ROLE",
@@ -459,7 +441,6 @@ func (a *App) admPolicyCommand() *cobra.Command {
 		Short:   "Show or set a group's approval policy: which commands wait for a second person",
 		Example: "  dmgr group policy show payments\n  dmgr group policy set payments --command destroy --label env=prod --ttl 24h",
 		Args:    cobra.ArbitraryArgs,
-		RunE:    admParentRun,
 	}
 	show := &cobra.Command{
 		Use:     "show GROUP",
@@ -638,7 +619,6 @@ with --read-only). A token's secret is shown once, when it is made; dmgr
 keeps only its hash.`,
 		Example: "  dmgr token create ci --expires-in 30d\n  dmgr token list",
 		Args:    cobra.ArbitraryArgs,
-		RunE:    admParentRun,
 	}
 	var (
 		expiresIn string
@@ -739,7 +719,6 @@ it. The requester may withdraw it. A request expires after the policy's ttl.`,
   dmgr approval show 0190f3a2-5b1c-7d4e-8f00-123456789abc
   dmgr approval approve 0190f3a2-5b1c-7d4e-8f00-123456789abc --comment "ticket OPS-42"`,
 		Args: cobra.ArbitraryArgs,
-		RunE: admParentRun,
 	}
 	var state, group string
 	list := a.listCommand(listSpec{path: "/api/v1/approvals", noun: "requests",

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -54,6 +55,9 @@ and then use the commands named like tiup dm's:
 			c.GroupID = "client"
 		}
 	}
+	for _, c := range root.Commands() {
+		groupsRunParent(c)
+	}
 	for _, c := range extra {
 		root.AddCommand(c)
 	}
@@ -69,4 +73,31 @@ func args(min, max int, usage string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// groupsRunParent gives every command below cmd that only groups others
+// (cluster, machine, group member, …) parentRun, so that a mistyped
+// subcommand is bad usage (exit 2) rather than help and exit 0.
+func groupsRunParent(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.RunE = parentRun
+	}
+	for _, c := range cmd.Commands() {
+		groupsRunParent(c)
+	}
+}
+
+// parentRun runs a command that only groups others: alone it prints its
+// help; with an argument that names none of them it is bad usage.
+func parentRun(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
+			}
+		}
+		return usageError("%s has no command %q: use %s (see %s --help)", cmd.CommandPath(), args[0], strings.Join(names, ", "), cmd.CommandPath())
+	}
+	return cmd.Help()
 }
