@@ -119,6 +119,16 @@ var accessCases = []accessCase{
 	{"read operation", "viewer", func(tm *team, g, tok string, _ int) response {
 		return tm.do("GET", "/api/v1/operations/"+tm.ops["c-"+g], nil, as(tok))
 	}},
+	{"follow operation events", "viewer", func(tm *team, g, tok string, _ int) response {
+		return tm.do("GET", "/api/v1/operations/"+tm.ops["c-"+g]+"/events?last_event_id=999999999.0", nil, as(tok)) // past the end: 400 once allowed, never an open stream
+	}},
+	{"import cluster", "operator", func(tm *team, g, tok string, n int) response {
+		// v9.9.9 has no package: a caller who may import is refused that
+		// (409) before any host is contacted; one who may not, 403 first.
+		meta := "user: tidb\ndm_version: v9.9.9\ntopology:\n  master_servers:\n    - host: " + groupMachines(g)[0] + "\n"
+		return tm.do("POST", "/api/v1/clusters/import", map[string]any{"name": fmt.Sprintf("imp-%s-%d", g, n), "meta": meta,
+			"ssh_key": "not used before the permission and the package are checked", "group": g}, as(tok))
+	}},
 	{"read group", "viewer", func(tm *team, g, tok string, _ int) response {
 		return tm.do("GET", "/api/v1/groups/"+g, nil, as(tok))
 	}},
