@@ -122,6 +122,9 @@ var accessCases = []accessCase{
 	{"follow operation events", "viewer", func(tm *team, g, tok string, _ int) response {
 		return tm.do("GET", "/api/v1/operations/"+tm.ops["c-"+g]+"/events?last_event_id=999999999.0", nil, as(tok)) // past the end: 400 once allowed, never an open stream
 	}},
+	{"follow cluster events", "viewer", func(tm *team, g, tok string, _ int) response {
+		return tm.do("GET", "/api/v1/clusters/c-"+g+"/events?since=999999999", nil, as(tok)) // past the end: 400 once allowed
+	}},
 	{"import cluster", "operator", func(tm *team, g, tok string, n int) response {
 		// v9.9.9 has no package: a caller who may import is refused that
 		// (409) before any host is contacted; one who may not, 403 first.
