@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -49,8 +50,9 @@ func TestPackageRuns(t *testing.T) {
 	}
 
 	port := map[string]int{}
+	taken := map[int]bool{}
 	for _, p := range []string{"master", "peer", "worker", "prometheus", "alertmanager", "cluster", "grafana"} {
-		port[p] = freePort(t)
+		port[p] = freePort(t, taken)
 	}
 	addr := func(p string) string { return "127.0.0.1:" + strconv.Itoa(port[p]) }
 
@@ -201,14 +203,28 @@ func TestPackageRuns(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
+// freePort is a port free now, below the kernel's ephemeral range
+// (32768 and up on Linux) and not in taken (to which it is added): the
+// instances bind it later from their rendered configs, and a port from the
+// ephemeral range could meanwhile go to any test's port-0 listener (seen
+// in CI: another server answered alertmanager's /-/ready with 404).
+func freePort(t *testing.T, taken map[int]bool) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		p := 20000 + rand.IntN(12000)
+		if taken[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		taken[p] = true
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 func get(url string) (int, []byte, error) {
